@@ -1,0 +1,30 @@
+# streamtune: one command to set up and run the demo, one to run the tests.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOME_DIR ?= .streamtune
+
+.PHONY: install demo test ui clean
+
+$(BIN)/streamtune: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# CPU build of torch from the local wheel cache; a loose spec would pull a multi-GB CUDA build.
+	$(BIN)/pip install --quiet "torch==2.13.0"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	@touch $@
+
+install: $(BIN)/streamtune
+
+demo: install
+	$(BIN)/streamtune demo --home $(HOME_DIR)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+ui: install
+	$(BIN)/streamtune ui --home $(HOME_DIR)
+
+clean:
+	rm -rf $(HOME_DIR) .pytest_cache

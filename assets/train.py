@@ -1,0 +1,219 @@
+"""Train: snapshot -> base model (once) -> challenger (fine-tune from the champion) -> champion (promotion gate)."""
+
+
+import shutil
+from pathlib import Path
+
+import dagster as dg
+
+from orchestration.resources import MlflowResource, StreamtuneResource, WarehouseResource
+
+TRIGGER_TAG = "streamtune/trigger"
+PIPELINE_TAG = "streamtune/pipeline"
+
+
+def _trigger(context: dg.AssetExecutionContext) -> str:
+    return context.run.tags.get(TRIGGER_TAG, "manual")
+
+
+@dg.asset(
+    deps=["approved_window"],
+    pool="duckdb",
+    group_name="training",
+    kinds={"duckdb", "parquet"},
+    output_required=False,
+    description="Approved windows not yet in train.ledger, split into train / held-out rows, plus a retention "
+    "slice of earlier windows, exported to Parquet so training never opens DuckDB. Skips (and so skips the "
+    "fine-tune) when no window is pending.",
+)
+def training_snapshot(context: dg.AssetExecutionContext, streamtune: StreamtuneResource, warehouse: WarehouseResource):
+    from orchestration.snapshots import build_snapshot
+
+    settings = streamtune.settings()
+    manifest = build_snapshot(
+        warehouse.warehouse(),
+        settings.paths.snapshots,
+        eval_fraction=settings.eval_fraction,
+        retention_rows=settings.retention_rows,
+        max_windows=settings.max_windows_per_update,
+        seed=settings.train_config().seed,
+    )
+    if manifest is None:
+        context.log.info("no approved window is pending: nothing to fine-tune")
+        return
+    yield dg.Output(
+        manifest.to_dict(),
+        metadata={
+            "dagster/row_count": manifest.rows["train"],
+            "windows": dg.MetadataValue.json(manifest.window_keys),
+            "rows_by_split": manifest.rows,
+            "content_sha256": manifest.content_sha256,
+            "path": dg.MetadataValue.path(manifest.directory),
+        },
+    )
+
+
+@dg.asset(
+    pool="training",
+    group_name="training",
+    kinds={"pytorch", "mlflow"},
+    description="The first champion: a byte-level BPE tokenizer and a small GPT-style model built from the first "
+    "snapshot's training rows (or the Hugging Face id / local path in settings.base_model), registered with "
+    "aliases base and champion. Built once; later runs reuse it.",
+)
+def base_model(
+    context: dg.AssetExecutionContext, training_snapshot: dict, streamtune: StreamtuneResource, mlflow: MlflowResource
+) -> dg.Output:
+    from orchestration.snapshots import SnapshotManifest
+    from training.modeling import prepare_base
+
+    settings = streamtune.settings()
+    registry = mlflow.registry()
+    existing = registry.version_for_alias("base")
+    if existing is not None:
+        return dg.Output({"version": existing, "reused": True}, metadata={"version": existing, "reused": True})
+    manifest = SnapshotManifest.from_dict(training_snapshot)
+    out_dir = settings.paths.models / "base"
+    shutil.rmtree(out_dir, ignore_errors=True)
+    model_cfg = settings.model_config()
+    prepare_base(settings.base_model or None, manifest.texts("train"), model_cfg, out_dir, seed=settings.train_config().seed)
+    params = {"base_model": settings.base_model or "local-gpt2", **{f"model.{k}": v for k, v in model_cfg.to_dict().items()},
+              "tokenizer_windows": ",".join(manifest.window_keys)}
+    run_id, version = registry.register_base(
+        model_dir=out_dir, params=params, tags={"dagster.run_id": context.run_id, "streamtune.role": "base"}
+    )
+    return dg.Output({"version": version, "reused": False}, metadata={"version": version, "mlflow_run_id": run_id})
+
+
+@dg.asset(
+    pool="training",
+    group_name="training",
+    kinds={"pytorch", "mlflow"},
+    description="Fine-tune from the current champion on the snapshot's new windows (LR re-warm/re-decay, AdamW state "
+    "carried over), evaluated before and after on the new windows' held-out rows and the retention slice. One MLflow "
+    "run and one registered version (alias challenger).",
+)
+def challenger_model(
+    context: dg.AssetExecutionContext,
+    training_snapshot: dict,
+    base_model: dict,
+    streamtune: StreamtuneResource,
+    mlflow: MlflowResource,
+) -> dg.Output:
+    from orchestration.snapshots import SnapshotManifest
+    from training.finetune import finetune
+    from training.gate import decide_promotion
+
+    settings = streamtune.settings()
+    registry = mlflow.registry()
+    manifest = SnapshotManifest.from_dict(training_snapshot)
+    parent = registry.version_for_alias("champion") or base_model["version"]
+    parent_dir = settings.paths.models / "registry" / f"v{parent}"
+    if not (parent_dir / "config.json").exists():
+        registry.download_version(parent, parent_dir)
+        registry.download_train_state(parent, parent_dir)
+    cfg = settings.train_config()
+    out_dir = settings.paths.models / "challengers" / context.run_id
+    shutil.rmtree(out_dir, ignore_errors=True)
+
+    def on_step(step: int, loss: float, lr: float) -> None:
+        context.log.info(f"step {step}: train loss {loss:.4f}, lr {lr:.2e}")
+
+    result = finetune(parent_dir, manifest.texts("train"), manifest.texts("new_eval"),
+                      manifest.texts("retention_eval"), cfg, out_dir, on_step=on_step)
+    metrics = result.metrics()
+    decision = decide_promotion(
+        metrics.get("champion_new_bpb"), metrics["challenger_new_bpb"],
+        metrics.get("champion_retention_bpb"), metrics.get("challenger_retention_bpb"), settings.gate_config(),
+    )
+    first, last = manifest.window_keys[0], manifest.window_keys[-1]
+    manifest_file = Path(manifest.directory) / "manifest.json"
+    run_id, version = registry.log_update(
+        run_name=f"update {first}" if first == last else f"update {first}..{last}",
+        model_dir=out_dir,
+        params={
+            **{f"train.{k}": v for k, v in cfg.to_dict().items()},
+            "parent_version": parent, "windows": ",".join(manifest.window_keys),
+            "snapshot_id": manifest.snapshot_id, "snapshot_sha256": manifest.content_sha256,
+            "train_rows": manifest.rows["train"], "new_eval_rows": manifest.rows["new_eval"],
+            "retention_eval_rows": manifest.rows["retention_eval"], "device": result.device, "bf16": result.bf16,
+            "threads": result.threads,
+        },
+        metrics=metrics,
+        curve=result.fit.curve,
+        tags={"dagster.run_id": context.run_id, "dagster.asset": "challenger_model", "streamtune.trigger": _trigger(context),
+              "streamtune.windows": ",".join(manifest.window_keys), "streamtune.parent_version": parent},
+        artifacts={"snapshot": manifest_file},
+        description=f"Fine-tuned from v{parent} on windows {', '.join(manifest.window_keys)}. Gate preview: {decision.reason}",
+    )
+    shutil.rmtree(out_dir, ignore_errors=True)  # the registry holds the model now
+    value = {"version": version, "mlflow_run_id": run_id, "parent_version": parent, "metrics": metrics,
+             "promote": decision.promote, "reason": decision.reason, "gate_tags": decision.tags(),
+             "snapshot": manifest.to_dict()}
+    return dg.Output(
+        value,
+        metadata={
+            "version": version,
+            "mlflow_run_id": run_id,
+            "parent_version": parent,
+            "windows": dg.MetadataValue.json(manifest.window_keys),
+            "gate": decision.reason,
+            "eval": dg.MetadataValue.md(_eval_table(metrics)),
+            **{k: float(v) for k, v in metrics.items()},
+        },
+    )
+
+
+@dg.asset_check(asset=challenger_model, description="Gate preview: the challenger beats the champion on the new "
+                "windows without forgetting the old ones (the champion_model step applies it).")
+def challenger_beats_champion(challenger_model: dict) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(passed=bool(challenger_model["promote"]), severity=dg.AssetCheckSeverity.WARN,
+                               description=challenger_model["reason"],
+                               metadata={k: v for k, v in challenger_model["gate_tags"].items() if k.startswith("gate.")})
+
+
+@dg.asset(
+    pool="duckdb",
+    group_name="training",
+    kinds={"mlflow", "duckdb"},
+    description="Promotion gate: moves the MLflow alias champion to the challenger only if new-window bits/byte "
+    "improve and retention bits/byte do not worsen beyond the tolerance; records the decision as version tags and "
+    "the update in train.ledger / train.updates.",
+)
+def champion_model(
+    context: dg.AssetExecutionContext, challenger_model: dict, mlflow: MlflowResource, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    from orchestration.snapshots import SnapshotManifest, ledger_frame
+
+    registry = mlflow.registry()
+    version = challenger_model["version"]
+    registry.tag_version(version, challenger_model["gate_tags"])
+    if challenger_model["promote"]:
+        registry.set_alias("champion", version)
+    champion = registry.version_for_alias("champion")
+    manifest = SnapshotManifest.from_dict(challenger_model["snapshot"])
+    warehouse.warehouse().record_update(
+        model_version=version, mlflow_run_id=challenger_model["mlflow_run_id"],
+        parent_version=challenger_model["parent_version"], snapshot_id=manifest.snapshot_id,
+        window_keys=manifest.window_keys, ledger=ledger_frame(manifest), metrics=challenger_model["metrics"],
+        promoted=challenger_model["promote"], reason=challenger_model["reason"], trigger=_trigger(context),
+        dagster_run_id=context.run_id,
+    )
+    context.log.info(("promoted" if challenger_model["promote"] else "rejected") + f" v{version}: {challenger_model['reason']}")
+    return dg.MaterializeResult(
+        metadata={"champion_version": champion, "challenger_version": version,
+                  "promoted": challenger_model["promote"], "reason": challenger_model["reason"]}
+    )
+
+
+def _eval_table(metrics: dict[str, float]) -> str:
+    lines = ["| slice | model | loss | perplexity | bits/byte |", "|---|---|---|---|---|"]
+    for slice_ in ("new", "retention"):
+        for model in ("champion", "challenger"):
+            p = f"{model}_{slice_}_"
+            if p + "loss" in metrics:
+                lines.append(f"| {slice_} | {model} | {metrics[p + 'loss']:.4f} | {metrics[p + 'ppl']:.2f} | {metrics[p + 'bpb']:.4f} |")
+    return "\n".join(lines)
+
+
+TRAINING_ASSETS = [training_snapshot, base_model, challenger_model, champion_model]

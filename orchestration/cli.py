@@ -1,0 +1,259 @@
+"""The ``streamtune`` command line (typer + rich).
+
+Commands: ``demo``, ``replay``, ``run``, ``status``, ``ui``. Errors print one
+line and a hint, not a traceback (set ``STREAMTUNE_DEBUG=1`` for tracebacks).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from orchestration.settings import Settings, load_settings, resolve_home, write_settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Keep a language model current on a live text stream.")
+console = Console()
+err_console = Console(stderr=True)
+
+HomeOpt = Annotated[Optional[Path], typer.Option("--home", help="streamtune home (default $STREAMTUNE_HOME or ./.streamtune)")]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEMO_SOURCE = REPO_ROOT / "data" / "demo"
+
+# Demo sizing: one update per window, small GPT-style model, ~1 min per update on 2 CPU cores.
+DEMO_SETTINGS = {
+    "max_windows_per_update": 1,
+    "landing_interval_s": 3,
+    "finetune_trigger_interval_s": 3,
+    "eval_fraction": 0.1,
+    "retention_rows": 400,
+    "model": {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 128, "vocab_size": 4096},
+    "train": {"epochs": 3.0, "batch_size": 16, "seq_len": 128, "peak_lr": 1e-3},
+    "gate": {"min_improvement": 0.0, "retention_tolerance": 0.02},
+}
+
+
+class CliError(Exception):
+    """A user-facing error: message plus a hint."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+def _settings(home: Path | None) -> Settings:
+    if home is not None:
+        os.environ["STREAMTUNE_HOME"] = str(resolve_home(home))
+    return load_settings(home)
+
+
+@app.command()
+def replay(
+    source: Annotated[Path, typer.Argument(help="directory of window files (.jsonl, .jsonl.gz, .parquet, .csv)")],
+    home: HomeOpt = None,
+    interval: Annotated[float, typer.Option(help="seconds between windows")] = 0.0,
+) -> None:
+    """Copy SOURCE's window files into the landing folder in time order, atomically."""
+    from orchestration.landing import replay as replay_files
+
+    settings = _settings(home)
+    landed = replay_files(source, settings.paths.ensure().landing, interval)
+    console.print(f"landed {len(landed)} window file(s) into {settings.paths.landing}")
+
+
+@app.command()
+def run(
+    home: HomeOpt = None,
+    until_idle: Annotated[bool, typer.Option("--until-idle", help="process what has landed, then exit")] = False,
+    timeout: Annotated[float, typer.Option(help="with --until-idle: give up after this many seconds")] = 3600.0,
+) -> None:
+    """Run the Dagster daemon (sensors, schedule, run queue) over the home."""
+    from orchestration.daemon import Daemon
+
+    settings = _settings(home)
+    with Daemon(settings) as daemon:
+        console.print(f"dagster-daemon running over {settings.home} (log: {daemon.log_path})")
+        if until_idle:
+            summary = daemon.wait_until_idle(timeout_s=timeout, progress=lambda m: console.print(f"  {m}"))
+            _print_summary(summary)
+            return
+        try:
+            while True:
+                daemon.check_alive()
+                time.sleep(2)
+        except KeyboardInterrupt:
+            console.print("stopping")
+
+
+@app.command()
+def status(home: HomeOpt = None, as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+    """Windows, model versions and the champion of a home."""
+    settings = _settings(home)
+    data = _status_data(settings)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, default=str))
+        return
+    _print_window_table(data["windows"])
+    console.print(f"model versions: {len(data['versions'])}; champion: v{data['champion']}" if data["champion"]
+                  else "no champion yet")
+
+
+@app.command()
+def demo(
+    home: HomeOpt = None,
+    source: Annotated[Path, typer.Option(help="window files to replay")] = DEMO_SOURCE,
+    fresh: Annotated[bool, typer.Option("--fresh/--keep", help="start from an empty home")] = True,
+    timeout: Annotated[float, typer.Option(help="give up after this many seconds")] = 3600.0,
+) -> None:
+    """Replay the bundled PyPI stream and run the whole loop through the Dagster daemon."""
+    from orchestration.daemon import Daemon
+    from orchestration.landing import replay as replay_files
+
+    root = resolve_home(home)
+    if fresh and root.exists():
+        shutil.rmtree(root)
+    if not (root / "streamtune.toml").exists():
+        write_settings(root, DEMO_SETTINGS)
+    settings = _settings(root)
+    started = time.time()
+    with Daemon(settings) as daemon:
+        landed = replay_files(source, settings.paths.landing)
+        console.print(f"landed {len(landed)} windows from {source}; dagster-daemon log: {daemon.log_path}")
+        summary = daemon.wait_until_idle(timeout_s=timeout, progress=lambda m: console.print(f"  {m}"))
+    data = _status_data(settings)
+    _print_window_table(data["windows"])
+    _print_summary(summary)
+    console.print(f"champion: v{data['champion']}   total wall time: {time.time() - started:.0f} s")
+    console.print(f"open the UIs:  streamtune ui --home {settings.home}   (Dagster http://127.0.0.1:3000, MLflow http://127.0.0.1:5000)")
+    missing = [w["window_key"] for w in data["windows"] if not w["model_version"]]
+    if len(data["windows"]) < len(landed) or missing:
+        raise CliError(f"{len(missing) or len(landed) - len(data['windows'])} window(s) were not fine-tuned: {missing}",
+                       hint=f"see failed runs above and {settings.paths.logs}")
+
+
+@app.command()
+def ui(
+    home: HomeOpt = None,
+    dagster_port: Annotated[int, typer.Option(help="Dagster UI port")] = 3000,
+    mlflow_port: Annotated[int, typer.Option(help="MLflow UI port")] = 5000,
+) -> None:
+    """Start the Dagster UI (with its daemon) and the MLflow server on 127.0.0.1 over the home."""
+    from orchestration.daemon import instance_env, prepare_instance
+
+    settings = _settings(home)
+    prepare_instance(settings)
+    env = instance_env(settings)
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    bindir = Path(sys.executable).parent
+    procs = [
+        subprocess.Popen([str(bindir / "dagster"), "dev", "-m", "orchestration.definitions", "-h", "127.0.0.1",
+                          "-p", str(dagster_port)], env=env, cwd=settings.home, start_new_session=True),
+        subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", settings.tracking_uri,
+                          "--artifacts-destination", str(settings.paths.mlartifacts), "--host", "127.0.0.1",
+                          "--port", str(mlflow_port), "--workers", "1"], env=env, cwd=settings.home, start_new_session=True),
+    ]
+    console.print(f"Dagster UI: http://127.0.0.1:{dagster_port}   MLflow UI: http://127.0.0.1:{mlflow_port}   (Ctrl-C stops both)")
+    try:
+        while all(p.poll() is None for p in procs):
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+
+
+def _status_data(settings: Settings) -> dict:
+    from orchestration.warehouse import Warehouse
+
+    windows: list[dict] = []
+    if settings.paths.warehouse.exists():
+        wh = Warehouse(settings.paths.warehouse, lock_timeout_s=60)
+        wh.init_schema()
+        windows = wh.window_report().to_dicts()
+    versions: list[str] = []
+    champion = None
+    if settings.mlflow_tracking_uri or settings.paths.mlflow_db.exists():
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(settings.tracking_uri)
+        try:
+            versions = sorted((v.version for v in client.search_model_versions(f"name='{settings.model_name}'")), key=int)
+            champion = client.get_model_version_by_alias(settings.model_name, "champion").version
+        except Exception:  # no registered model yet
+            pass
+    return {"home": str(settings.home), "windows": windows, "versions": versions, "champion": champion}
+
+
+def _fmt(v, spec: str = ".3f") -> str:
+    return "" if v is None else format(v, spec)
+
+
+def _print_window_table(windows: list[dict]) -> None:
+    table = Table(title="streamtune windows")
+    for col in ("window", "rows in", "curated", "quarantined", "rejected", "loss before", "loss after",
+                "bpb before", "bpb after", "version", "promoted", "MLflow run"):
+        table.add_column(col, justify="right" if col not in ("window", "MLflow run") else "left")
+    for w in windows:
+        promoted = "" if w["promoted"] is None else ("yes" if w["promoted"] else "no")
+        table.add_row(
+            w["window_key"], str(w["source_rows"]), str(w["curated_rows"]), str(w["quarantined_rows"]),
+            str(w["rejected_rows"]), _fmt(w["champion_new_loss"]), _fmt(w["challenger_new_loss"]),
+            _fmt(w["champion_new_bpb"]), _fmt(w["challenger_new_bpb"]), w["model_version"] or "",
+            promoted if w["approved"] else "blocked", w["mlflow_run_id"] or "",
+        )
+    console.print(table)
+
+
+def _print_summary(summary) -> None:
+    runs = ", ".join(f"{n} {status.lower()}" for status, n in sorted(summary.runs.items())) or "no runs"
+    console.print(f"runs: {runs} ({summary.seconds:.0f} s)")
+    for line in summary.failures:
+        console.print(f"  [red]failed[/red] {line}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app(standalone_mode=False)
+    except CliError as exc:
+        err_console.print(f"error: {exc}")
+        if exc.hint:
+            err_console.print(f"hint: {exc.hint}")
+        sys.exit(1)
+    except (FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
+        if os.environ.get("STREAMTUNE_DEBUG"):
+            raise
+        err_console.print(f"error: {exc}")
+        err_console.print("hint: run with STREAMTUNE_DEBUG=1 for the traceback; `streamtune --help` lists commands")
+        sys.exit(1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""Run the real Dagster daemon (sensors, schedules, run queue, pools) over a streamtune home.
+
+``streamtune run``, ``streamtune demo`` and the end-to-end tests drive the loop
+through exactly this code: write the instance config, start
+``dagster-daemon run -m orchestration.definitions`` with ``DAGSTER_HOME`` inside
+the home, and (for ``--until-idle``) watch the instance until nothing is left
+to do.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from orchestration.landing import closed_files_after, window_key_for
+from orchestration.partitions import WINDOWS_PARTITION
+from orchestration.settings import Settings
+
+ACTIVE_STATUSES = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
+POOLS = {"duckdb": 1, "training": 1}
+
+
+class DaemonError(RuntimeError):
+    """The daemon died or the loop did not go idle in time."""
+
+
+def instance_env(settings: Settings) -> dict[str, str]:
+    """Environment for every Dagster process of this home."""
+    env = dict(os.environ)
+    env["DAGSTER_HOME"] = str(settings.paths.dagster_home)
+    env["STREAMTUNE_HOME"] = str(settings.home)
+    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    env.setdefault("DO_NOT_TRACK", "true")
+    env.setdefault("GX_ANALYTICS_ENABLED", "false")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    if not settings.base_model:
+        env.setdefault("HF_HUB_OFFLINE", "1")  # the local base needs no hub
+    return env
+
+
+def prepare_instance(settings: Settings) -> Path:
+    """Create the home's folders, write ``dagster.yaml`` and set the pool limits.
+
+    Returns:
+        The ``DAGSTER_HOME`` directory.
+    """
+    paths = settings.paths.ensure()
+    template = resources.files("orchestration").joinpath("templates/dagster.yaml").read_text()
+    (paths.dagster_home / "dagster.yaml").write_text(template)
+    from orchestration.warehouse import Warehouse
+
+    Warehouse(paths.warehouse).init_schema()
+    with _instance(settings) as instance:
+        for pool, limit in POOLS.items():
+            instance.event_log_storage.set_concurrency_slots(pool, limit)
+    _init_mlflow_store(settings)
+    return paths.dagster_home
+
+
+def _init_mlflow_store(settings: Settings) -> None:
+    """Create the sqlite MLflow schema once, before several processes race to migrate it."""
+    if settings.mlflow_tracking_uri or settings.paths.mlflow_db.exists():
+        return
+    subprocess.run(
+        [sys.executable, "-m", "mlflow", "db", "upgrade", settings.paths.mlflow_tracking_uri],
+        check=True,
+        env=instance_env(settings),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+class _instance:
+    """Context manager: a DagsterInstance of the home (DAGSTER_HOME set only while open)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def __enter__(self):
+        from dagster import DagsterInstance
+
+        self._old = os.environ.get("DAGSTER_HOME")
+        os.environ["DAGSTER_HOME"] = str(self.settings.paths.dagster_home)
+        self.instance = DagsterInstance.get()
+        return self.instance
+
+    def __exit__(self, *exc) -> None:
+        self.instance.dispose()
+        if self._old is None:
+            os.environ.pop("DAGSTER_HOME", None)
+        else:
+            os.environ["DAGSTER_HOME"] = self._old
+
+
+def open_instance(settings: Settings):
+    """``with open_instance(settings) as instance:`` the home's Dagster instance."""
+    return _instance(settings)
+
+
+@dataclass
+class LoopSummary:
+    """What a ``run --until-idle`` session saw."""
+
+    runs: dict[str, int] = field(default_factory=dict)  # status -> count, runs started during the session
+    failures: list[str] = field(default_factory=list)  # one line per failed run
+    seconds: float = 0.0
+
+
+class Daemon:
+    """A ``dagster-daemon`` process over one home (context manager; stops the process group on exit)."""
+
+    def __init__(self, settings: Settings, log_path: Path | None = None) -> None:
+        self.settings = settings
+        self.log_path = log_path or settings.paths.logs / "dagster-daemon.log"
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "Daemon":
+        prepare_instance(self.settings)
+        exe = shutil.which("dagster-daemon", path=str(Path(sys.executable).parent)) or shutil.which("dagster-daemon")
+        if exe is None:
+            raise DaemonError("dagster-daemon not found: install streamtune into this environment (make install)")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [exe, "run", "-m", "orchestration.definitions"],
+            env=instance_env(self.settings),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=str(self.settings.home),
+        )
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if getattr(self, "_log", None):
+            self._log.close()
+            self._log = None
+
+    def check_alive(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            tail = self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
+            raise DaemonError(f"dagster-daemon exited (code {self.proc.returncode if self.proc else None}); log tail:\n{tail}")
+
+    def wait_until_idle(self, timeout_s: float = 3600.0, settle_s: float | None = None, progress=None) -> LoopSummary:
+        """Block until every landed file has a partition, no run is queued or running, and
+        that has held for ``settle_s`` seconds (long enough for every sensor to tick again).
+
+        Args:
+            progress: optional callable(str) told about state changes.
+
+        Raises:
+            DaemonError: the daemon died or ``timeout_s`` passed first.
+        """
+        from dagster import DagsterRunStatus, RunsFilter
+
+        settle_s = settle_s if settle_s is not None else 3 * max(self.settings.landing_interval_s,
+                                                                  self.settings.finetune_trigger_interval_s) + 10
+        start = time.time()
+        quiet_since: float | None = None
+        last_msg = ""
+        with open_instance(self.settings) as instance:
+            while True:
+                self.check_alive()
+                active = instance.get_runs_count(
+                    RunsFilter(statuses=[DagsterRunStatus[s] for s in ACTIVE_STATUSES])
+                )
+                known = set(instance.get_dynamic_partitions(WINDOWS_PARTITION))
+                landed = {window_key_for(f.name) for f in closed_files_after(self.settings.paths.landing, None)}
+                waiting = len(landed - known)
+                msg = f"{active} run(s) active, {waiting} landed file(s) not yet seen, {len(known)} window(s) known"
+                if progress and msg != last_msg:
+                    progress(msg)
+                    last_msg = msg
+                if active == 0 and waiting == 0:
+                    quiet_since = quiet_since or time.time()
+                    if time.time() - quiet_since >= settle_s:
+                        break
+                else:
+                    quiet_since = None
+                if time.time() - start > timeout_s:
+                    raise DaemonError(f"not idle after {timeout_s:.0f} s: {msg}")
+                time.sleep(1.0)
+            summary = LoopSummary(seconds=time.time() - start)
+            runs = instance.get_runs(RunsFilter(created_after=_utc(start)))
+            for run in runs:
+                summary.runs[run.status.value] = summary.runs.get(run.status.value, 0) + 1
+                if run.status == DagsterRunStatus.FAILURE:
+                    summary.failures.append(_failure_line(instance, run))
+        return summary
+
+
+def _utc(ts: float):
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(ts - 5, tz=timezone.utc)
+
+
+def _failure_line(instance, run) -> str:
+    """One line per failed run: job, partition, and the first error message."""
+    from dagster import DagsterEventType
+
+    partition = run.tags.get("dagster/partition", "")
+    message = ""
+    records = instance.get_records_for_run(run.run_id, of_type={DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE}).records
+    for record in records:
+        ev = record.event_log_entry.dagster_event
+        err = getattr(ev.event_specific_data, "error", None) if ev else None
+        if err is not None:
+            message = err.message.strip().splitlines()[0] if err.message else err.cls_name
+            break
+        message = message or (record.event_log_entry.message or "")
+    where = f"{run.job_name}[{partition}]" if partition else run.job_name
+    return f"{where} run {run.run_id[:8]}: {message}"

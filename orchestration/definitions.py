@@ -1,0 +1,37 @@
+"""The streamtune code location: assets, checks, jobs, sensors, schedule and resources of one home.
+
+The home comes from ``STREAMTUNE_HOME`` (default ``./.streamtune``); ``dagster dev``,
+``dagster-daemon`` and ``streamtune run`` load this module.
+"""
+
+import dagster as dg
+
+from assets.checks import WINDOW_CHECKS
+from assets.curate import approved_window, curated_window
+from assets.ingest import raw_window
+from assets.train import TRAINING_ASSETS, challenger_beats_champion
+from orchestration.jobs import finetune_job, ingest_job
+from orchestration.resources import build_resources
+from orchestration.schedules import build_periodic_finetune
+from orchestration.sensors import build_landing_sensor, build_new_window_sensor
+from orchestration.settings import Settings, load_settings
+
+
+def build_definitions(settings: Settings | None = None) -> dg.Definitions:
+    """Definitions for one streamtune home (tests pass their own settings)."""
+    settings = settings or load_settings()
+    return dg.Definitions(
+        assets=[raw_window, curated_window, approved_window, *TRAINING_ASSETS],
+        asset_checks=[*WINDOW_CHECKS, challenger_beats_champion],
+        jobs=[ingest_job, finetune_job],
+        sensors=[
+            build_landing_sensor(settings.landing_interval_s),
+            build_new_window_sensor(settings.finetune_trigger_interval_s),
+        ],
+        schedules=[build_periodic_finetune(settings.finetune_cron)],
+        resources=build_resources(settings),
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_definitions()

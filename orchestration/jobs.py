@@ -1,0 +1,21 @@
+"""Jobs: ingest one window (partitioned), and fine-tune on whatever windows are pending."""
+
+import dagster as dg
+
+from assets.train import PIPELINE_TAG
+from orchestration.partitions import windows_partitions
+
+ingest_job = dg.define_asset_job(
+    name="ingest_window",
+    selection=dg.AssetSelection.assets("raw_window", "curated_window", "approved_window"),
+    partitions_def=windows_partitions,
+    description="Load one landed window into DuckDB, gate it with Great Expectations, approve it for training.",
+    tags={PIPELINE_TAG: "ingest"},
+)
+
+finetune_job = dg.define_asset_job(
+    name="finetune",
+    selection=dg.AssetSelection.assets("training_snapshot", "base_model", "challenger_model", "champion_model"),
+    description="Fine-tune the champion on pending approved windows, log to MLflow, and run the promotion gate.",
+    tags={PIPELINE_TAG: "finetune"},
+)

@@ -1,0 +1,450 @@
+"""Parse one landed window file into rows (RAW_SCHEMA) and rejects (REJECT_SCHEMA).
+
+Record contract (docs/architecture.md): one JSON object per line (``.jsonl``, ``.ndjson``,
+``.jsonl.gz``), or one Parquet/CSV row, with
+
+- ``text``: string, required; a missing or null text is *kept* (text null) so the quality gate
+  quarantines it with a reason;
+- ``id``: optional string or integer, else a content hash (sha256 of the text, hex[:32]; sha256
+  of the raw record when the text is missing too);
+- ``ts``: optional ISO-8601 timestamp (an offset-less one is read as UTC), else the ingestion time;
+- any other field: kept, as a JSON object, in ``metadata``.
+
+Nothing is dropped silently: every record of the file becomes a row or a reject, so
+``ParsedWindow.source_rows`` equals the number of records (physical lines for JSON Lines, data rows
+for CSV and Parquet). Only a file that cannot be read at all raises ``WindowReadError``.
+"""
+
+import binascii
+import csv
+import hashlib
+import io
+import json
+import math
+import re
+import zlib
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import polars as pl
+
+from quality.schema import RAW_SCHEMA, REJECT_SCHEMA
+
+SUPPORTED_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".parquet", ".csv")
+
+_BOM = b"\xef\xbb\xbf"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_JSON_TYPE = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number",
+              bool: "a boolean", type(None): "null"}
+
+
+class WindowReadError(Exception):
+    """The window file cannot be read at all (missing, unreadable, unknown format, corrupt container).
+
+    The message names the file and the cause. Bad *records* never raise: they become rejects.
+    """
+
+
+@dataclass(frozen=True)
+class RecordFields:
+    """Names of the contract fields in the source records."""
+
+    text: str = "text"
+    id: str = "id"
+    ts: str = "ts"
+
+    def __post_init__(self) -> None:
+        names = (self.text, self.id, self.ts)
+        if not all(isinstance(n, str) and n for n in names) or len(set(names)) != 3:
+            raise ValueError(f"RecordFields needs three distinct non-empty names, got {names}")
+
+
+@dataclass(frozen=True)
+class ParsedWindow:
+    """One parsed window file."""
+
+    rows: pl.DataFrame
+    """RAW_SCHEMA, file order (row_number ascending)."""
+    rejects: pl.DataFrame
+    """REJECT_SCHEMA, file order; ``raw`` is the record verbatim, ``error`` says why it was rejected."""
+    file_sha256: str
+    """sha256 hex digest of the file bytes as stored (compressed bytes for ``.jsonl.gz``)."""
+
+    @property
+    def source_rows(self) -> int:
+        """Number of records in the file: ``rows.height + rejects.height``."""
+        return self.rows.height + self.rejects.height
+
+
+def read_window_file(
+    path: Path,
+    window_key: str,
+    *,
+    fields: RecordFields = RecordFields(),
+    ingested_at: datetime | None = None,
+) -> ParsedWindow:
+    """Read one window file into rows and rejects.
+
+    Args:
+        path: a ``.jsonl``, ``.ndjson``, ``.jsonl.gz``, ``.csv`` or ``.parquet`` file (suffix is
+            matched case-insensitively).
+        window_key: stored in the ``window_key`` column of every row and reject.
+        fields: names of the text / id / ts fields in the records.
+        ingested_at: timezone-aware time used as ``ts`` for records without one; defaults to
+            the current UTC time. Stored at microsecond precision, in UTC.
+
+    Returns:
+        ``ParsedWindow`` with ``rows`` (RAW_SCHEMA) and ``rejects`` (REJECT_SCHEMA), both in file
+        order. ``row_number`` is 1-based: the physical line number for JSON Lines (a final line
+        terminator does not start a new line), the data-row number (header excluded) for CSV, the
+        row index + 1 for Parquet. An empty file gives zero rows and zero rejects.
+
+        Rejected records (``error`` text): JSON Lines: ``"blank line"``, ``"invalid UTF-8 at byte
+        N"`` (0-based offset in the line), ``"invalid JSON: <msg> at column N"``, ``"JSON value is
+        an array, expected an object"``; CSV: ``"blank row"``, ``"row has 3 fields, header has
+        2"``, ``"invalid UTF-8 in field 'x'"``; Parquet: ``"column 'text' has type Int64, expected
+        string"``; all formats: ``"field 'text' has type int, expected string"``, ``"field 'id'
+        has type float, expected string or integer"``, ``"field 'ts' is not an ISO-8601
+        timestamp: '...'"``, ``"field 'text' is not valid Unicode (unpaired surrogate)"``.
+
+    Raises:
+        WindowReadError: unknown suffix, missing file, directory, permission problem, corrupt or
+            truncated gzip stream, unreadable Parquet, CSV without a usable header or with a
+            record the csv module cannot tokenize. The message names the file and the cause.
+        ValueError: ``ingested_at`` is naive.
+    """
+    path = Path(path)
+    fmt = _format_of(path)
+    if ingested_at is None:
+        ingested_at = datetime.now(timezone.utc)
+    elif ingested_at.tzinfo is None or ingested_at.utcoffset() is None:
+        raise ValueError(f"ingested_at must be timezone-aware, got {ingested_at!r}")
+    builder = _Builder(window_key, fields, ingested_at.astimezone(timezone.utc))
+
+    data = _read_bytes(path)
+    if data:
+        if fmt == "jsonl.gz":
+            _parse_jsonl(_gunzip(data, path), builder)
+        elif fmt == "jsonl":
+            _parse_jsonl(data, builder)
+        elif fmt == "csv":
+            _parse_csv(data, builder, path)
+        else:
+            _parse_parquet(data, builder, path)
+    return ParsedWindow(builder.rows(), builder.rejects(), hashlib.sha256(data).hexdigest())
+
+
+def content_hash(value: str) -> str:
+    """Default record id: sha256 of the UTF-8 bytes of ``value``, first 32 hex characters."""
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+# ---------------------------------------------------------------------------------------------
+# file level
+
+
+def _format_of(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(".jsonl.gz"):
+        return "jsonl.gz"
+    if name.endswith((".jsonl", ".ndjson")):
+        return "jsonl"
+    if name.endswith(".csv"):
+        return "csv"
+    if name.endswith(".parquet"):
+        return "parquet"
+    raise WindowReadError(
+        f"cannot read window file {path}: unsupported suffix (supported: {', '.join(SUPPORTED_SUFFIXES)})"
+    )
+
+
+def _read_bytes(path: Path) -> bytes:
+    if path.is_dir():
+        raise WindowReadError(f"cannot read window file {path}: is a directory")
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise WindowReadError(f"cannot read window file {path}: {e.strerror or e}") from e
+
+
+def _gunzip(data: bytes, path: Path) -> bytes:
+    """Decompress every gzip member; a truncated or corrupt stream fails the whole file (we cannot
+    know how many records were lost, so keeping a prefix would silently drop the rest)."""
+    out: list[bytes] = []
+    rest = data
+    while rest:
+        d = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip container, header and CRC checked
+        try:
+            out.append(d.decompress(rest))
+        except zlib.error as e:
+            lines = b"".join(out).count(b"\n")
+            raise WindowReadError(
+                f"cannot read window file {path}: corrupt gzip stream after {lines} lines ({e})"
+            ) from e
+        if not d.eof:
+            lines = b"".join(out).count(b"\n")
+            raise WindowReadError(f"cannot read window file {path}: truncated gzip stream after {lines} lines")
+        rest = d.unused_data
+    return b"".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# record level
+
+
+class _Builder:
+    """Collects rows and rejects column-wise; ``record`` applies the record contract."""
+
+    def __init__(self, window_key: str, fields: RecordFields, ingested_at: datetime) -> None:
+        self.window_key, self.fields, self.ingested_at = window_key, fields, ingested_at
+        self.row_numbers: list[int] = []
+        self.ids: list[str] = []
+        self.texts: list[str | None] = []
+        self.ts: list[datetime] = []
+        self.metadata: list[str] = []
+        self.reject_numbers: list[int] = []
+        self.reject_raw: list[str] = []
+        self.reject_errors: list[str] = []
+
+    def reject(self, row_number: int, raw: str, error: str) -> None:
+        self.reject_numbers.append(row_number)
+        self.reject_raw.append(raw)
+        self.reject_errors.append(error)
+
+    def record(self, row_number: int, rec: dict[str, Any], raw: str | Callable[[], str]) -> None:
+        """Validate one parsed record; append it as a row or a reject.
+
+        ``raw`` is the record verbatim, or a function building it (only called when needed)."""
+        error = self._add(row_number, rec, raw)
+        if error is not None:
+            self.reject(row_number, raw if isinstance(raw, str) else raw(), error)
+
+    def _add(self, row_number: int, rec: dict[str, Any], raw: str | Callable[[], str]) -> str | None:
+        f = self.fields
+        text = rec.get(f.text)
+        if text is not None:
+            if not isinstance(text, str):
+                return f"field {f.text!r} has type {type(text).__name__}, expected string"
+            if _SURROGATE.search(text):
+                return f"field {f.text!r} is not valid Unicode (unpaired surrogate)"
+
+        rid = rec.get(f.id)
+        if rid is None:
+            rid = content_hash(text if text is not None else raw if isinstance(raw, str) else raw())
+        elif isinstance(rid, str):
+            if _SURROGATE.search(rid):
+                return f"field {f.id!r} is not valid Unicode (unpaired surrogate)"
+        elif isinstance(rid, int) and not isinstance(rid, bool):
+            rid = str(rid)
+        else:
+            return f"field {f.id!r} has type {type(rid).__name__}, expected string or integer"
+
+        ts = rec.get(f.ts)
+        if ts is None:
+            ts = self.ingested_at
+        elif isinstance(ts, str):
+            try:
+                ts = datetime.fromisoformat(ts)
+            except ValueError:
+                return f"field {f.ts!r} is not an ISO-8601 timestamp: {_short_repr(ts)}"
+            ts = _as_utc(ts)
+        elif isinstance(ts, datetime):
+            ts = _as_utc(ts)
+        elif isinstance(ts, date):
+            ts = datetime(ts.year, ts.month, ts.day, tzinfo=timezone.utc)
+        else:
+            return f"field {f.ts!r} has type {type(ts).__name__}, expected an ISO-8601 string"
+
+        extra = {k: v for k, v in rec.items() if k not in (f.text, f.id, f.ts)}
+        self.row_numbers.append(row_number)
+        self.ids.append(rid)
+        self.texts.append(text)
+        self.ts.append(ts)
+        self.metadata.append(_metadata_json(extra))
+        return None
+
+    def rows(self) -> pl.DataFrame:
+        n = len(self.row_numbers)
+        return pl.DataFrame(
+            {
+                "window_key": [self.window_key] * n,
+                "row_number": self.row_numbers,
+                "record_id": self.ids,
+                "text": self.texts,
+                "ts": self.ts,
+                "metadata": self.metadata,
+            },
+            schema=RAW_SCHEMA,
+        )
+
+    def rejects(self) -> pl.DataFrame:
+        n = len(self.reject_numbers)
+        return pl.DataFrame(
+            {
+                "window_key": [self.window_key] * n,
+                "row_number": self.reject_numbers,
+                "raw": self.reject_raw,
+                "error": self.reject_errors,
+            },
+            schema=REJECT_SCHEMA,
+        )
+
+
+def _as_utc(ts: datetime) -> datetime:
+    # An offset-less timestamp is read as UTC (documented in the record contract).
+    if ts.tzinfo is None or ts.utcoffset() is None:
+        return ts.replace(tzinfo=timezone.utc)
+    return ts.astimezone(timezone.utc)
+
+
+def _short_repr(value: str, limit: int = 64) -> str:
+    return repr(value if len(value) <= limit else value[:limit] + "...")
+
+
+def _json_safe(value: Any) -> Any:
+    # NaN/Infinity are not JSON; bytes and temporal values become strings.
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (bytes, bytearray)):
+        return "base64:" + binascii.b2a_base64(bytes(value), newline=False).decode("ascii")
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    return value
+
+
+def _metadata_json(extra: dict[str, Any]) -> str:
+    if not extra:
+        return "{}"
+    try:
+        out = json.dumps(extra, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):
+        out = json.dumps(_json_safe(extra), ensure_ascii=False, separators=(",", ":"), default=str)
+    if _SURROGATE.search(out):  # an unpaired "\udXXX" escape in the source: keep it escaped
+        out = json.dumps(_json_safe(extra), ensure_ascii=True, separators=(",", ":"), default=str)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# formats
+
+
+class _InvalidConstant(ValueError):
+    pass
+
+
+def _no_constants(name: str) -> Any:
+    raise _InvalidConstant(f"{name} is not valid JSON")
+
+
+def _parse_jsonl(data: bytes, b: _Builder) -> None:
+    """One physical line (``\\n`` or ``\\r\\n`` terminated) = one record."""
+    if data.startswith(_BOM):
+        data = data[len(_BOM) :]
+    if not data:
+        return
+    lines = data.split(b"\n")
+    if lines[-1] == b"":  # the terminator of the last line does not start a new line
+        lines.pop()
+    for n, bline in enumerate(lines, start=1):
+        if bline.endswith(b"\r"):
+            bline = bline[:-1]
+        try:
+            line = bline.decode("utf-8")
+        except UnicodeDecodeError as e:
+            b.reject(n, bline.decode("utf-8", "backslashreplace"), f"invalid UTF-8 at byte {e.start}")
+            continue
+        if not line.strip(" \t\r\f\v"):
+            b.reject(n, line, "blank line")
+            continue
+        try:
+            obj = json.loads(line, parse_constant=_no_constants)
+        except json.JSONDecodeError as e:
+            b.reject(n, line, f"invalid JSON: {e.msg} at column {e.colno}")
+            continue
+        except _InvalidConstant as e:
+            b.reject(n, line, f"invalid JSON: {e}")
+            continue
+        except RecursionError:
+            b.reject(n, line, "invalid JSON: nested too deeply")
+            continue
+        if not isinstance(obj, dict):
+            b.reject(n, line, f"JSON value is {_JSON_TYPE.get(type(obj), type(obj).__name__)}, expected an object")
+            continue
+        b.record(n, obj, line)
+
+
+def _parse_csv(data: bytes, b: _Builder, path: Path) -> None:
+    """Python ``csv`` (excel dialect: quoted fields may hold commas, quotes and newlines)."""
+    if data.startswith(_BOM):
+        data = data[len(_BOM) :]
+    # surrogateescape keeps undecodable bytes visible per row instead of failing the file.
+    reader = csv.reader(io.StringIO(data.decode("utf-8", "surrogateescape"), newline=""))
+    try:
+        header = next(reader, None)
+        if header is None:
+            return
+        if not header or _SURROGATE.search("".join(header)):
+            raise WindowReadError(f"cannot read window file {path}: CSV header is blank or not valid UTF-8")
+        duplicated = sorted({h for h in header if header.count(h) > 1})
+        if duplicated:
+            raise WindowReadError(f"cannot read window file {path}: duplicate CSV header names {duplicated}")
+        optional = (b.fields.id, b.fields.ts)
+        for n, row in enumerate(reader, start=1):
+            if not row:
+                b.reject(n, "", "blank row")
+                continue
+            if len(row) != len(header):
+                b.reject(n, _csv_raw(row), f"row has {len(row)} fields, header has {len(header)}")
+                continue
+            bad = next((h for h, v in zip(header, row) if _SURROGATE.search(v)), None)
+            if bad is not None:
+                b.reject(n, _csv_raw(row), f"invalid UTF-8 in field {bad!r}")
+                continue
+            # CSV cannot say null: an empty id or ts means "absent"; an empty text stays "".
+            rec = {h: (None if v == "" and h in optional else v) for h, v in zip(header, row)}
+            b.record(n, rec, lambda row=row: _csv_raw(row))
+    except csv.Error as e:
+        raise WindowReadError(f"cannot read window file {path}: CSV error at line {reader.line_num}: {e}") from e
+
+
+def _csv_raw(row: list[str]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="").writerow(row)
+    return buf.getvalue().encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _parse_parquet(data: bytes, b: _Builder, path: Path) -> None:
+    try:
+        df = pl.read_parquet(io.BytesIO(data))
+    except Exception as e:  # polars/pyarrow raise several unrelated types for a bad file
+        raise WindowReadError(f"cannot read window file {path}: unreadable Parquet ({type(e).__name__}: {e})") from e
+    f = b.fields
+    column_error = None
+    casts = []
+    for name, expected in ((f.text, "string"), (f.id, "string or integer"), (f.ts, "timestamp or ISO-8601 string")):
+        if name not in df.columns:
+            continue
+        dtype = df.schema[name]
+        if dtype == pl.String or isinstance(dtype, (pl.Datetime, pl.Date)) and name == f.ts:
+            continue
+        if isinstance(dtype, (pl.Categorical, pl.Enum, pl.Null)) or (dtype.is_integer() and name == f.id):
+            casts.append(pl.col(name).cast(pl.String))
+        elif column_error is None:
+            column_error = f"column {name!r} has type {dtype}, expected {expected}"
+    if casts and column_error is None:
+        df = df.with_columns(casts)
+    for n, rec in enumerate(df.iter_rows(named=True), start=1):
+        if column_error is not None:
+            b.reject(n, _parquet_raw(rec), column_error)
+        else:
+            b.record(n, rec, lambda rec=rec: _parquet_raw(rec))
+
+
+def _parquet_raw(rec: dict[str, Any]) -> str:
+    return json.dumps(_json_safe(rec), ensure_ascii=False, default=str)

@@ -1,0 +1,158 @@
+"""Typed configuration for the training package: model shape, fine-tuning run, promotion gate.
+
+One dataclass per concern, each field followed by its docstring, validated in ``__post_init__``
+(litgpt ``args.py`` style: every problem is collected, then one ``ValueError`` names the fields).
+This module imports no torch, so the orchestration layer can build and log configs cheaply.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Self
+
+__all__ = ["GateConfig", "ModelConfig", "TrainConfig"]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)) and math.isfinite(value)
+
+
+def _check_positive_int(issues: list[str], cfg: object, name: str) -> None:
+    value = getattr(cfg, name)
+    if not _is_int(value) or value < 1:
+        issues.append(f"`{name}` must be a positive int, got {value!r}")
+
+
+class _ConfigMixin:
+    """Shared ``to_dict``/``from_dict`` and the raise-once validation helper."""
+
+    def _raise_if(self, issues: list[str]) -> None:
+        if issues:
+            raise ValueError(f"invalid {type(self).__name__}: " + "; ".join(issues))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat ``{field: value}`` dict (values are plain Python scalars or None), e.g. for MLflow params."""
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Self:
+        """Build from a dict such as one made by ``to_dict``; missing keys take their defaults.
+
+        Raises:
+            ValueError: on keys that are not fields (named in the message) or invalid values.
+        """
+        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+        return cls(**d)
+
+
+@dataclass
+class ModelConfig(_ConfigMixin):
+    """Shape of the small GPT-2 style base model built locally (``transformers.GPT2Config``)."""
+
+    n_layer: int = 4
+    """Number of transformer blocks."""
+    n_head: int = 4
+    """Attention heads per block; must divide ``n_embd``."""
+    n_embd: int = 128
+    """Width of the residual stream."""
+    block_size: int = 128
+    """Maximum context length in tokens (``n_positions``); ``TrainConfig.seq_len`` must not exceed it."""
+    vocab_size: int = 4096
+    """Target vocabulary of the byte-level BPE tokenizer, special tokens included (>= 258:
+    256 byte symbols plus ``<|endoftext|>`` and ``<|pad|>``)."""
+
+    def __post_init__(self) -> None:
+        issues: list[str] = []
+        for name in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size"):
+            _check_positive_int(issues, self, name)
+        if _is_int(self.n_embd) and _is_int(self.n_head) and self.n_head > 0 and self.n_embd % self.n_head:
+            issues.append(f"`n_embd` ({self.n_embd}) must be divisible by `n_head` ({self.n_head})")
+        if _is_int(self.vocab_size) and 0 < self.vocab_size < 258:
+            issues.append(f"`vocab_size` must be >= 258 (256 bytes + 2 special tokens), got {self.vocab_size}")
+        self._raise_if(issues)
+
+
+@dataclass
+class TrainConfig(_ConfigMixin):
+    """One continual fine-tuning update: packing, optimiser, schedule, precision, threads."""
+
+    seq_len: int = 128
+    """Tokens per training sequence (each packed block holds ``seq_len + 1`` tokens)."""
+    batch_size: int = 16
+    """Sequences per optimiser step (capped to the number of packed blocks)."""
+    peak_lr: float = 1e-3
+    """Learning rate reached at the end of warm-up; re-warmed on every update."""
+    min_lr_ratio: float = 0.1
+    """Cosine floor as a fraction of ``peak_lr`` (``min_lr = peak_lr * min_lr_ratio``)."""
+    warmup_fraction: float = 0.05
+    """Fraction of the update's steps spent in linear warm-up (at least one step)."""
+    epochs: float = 1.0
+    """Passes over the packed training blocks; fractional values allowed."""
+    max_steps: int | None = None
+    """If set, the exact number of optimiser steps (overrides ``epochs``)."""
+    weight_decay: float = 0.1
+    """AdamW decoupled weight decay, applied to 2-D parameters only."""
+    grad_clip: float = 1.0
+    """Global gradient-norm clipping threshold; 0 disables clipping."""
+    seed: int = 0
+    """Seeds torch and the minibatch shuffle."""
+    bf16: bool | None = None
+    """bf16 autocast for training; None = on iff the device supports it (CUDA bf16 or CPU mkldnn bf16)."""
+    threads: int | None = None
+    """Torch intra-op threads; None = all cores available to this process."""
+    eval_batch_size: int = 32
+    """Sequences per forward pass during evaluation."""
+    log_every: int = 10
+    """Record (step, loss, lr) every this many steps, and at the last step."""
+
+    def __post_init__(self) -> None:
+        issues: list[str] = []
+        for name in ("seq_len", "batch_size", "eval_batch_size", "log_every"):
+            _check_positive_int(issues, self, name)
+        if not _is_number(self.peak_lr) or self.peak_lr <= 0:
+            issues.append(f"`peak_lr` must be a finite number > 0, got {self.peak_lr!r}")
+        if not _is_number(self.min_lr_ratio) or not 0 <= self.min_lr_ratio <= 1:
+            issues.append(f"`min_lr_ratio` must be in [0, 1], got {self.min_lr_ratio!r}")
+        if not _is_number(self.warmup_fraction) or not 0 <= self.warmup_fraction < 1:
+            issues.append(f"`warmup_fraction` must be in [0, 1), got {self.warmup_fraction!r}")
+        if not _is_number(self.epochs) or self.epochs <= 0:
+            issues.append(f"`epochs` must be a finite number > 0, got {self.epochs!r}")
+        if self.max_steps is not None and (not _is_int(self.max_steps) or self.max_steps < 1):
+            issues.append(f"`max_steps` must be None or a positive int, got {self.max_steps!r}")
+        if not _is_number(self.weight_decay) or self.weight_decay < 0:
+            issues.append(f"`weight_decay` must be a finite number >= 0, got {self.weight_decay!r}")
+        if not _is_number(self.grad_clip) or self.grad_clip < 0:
+            issues.append(f"`grad_clip` must be a finite number >= 0, got {self.grad_clip!r}")
+        if not _is_int(self.seed) or self.seed < 0:
+            issues.append(f"`seed` must be an int >= 0, got {self.seed!r}")
+        if self.bf16 is not None and not isinstance(self.bf16, bool):
+            issues.append(f"`bf16` must be None, True or False, got {self.bf16!r}")
+        if self.threads is not None and (not _is_int(self.threads) or self.threads < 1):
+            issues.append(f"`threads` must be None or a positive int, got {self.threads!r}")
+        self._raise_if(issues)
+
+
+@dataclass
+class GateConfig(_ConfigMixin):
+    """Promotion rule comparing a challenger with the champion on the same held-out texts (bits/byte)."""
+
+    min_improvement: float = 0.0
+    """Relative new-window bits/byte improvement required to promote (0.01 = 1%); 0 = strictly better."""
+    retention_tolerance: float = 0.02
+    """Largest relative worsening of retention bits/byte allowed (0.02 = 2%)."""
+
+    def __post_init__(self) -> None:
+        issues: list[str] = []
+        if not _is_number(self.min_improvement) or not 0 <= self.min_improvement < 1:
+            issues.append(f"`min_improvement` must be in [0, 1), got {self.min_improvement!r}")
+        if not _is_number(self.retention_tolerance) or self.retention_tolerance < 0:
+            issues.append(f"`retention_tolerance` must be a finite number >= 0, got {self.retention_tolerance!r}")
+        self._raise_if(issues)
