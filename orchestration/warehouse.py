@@ -227,10 +227,10 @@ class Warehouse:
     def read_raw_window(self, window_key: str) -> pl.DataFrame:
         """Parsed rows of a window, ordered by row_number (``RAW_SCHEMA``)."""
         with self.connect() as con:
-            return con.execute(
+            return con.sql(
                 "SELECT window_key, row_number, record_id, text, ts, metadata FROM raw.events "
                 "WHERE window_key = ? ORDER BY row_number",
-                [window_key],
+                params=[window_key],
             ).pl()
 
     def replace_curated_window(self, window_key: str, curated: pl.DataFrame, quarantine: pl.DataFrame) -> None:
@@ -257,10 +257,10 @@ class Warehouse:
     def read_curated_window(self, window_key: str) -> pl.DataFrame:
         """Curated rows of a window, ordered by row_number."""
         with self.connect() as con:
-            return con.execute(
+            return con.sql(
                 "SELECT window_key, row_number, record_id, text, ts, metadata FROM curated.events "
                 "WHERE window_key = ? ORDER BY row_number",
-                [window_key],
+                params=[window_key],
             ).pl()
 
     def window_counts(self, window_key: str) -> WindowCounts:
@@ -330,10 +330,10 @@ class Warehouse:
                 schema={"window_key": pl.String, "row_number": pl.Int64, "record_id": pl.String, "text": pl.String}
             )
         with self.connect() as con:
-            return con.execute(
+            return con.sql(
                 "SELECT window_key, row_number, record_id, text FROM curated.events "
                 "WHERE list_contains(?, window_key) ORDER BY window_key, row_number",
-                [list(window_keys)],
+                params=[list(window_keys)],
             ).pl()
 
     def retention_rows(self, max_rows: int, seed: int = 0) -> pl.DataFrame:
@@ -345,7 +345,7 @@ class Warehouse:
         deterministically for a given seed.
         """
         with self.connect() as con:
-            df = con.execute(
+            df = con.sql(
                 "SELECT DISTINCT l.window_key, l.row_number, l.record_id, c.text FROM train.ledger l "
                 "JOIN curated.events c USING (window_key, row_number) WHERE l.role = 'new_eval' "
                 "ORDER BY l.window_key, l.row_number"
@@ -447,9 +447,9 @@ class Warehouse:
         ORDER BY r.file_mtime_ns, r.file_name, upd.created_at
         """
         with self.connect(read_only=True) as con:
-            return con.execute(sql).pl()
+            return con.sql(sql).pl()
 
     def updates(self) -> pl.DataFrame:
         """All fine-tune updates, oldest first."""
         with self.connect(read_only=True) as con:
-            return con.execute("SELECT * FROM train.updates ORDER BY created_at").pl()
+            return con.sql("SELECT * FROM train.updates ORDER BY created_at").pl()

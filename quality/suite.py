@@ -1,0 +1,450 @@
+"""Great Expectations gate for one window: row-level verdicts (curated vs quarantine) and the
+blocking checks run on the curated window.
+
+Row verdicts come from GX's ``unexpected_index_list`` (indexed by ``row_number``), never from
+``success``: an expectation passing under ``mostly`` still lists its failing rows. The result
+format keeps row *values* out of every result (``exclude_unexpected_values``), so texts (and any
+PII in them) never reach validation results, statistics, logs or Data Docs.
+
+GX is imported lazily (2.5-5 s) and a single ephemeral context is kept per process; validation
+results are not kept in it, so calling ``curate_window`` for every window of a long-running process
+does not grow memory. Analytics and progress bars are off.
+
+Scores (lengths) are computed with polars; GX makes the decisions, as NeMo-Curator separates
+``score_document`` from ``keep_document``.
+"""
+
+import hashlib
+import os
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import polars as pl
+
+from quality.schema import QUARANTINE_SCHEMA, RAW_SCHEMA
+
+RULES = ("text_missing", "text_too_short", "text_too_long", "text_control_chars")
+"""Row-level rule ids, in priority order (a quarantined row's ``rule`` is its first failing one)."""
+
+CONTROL_CHARS_REGEX = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
+"""Unicode category Cc (C0, DEL, C1) except tab, LF and CR."""
+
+RESULT_FORMAT = {
+    "result_format": "COMPLETE",
+    "unexpected_index_column_names": ["row_number"],
+    "exclude_unexpected_values": True,  # row numbers only: no text in results
+    "return_unexpected_index_query": False,
+    "partial_unexpected_count": 0,
+}
+
+
+class QualityGateError(RuntimeError):
+    """Great Expectations failed to evaluate an expectation (or returned no result for it).
+
+    A fault, not a data outcome: the window must not be promoted. The GX exception message is kept
+    in ``gx_exception_message`` rather than in ``str(error)`` because it may quote row values.
+    """
+
+    def __init__(self, message: str, gx_exception_message: str | None = None) -> None:
+        super().__init__(message)
+        self.gx_exception_message = gx_exception_message
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    """Thresholds of the gate; ``None`` disables a check (datatrove style)."""
+
+    min_chars: int | None = 1
+    """Minimum text length in characters after stripping leading/trailing Unicode whitespace."""
+    max_chars: int | None = 2000
+    """Maximum text length in characters (code points), not stripped."""
+    forbid_control_chars: bool = True
+    """Quarantine texts containing C0/C1 control characters (``CONTROL_CHARS_REGEX``)."""
+    min_window_rows: int = 1
+    """Window level: a curated window with fewer rows fails ``check_window_not_empty``."""
+    max_window_rows: int | None = None
+    """Window level: a curated window with more rows fails ``check_window_not_empty``."""
+
+    def __post_init__(self) -> None:
+        issues = []
+        for name in ("min_chars", "max_chars", "min_window_rows", "max_window_rows"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                issues.append(f"{name} must be a non-negative int or None, got {value!r}")
+        if self.min_window_rows is None:
+            issues.append("min_window_rows must be an int (0 disables it)")
+        if not issues:
+            if self.min_chars is not None and self.max_chars is not None and self.min_chars > self.max_chars:
+                issues.append(f"min_chars={self.min_chars} > max_chars={self.max_chars}")
+            if self.max_window_rows is not None and self.min_window_rows > self.max_window_rows:
+                issues.append(f"min_window_rows={self.min_window_rows} > max_window_rows={self.max_window_rows}")
+        if issues:
+            raise ValueError("invalid QualityConfig: " + "; ".join(issues))
+
+
+@dataclass(frozen=True, eq=False)
+class WindowVerdict:
+    """Outcome of ``curate_window``: every input row is in exactly one of curated / quarantine."""
+
+    curated: pl.DataFrame
+    """RAW_SCHEMA: rows passing every row-level rule, input order."""
+    quarantine: pl.DataFrame
+    """QUARANTINE_SCHEMA: one row per failing input row, input order; ``rule`` = first failing rule
+    (``RULES`` order), ``reason`` = every failing rule with its measurement, "; "-separated."""
+    counts: dict[str, int]
+    """Rows failing each rule id of ``RULES`` (0 for disabled rules); a row counts under every rule
+    it fails, so the sum can exceed ``quarantine.height``."""
+    gx_success: bool
+    """GX suite success: False as soon as one row fails one rule."""
+    gx_statistics: dict
+    """GX statistics: evaluated/successful/unsuccessful_expectations, success_percent."""
+    gx_run_id: str = ""
+    """Run name of the GX validation (also in every quarantine row)."""
+    gx_results: tuple[dict, ...] = ()
+    """Per expectation: rule, expectation_type, success, element_count, unexpected_count,
+    missing_count. Counts only: JSON-able and free of row values."""
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """Body of a blocking asset check on a curated window."""
+
+    passed: bool
+    description: str
+    metadata: dict
+    """JSON-able numbers, strings and booleans only; never row values."""
+
+
+# ---------------------------------------------------------------------------------------------
+# row-level gate
+
+
+def curate_window(rows: pl.DataFrame, cfg: QualityConfig = QualityConfig()) -> WindowVerdict:
+    """Split a window's rows into curated and quarantined rows with one GX validation.
+
+    Args:
+        rows: RAW_SCHEMA frame (exact column names and dtypes) with unique, non-null
+            ``row_number`` (one window's rows, as ``quality.readers.read_window_file`` returns).
+        cfg: thresholds; rules whose threshold is None/False are not evaluated (count 0).
+
+    Rules (``RULES`` order) and their exact ``reason`` parts:
+        - ``text_missing``: ``"text_missing: text is null"``
+        - ``text_too_short``: ``"text_too_short: 0 chars after stripping whitespace, min_chars=1"``
+        - ``text_too_long``: ``"text_too_long: 2345 chars, max_chars=2000"``
+        - ``text_control_chars``: ``"text_control_chars: contains C0/C1 control characters"``
+        A null text fails only ``text_missing``.
+
+    Returns:
+        ``WindowVerdict``; ``curated.height + quarantine.height == rows.height`` (asserted).
+
+    Raises:
+        ValueError: ``rows`` does not match RAW_SCHEMA, or ``row_number`` is null or duplicated.
+        QualityGateError: GX raised while evaluating an expectation, or a result is missing.
+    """
+    _check_raw_frame(rows)
+    scored = _score(rows)
+    # text_missing is always on: a null text can never be curated.
+    specs = [("text_missing", "ExpectColumnValuesToNotBeNull", {"column": "text"})]
+    if cfg.min_chars is not None:
+        specs.append(("text_too_short", "ExpectColumnValuesToBeBetween",
+                      {"column": "text_stripped_chars", "min_value": cfg.min_chars}))
+    if cfg.max_chars is not None:
+        specs.append(("text_too_long", "ExpectColumnValuesToBeBetween",
+                      {"column": "text_chars", "max_value": cfg.max_chars}))
+    if cfg.forbid_control_chars:
+        specs.append(("text_control_chars", "ExpectColumnValuesToNotMatchRegex",
+                      {"column": "text", "regex": CONTROL_CHARS_REGEX}))
+    run = _gx().validate("curate_window", specs, scored)
+
+    failing = {rule: run.failing_rows(rule) for rule in RULES}
+    counts = {rule: len(ids) for rule, ids in failing.items()}
+    known = set(rows.get_column("row_number").to_list())
+    for rule, ids in failing.items():
+        assert set(ids) <= known, f"GX reported unknown row_numbers for {rule}"
+
+    flags = {rule: pl.col("row_number").is_in(pl.Series(failing[rule], dtype=pl.Int64)) for rule in RULES}
+    reasons = {
+        "text_missing": pl.lit("text_missing: text is null"),
+        "text_too_short": pl.format(
+            "text_too_short: {} chars after stripping whitespace, min_chars={}",
+            pl.col("_stripped_chars"), pl.lit(cfg.min_chars)),
+        "text_too_long": pl.format("text_too_long: {} chars, max_chars={}", pl.col("_chars"), pl.lit(cfg.max_chars)),
+        "text_control_chars": pl.lit("text_control_chars: contains C0/C1 control characters"),
+    }
+    rule_expr = pl.when(flags[RULES[0]]).then(pl.lit(RULES[0]))
+    for rule in RULES[1:]:
+        rule_expr = rule_expr.when(flags[rule]).then(pl.lit(rule))
+    judged = rows.with_columns(
+        _chars=scored.get_column("text_chars"),
+        _stripped_chars=scored.get_column("text_stripped_chars"),
+    ).with_columns(
+        rule=rule_expr.otherwise(pl.lit(None, dtype=pl.String)),
+        reason=pl.concat_str([pl.when(flags[r]).then(reasons[r]) for r in RULES], separator="; ", ignore_nulls=True),
+        gx_run_id=pl.lit(run.run_id, dtype=pl.String),
+    )
+    quarantined = pl.col("rule").is_not_null()
+    curated = judged.filter(~quarantined).select(list(RAW_SCHEMA))
+    quarantine = judged.filter(quarantined).select(list(QUARANTINE_SCHEMA)).cast(QUARANTINE_SCHEMA)
+    assert curated.height + quarantine.height == rows.height, (
+        f"rows not conserved: {rows.height} in, {curated.height} curated + {quarantine.height} quarantined"
+    )
+    return WindowVerdict(
+        curated=curated,
+        quarantine=quarantine,
+        counts=counts,
+        gx_success=run.success,
+        gx_statistics=run.statistics,
+        gx_run_id=run.run_id,
+        gx_results=run.summaries,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# blocking checks on the curated window
+
+
+def check_text_not_null(curated: pl.DataFrame) -> CheckOutcome:
+    """GX ``ExpectColumnValuesToNotBeNull`` on ``text`` of a curated (RAW_SCHEMA) frame.
+
+    Metadata: ``row_count``, ``unexpected_count`` (null texts), ``gx_run_id``.
+    Raises ValueError if the frame does not match RAW_SCHEMA, QualityGateError if GX fails.
+    """
+    _check_raw_frame(curated)
+    run = _gx().validate(
+        "check_text_not_null", [("text_missing", "ExpectColumnValuesToNotBeNull", {"column": "text"})], _score(curated)
+    )
+    n, bad = curated.height, len(run.failing_rows("text_missing"))
+    passed = bad == 0 and run.success
+    description = (f"text is non-null in all {n} curated rows" if passed
+                   else f"{bad} of {n} curated rows have null text")
+    return CheckOutcome(passed, description, {"row_count": n, "unexpected_count": bad, "gx_run_id": run.run_id})
+
+
+def check_text_length(curated: pl.DataFrame, cfg: QualityConfig) -> CheckOutcome:
+    """GX ``ExpectColumnValuesToBeBetween`` on the stripped length (``>= cfg.min_chars``) and the
+    length (``<= cfg.max_chars``) of ``text`` in a curated (RAW_SCHEMA) frame; null texts are left
+    to ``check_text_not_null``. Passes without running GX when both thresholds are None.
+
+    Metadata: ``row_count``, ``too_short_count``, ``too_long_count``, ``min_chars`` / ``max_chars``
+    (only when set), ``gx_run_id`` (when GX ran).
+    Raises ValueError if the frame does not match RAW_SCHEMA, QualityGateError if GX fails.
+    """
+    _check_raw_frame(curated)
+    meta: dict[str, Any] = {"row_count": curated.height, "too_short_count": 0, "too_long_count": 0}
+    specs = []
+    if cfg.min_chars is not None:
+        meta["min_chars"] = cfg.min_chars
+        specs.append(("text_too_short", "ExpectColumnValuesToBeBetween",
+                      {"column": "text_stripped_chars", "min_value": cfg.min_chars}))
+    if cfg.max_chars is not None:
+        meta["max_chars"] = cfg.max_chars
+        specs.append(("text_too_long", "ExpectColumnValuesToBeBetween",
+                      {"column": "text_chars", "max_value": cfg.max_chars}))
+    if not specs:
+        return CheckOutcome(True, "text length checks disabled (min_chars=None, max_chars=None)", meta)
+    run = _gx().validate("check_text_length", specs, _score(curated))
+    meta["too_short_count"] = len(run.failing_rows("text_too_short"))
+    meta["too_long_count"] = len(run.failing_rows("text_too_long"))
+    meta["gx_run_id"] = run.run_id
+    passed = run.success and meta["too_short_count"] == 0 and meta["too_long_count"] == 0
+    bounds = (f"{cfg.min_chars if cfg.min_chars is not None else 0} to "
+              f"{cfg.max_chars if cfg.max_chars is not None else 'unbounded'} chars")
+    if passed:
+        description = f"all {curated.height} curated texts are {bounds} long"
+    else:
+        description = (f"{meta['too_short_count']} curated rows below min_chars (stripped) and "
+                       f"{meta['too_long_count']} above max_chars, of {curated.height} (expected {bounds})")
+    return CheckOutcome(passed, description, meta)
+
+
+def check_window_not_empty(curated: pl.DataFrame, cfg: QualityConfig) -> CheckOutcome:
+    """GX ``ExpectTableRowCountToBeBetween(cfg.min_window_rows, cfg.max_window_rows)`` on a
+    curated (RAW_SCHEMA) frame.
+
+    Metadata: ``observed_row_count``, ``min_window_rows``, ``max_window_rows`` (only when set),
+    ``gx_run_id``. Raises ValueError if the frame does not match RAW_SCHEMA, QualityGateError if
+    GX fails.
+    """
+    _check_raw_frame(curated)
+    spec = ("window_rows", "ExpectTableRowCountToBeBetween",
+            {"min_value": cfg.min_window_rows, "max_value": cfg.max_window_rows})
+    run = _gx().validate("check_window_not_empty", [spec], curated.select("row_number"))
+    observed = int(run.observed_value("window_rows"))
+    meta: dict[str, Any] = {"observed_row_count": observed, "min_window_rows": cfg.min_window_rows}
+    expected = f"at least {cfg.min_window_rows}"
+    if cfg.max_window_rows is not None:
+        meta["max_window_rows"] = cfg.max_window_rows
+        expected += f" and at most {cfg.max_window_rows}"
+    meta["gx_run_id"] = run.run_id
+    passed = run.success
+    description = (f"curated window has {observed} rows ({expected})" if passed
+                   else f"curated window has {observed} rows, expected {expected}")
+    return CheckOutcome(passed, description, meta)
+
+
+def check_rows_conserved(raw_rows: int, curated_rows: int, quarantined_rows: int) -> CheckOutcome:
+    """Every parsed row is either curated or quarantined: ``raw == curated + quarantined``.
+
+    Plain arithmetic (GX needs a frame; here there are only counts). Metadata: the three counts and
+    ``unaccounted_rows = raw - curated - quarantined`` (negative: rows appeared from nowhere).
+    Raises ValueError for a negative or non-int count.
+    """
+    counts = {"raw_rows": raw_rows, "curated_rows": curated_rows, "quarantined_rows": quarantined_rows}
+    for name, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    unaccounted = raw_rows - curated_rows - quarantined_rows
+    passed = unaccounted == 0
+    sign = "==" if passed else "!="
+    description = f"{raw_rows} raw rows {sign} {curated_rows} curated + {quarantined_rows} quarantined"
+    if not passed:
+        description += f" ({unaccounted} unaccounted)"
+    return CheckOutcome(passed, description, {**counts, "unaccounted_rows": unaccounted})
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def _check_raw_frame(rows: pl.DataFrame) -> None:
+    if not isinstance(rows, pl.DataFrame):
+        raise ValueError(f"expected a polars DataFrame, got {type(rows).__name__}")
+    if dict(rows.schema) != RAW_SCHEMA:
+        raise ValueError(f"frame does not match RAW_SCHEMA: got {dict(rows.schema)}, expected {RAW_SCHEMA}")
+    row_number = rows.get_column("row_number")
+    if row_number.null_count() or row_number.n_unique() != rows.height:
+        raise ValueError("row_number must be non-null and unique within the frame (it is the GX row index)")
+
+
+def _score(rows: pl.DataFrame) -> pl.DataFrame:
+    """(row_number Int64, text String, text_chars UInt32, text_stripped_chars UInt32); lengths in
+    Unicode code points, null where text is null."""
+    return rows.select(
+        "row_number",
+        "text",
+        text_chars=pl.col("text").str.len_chars(),
+        text_stripped_chars=pl.col("text").str.strip_chars().str.len_chars(),
+    )
+
+
+@dataclass(frozen=True)
+class _Run:
+    run_id: str
+    success: bool
+    statistics: dict
+    summaries: tuple[dict, ...]
+    _rows: dict[str, list[int]] = field(repr=False)
+    _observed: dict[str, Any] = field(repr=False)
+
+    def failing_rows(self, rule: str) -> list[int]:
+        """row_numbers failing ``rule`` (empty if the rule was not evaluated)."""
+        return self._rows.get(rule, [])
+
+    def observed_value(self, rule: str) -> Any:
+        return self._observed[rule]
+
+
+class _Gx:
+    """One ephemeral GX context per process; one validation definition per distinct suite."""
+
+    def __init__(self) -> None:
+        os.environ["GX_ANALYTICS_ENABLED"] = "false"  # before the import reads it
+        import great_expectations as gx
+        from great_expectations.core.run_identifier import RunIdentifier
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        self.gx, self.RunIdentifier = gx, RunIdentifier
+        self.ctx = gx.get_context(mode="ephemeral")
+        self.ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+        self.batch_definition = (
+            self.ctx.data_sources.add_pandas("streamtune")
+            .add_dataframe_asset("window")
+            .add_batch_definition_whole_dataframe("whole")
+        )
+        self.definitions: dict[str, Any] = {}
+        self.lock = threading.Lock()
+
+    def _definition(self, kind: str, specs: list[tuple[str, str, dict]]) -> Any:
+        import great_expectations.expectations as gxe
+
+        name = f"{kind}-{hashlib.sha256(repr(specs).encode()).hexdigest()[:16]}"
+        if name not in self.definitions:
+            suite = self.ctx.suites.add(self.gx.ExpectationSuite(name=name))
+            for rule, expectation, kwargs in specs:
+                suite.add_expectation(getattr(gxe, expectation)(**kwargs, meta={"rule": rule}))
+            self.definitions[name] = self.ctx.validation_definitions.add(
+                self.gx.ValidationDefinition(name=name, data=self.batch_definition, suite=suite)
+            )
+        return self.definitions[name]
+
+    def validate(self, kind: str, specs: list[tuple[str, str, dict]], frame: pl.DataFrame) -> _Run:
+        run_id = f"{kind}-{uuid.uuid4().hex}"
+        with self.lock:
+            definition = self._definition(kind, specs)
+            result = definition.run(
+                batch_parameters={"dataframe": frame.to_pandas()},
+                result_format=RESULT_FORMAT,
+                run_id=self.RunIdentifier(run_name=run_id, run_time=datetime.now(timezone.utc)),
+            )
+            store = self.ctx.validation_results_store
+            for key in store.list_keys():  # keep the context from accumulating results
+                store.remove_key(key)
+
+        rows: dict[str, list[int]] = {}
+        observed: dict[str, Any] = {}
+        summaries = []
+        for r in result.results:
+            rule = (r.expectation_config.meta or {}).get("rule")
+            info = r.exception_info or {}
+            if info.get("raised_exception"):
+                raise QualityGateError(
+                    f"GX could not evaluate {r.expectation_config.type} (rule {rule})",
+                    gx_exception_message=info.get("exception_message"),
+                )
+            res = r.result or {}
+            ids: list[int] = []
+            for entry in res.get("unexpected_index_list") or []:
+                value = entry["row_number"] if isinstance(entry, dict) else entry
+                ids.extend(int(v) for v in (value if isinstance(value, (list, tuple)) else [value]))
+            if "unexpected_count" in res and res["unexpected_count"] != len(ids):
+                raise QualityGateError(
+                    f"GX listed {len(ids)} rows for rule {rule} but counted {res['unexpected_count']}"
+                )
+            rows[rule] = sorted(ids)
+            observed[rule] = res.get("observed_value")
+            summaries.append({
+                "rule": rule,
+                "expectation_type": r.expectation_config.type,
+                "success": bool(r.success),
+                "element_count": int(res.get("element_count") or 0),
+                "unexpected_count": int(res.get("unexpected_count") or 0),
+                "missing_count": int(res.get("missing_count") or 0),
+            })
+        order = {rule: i for i, (rule, _, _) in enumerate(specs)}
+        missing = set(order) - set(rows)
+        if missing:
+            raise QualityGateError(f"GX returned no result for rules {sorted(missing)}")
+        return _Run(
+            run_id=run_id,
+            success=bool(result.success),
+            statistics={k: (float(v) if k == "success_percent" and v is not None else v)
+                        for k, v in dict(result.statistics).items()},
+            summaries=tuple(sorted(summaries, key=lambda s: order[s["rule"]])),
+            _rows=rows,
+            _observed=observed,
+        )
+
+
+_GX: _Gx | None = None
+_GX_INIT_LOCK = threading.Lock()
+
+
+def _gx() -> _Gx:
+    global _GX
+    with _GX_INIT_LOCK:
+        if _GX is None:
+            _GX = _Gx()
+        return _GX

@@ -1,0 +1,115 @@
+"""Held-out evaluation: cross-entropy, perplexity and bits per UTF-8 byte.
+
+Bits per byte (bpb) divides the total code length of the text by its size in bytes, so models with
+different tokenizers compare fairly (Gao et al. 2020, "The Pile", arXiv 2101.00027, sec. 4.1;
+Radford et al. 2019 report bits per character the same way). The promotion gate compares bpb.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from training.data import IGNORE_INDEX, pack_texts, split_block
+
+__all__ = ["EvalResult", "evaluate"]
+
+
+@dataclass
+class EvalResult:
+    """Scores of one model on one list of texts."""
+
+    loss: float
+    """Mean cross-entropy in nats per predicted token."""
+    perplexity: float
+    """exp(loss); inf if that overflows."""
+    bits_per_byte: float
+    """Total nats / ln 2 / ``bytes``: tokenizer-independent."""
+    tokens: int
+    """Predicted tokens: every text token plus one eos per text."""
+    bytes: int
+    """UTF-8 bytes of the texts plus 1 per text for its eos (the document boundary is charged as one byte)."""
+    texts: int
+    """Number of texts evaluated."""
+
+    def to_dict(self, prefix: str) -> dict[str, float]:
+        """``{f"{prefix}_loss", _ppl, _bpb, _tokens, _bytes, _texts: value}`` as floats (no prefix if "")."""
+        p = f"{prefix}_" if prefix else ""
+        return {
+            f"{p}loss": self.loss,
+            f"{p}ppl": self.perplexity,
+            f"{p}bpb": self.bits_per_byte,
+            f"{p}tokens": float(self.tokens),
+            f"{p}bytes": float(self.bytes),
+            f"{p}texts": float(self.texts),
+        }
+
+
+@torch.no_grad()
+def evaluate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    *,
+    seq_len: int,
+    batch_size: int,
+    device: torch.device,
+    bf16: bool = False,
+) -> EvalResult | None:
+    """Score ``model`` on ``texts`` packed exactly as for training (``data.pack_texts``, tail kept).
+
+    Loss and bpb come from the same token stream: ``[eos] text_1 [eos] text_2 [eos] ...``, every token
+    after the leading eos predicted once, in (batch_size, seq_len) chunks with fp32 log-softmax.
+    The model's train/eval mode is restored afterwards.
+
+    Args:
+        model: causal LM already on ``device``.
+        tokenizer: its tokenizer (needs an eos token).
+        texts: evaluation documents.
+        seq_len: context length per forward pass (<= the model's maximum positions).
+        batch_size: sequences per forward pass.
+        device: where ``model`` lives.
+        bf16: run the forward pass under bf16 autocast (off by default: gate numbers stay exact).
+
+    Returns:
+        ``EvalResult``, or None if ``texts`` is empty.
+    """
+    if len(texts) == 0:
+        return None
+    if batch_size < 1:
+        raise ValueError(f"`batch_size` must be >= 1, got {batch_size}")
+    blocks = pack_texts(tokenizer, texts, seq_len, keep_tail=True)  # (N, T + 1)
+    was_training = model.training
+    model.eval()
+    nats, tokens = 0.0, 0
+    try:
+        for i in range(0, blocks.shape[0], batch_size):
+            x, y = split_block(blocks[i : i + batch_size].to(device))  # (B, T), (B, T)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+                logits = model(input_ids=x, use_cache=False).logits  # (B, T, V)
+            nats += F.cross_entropy(
+                logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+            ).item()
+            tokens += int((y != IGNORE_INDEX).sum())
+    finally:
+        model.train(was_training)
+    n_bytes = sum(len(t.encode("utf-8")) for t in texts) + len(texts)
+    assert tokens > 0, "packed evaluation stream has no targets"
+    loss = nats / tokens
+    try:
+        perplexity = math.exp(loss)
+    except OverflowError:
+        perplexity = math.inf
+    return EvalResult(
+        loss=loss,
+        perplexity=perplexity,
+        bits_per_byte=nats / math.log(2) / n_bytes,
+        tokens=tokens,
+        bytes=n_bytes,
+        texts=len(texts),
+    )

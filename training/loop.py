@@ -1,0 +1,227 @@
+"""The training loop, the AdamW optimiser, and optimiser-state carry-over between updates.
+
+A plain, visible loop in the style of nanoGPT's ``train.py``: seeded shuffled minibatches of packed
+blocks, per-step learning rate from ``schedule.get_lr`` (re-warm + re-decay each update, Ibrahim et al.
+2024, arXiv 2403.08763), optional bf16 autocast with fp32 master weights, gradient-norm clipping and
+AdamW (Loshchilov & Hutter 2019, arXiv 1711.05101) with weight decay on 2-D (matmul/embedding) weights
+only, as in nanoGPT's ``configure_optimizers``.
+
+Carrying AdamW moments into the next update avoids re-estimating them from scratch; the learning rate
+stored in that state is stale and is replaced by the new update's peak (``load_optimizer_state``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from training.config import TrainConfig
+from training.data import IGNORE_INDEX, split_block
+from training.device import bf16_supported
+from training.schedule import get_lr
+
+__all__ = ["ADAM_BETAS", "FitResult", "fit", "load_optimizer_state", "make_optimizer", "warmup_steps"]
+
+log = logging.getLogger(__name__)
+
+ADAM_BETAS = (0.9, 0.95)
+"""AdamW betas (GPT-3 / nanoGPT values; beta2 = 0.95 is steadier than 0.999 for small batches)."""
+
+
+@dataclass
+class FitResult:
+    """What one call of ``fit`` did."""
+
+    steps: int
+    """Optimiser steps taken."""
+    train_tokens: int
+    """Target tokens processed (padding excluded), summed over steps."""
+    wall_seconds: float
+    """Wall-clock time of the loop."""
+    tokens_per_second: float
+    """``train_tokens / wall_seconds``."""
+    curve: list[tuple[int, float, float]] = field(default_factory=list)
+    """``(step, loss, lr)``: 1-based step, mean training loss (nats/token) of the steps since the previous
+    point, and the lr of that step; every ``log_every`` steps and at the last step."""
+    final_loss: float = math.nan
+    """Loss of the last curve point."""
+
+
+def warmup_steps(total_steps: int, warmup_fraction: float) -> int:
+    """Warm-up length used by ``fit``: ``max(1, round(warmup_fraction * total_steps))``, capped at total."""
+    return min(total_steps, max(1, round(warmup_fraction * total_steps)))
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters: two groups, decay (dim >= 2) and no-decay (biases, norms).
+
+    Each group starts at ``lr = initial_lr = cfg.peak_lr``; ``fit`` sets ``lr`` every step.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay, "initial_lr": cfg.peak_lr},
+        {"params": no_decay, "weight_decay": 0.0, "initial_lr": cfg.peak_lr},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.peak_lr, betas=ADAM_BETAS, eps=1e-8)
+
+
+def _incompatibility(optimizer: torch.optim.Optimizer, saved: object) -> str | None:
+    """Why ``saved`` cannot be loaded into ``optimizer`` (None if it can)."""
+    if not isinstance(saved, dict) or "state" not in saved or "param_groups" not in saved:
+        return "not an optimizer state_dict"
+    if len(saved["param_groups"]) != len(optimizer.param_groups):
+        return f"{len(saved['param_groups'])} param groups saved, optimizer has {len(optimizer.param_groups)}"
+    for group, saved_group in zip(optimizer.param_groups, saved["param_groups"]):
+        if len(group["params"]) != len(saved_group["params"]):
+            return "parameter count per group differs (different model?)"
+        for p, pid in zip(group["params"], saved_group["params"]):
+            st = saved["state"].get(pid, {})
+            for key in ("exp_avg", "exp_avg_sq"):
+                if key in st and tuple(st[key].shape) != tuple(p.shape):
+                    return f"state shape {tuple(st[key].shape)} != parameter shape {tuple(p.shape)}"
+    return None
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, path: str | Path, peak_lr: float) -> bool:
+    """Restore AdamW moments and step counts from a ``train_state.pt`` written by ``finetune``.
+
+    Only the per-parameter state is carried over. Every hyper-parameter of the current param groups
+    (betas, eps, weight_decay) is kept, and ``lr`` and ``initial_lr`` are set to ``peak_lr``:
+    ``Optimizer.load_state_dict`` would otherwise restore the previous update's stale ``initial_lr``,
+    and a scheduler built on it re-warms to the old peak (verified gotcha).
+
+    Args:
+        optimizer: built by ``make_optimizer`` for the same model.
+        path: ``train_state.pt`` holding ``{"optimizer": state_dict, ...}``.
+        peak_lr: this update's peak learning rate.
+
+    Returns:
+        True if the state was loaded; False (optimizer untouched, reason logged at WARNING) if the file is
+        missing, unreadable, or does not match the optimizer's parameters.
+    """
+    path = Path(path)
+    if not path.is_file():
+        log.info("no optimizer state at %s; starting AdamW from zero moments", path)
+        return False
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt or foreign file: a fresh optimizer is a safe fallback
+        log.warning("cannot read optimizer state %s (%s: %s); starting fresh", path, type(e).__name__, e)
+        return False
+    saved = state.get("optimizer") if isinstance(state, dict) else None
+    reason = _incompatibility(optimizer, saved)
+    if reason is not None:
+        log.warning("optimizer state %s not loaded: %s; starting fresh", path, reason)
+        return False
+    hyper = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    optimizer.load_state_dict(saved)
+    for group, kept in zip(optimizer.param_groups, hyper):
+        group.update(kept)
+        group["lr"] = group["initial_lr"] = peak_lr
+    return True
+
+
+def _batches(n_blocks: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Endless minibatch indices: consecutive slices of a stream of fresh random permutations."""
+    buf = torch.empty(0, dtype=torch.long)
+    while True:
+        while buf.numel() < batch_size:
+            buf = torch.cat([buf, torch.randperm(n_blocks, generator=generator)])
+        yield buf[:batch_size]
+        buf = buf[batch_size:]
+
+
+def fit(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    blocks: torch.Tensor,
+    cfg: TrainConfig,
+    *,
+    device: torch.device,
+    total_steps: int,
+    on_step: Callable[[int, float, float], None] | None = None,
+) -> FitResult:
+    """Train ``model`` for ``total_steps`` AdamW steps on packed ``blocks``.
+
+    Per step: lr = ``get_lr(step, total_steps, cfg.peak_lr, warmup, cfg.peak_lr * cfg.min_lr_ratio)``
+    with ``warmup = warmup_steps(total_steps, cfg.warmup_fraction)``; a minibatch of
+    ``min(cfg.batch_size, N)`` blocks drawn without replacement within each pass (seeded by ``cfg.seed``);
+    forward under bf16 autocast if enabled; mean cross-entropy over non-padded targets; clip the
+    global gradient norm to ``cfg.grad_clip`` (if > 0); optimiser step. The model is left in train mode.
+
+    Args:
+        model: causal LM on ``device`` returning ``.logits`` of shape (B, T, V).
+        optimizer: e.g. from ``make_optimizer``; its groups' ``lr`` is overwritten every step.
+        blocks: (N, T + 1) int64 from ``data.pack_texts``, N >= 1, on any device.
+        cfg: training settings; ``cfg.bf16 = None`` means auto (``device.bf16_supported``).
+        device: where ``model`` lives.
+        total_steps: number of optimiser steps, >= 1.
+        on_step: called as ``on_step(step, loss, lr)`` for every curve point (see ``FitResult.curve``).
+
+    Returns:
+        ``FitResult``.
+
+    Raises:
+        ValueError: if ``blocks`` is empty or malformed, or ``total_steps`` < 1.
+        FloatingPointError: if the loss becomes NaN or infinite.
+    """
+    if blocks.dim() != 2 or blocks.shape[0] == 0 or blocks.shape[1] < 2:
+        raise ValueError(f"`blocks` must be a non-empty (N, T + 1) tensor, got shape {tuple(blocks.shape)}")
+    if total_steps < 1:
+        raise ValueError(f"`total_steps` must be >= 1, got {total_steps}")
+    bf16 = bf16_supported(device) if cfg.bf16 is None else cfg.bf16
+    warmup = warmup_steps(total_steps, cfg.warmup_fraction)
+    min_lr = cfg.peak_lr * cfg.min_lr_ratio
+    batch_size = min(cfg.batch_size, blocks.shape[0])
+    batches = _batches(blocks.shape[0], batch_size, torch.Generator().manual_seed(cfg.seed))
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+
+    model.train()
+    curve: list[tuple[int, float, float]] = []
+    pending: list[float] = []  # losses since the last curve point
+    train_tokens = 0
+    t0 = time.perf_counter()
+    for step in range(total_steps):
+        lr = get_lr(step, total_steps, cfg.peak_lr, warmup, min_lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+        x, y = split_block(blocks[next(batches)].to(device))  # (B, T), (B, T)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(input_ids=x, use_cache=False).logits  # (B, T, V)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX)
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(f"training loss is {loss_value} at step {step + 1}/{total_steps} (lr={lr:.3g})")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+
+        train_tokens += int((y != IGNORE_INDEX).sum())
+        pending.append(loss_value)
+        if (step + 1) % cfg.log_every == 0 or step + 1 == total_steps:
+            point = (step + 1, sum(pending) / len(pending), lr)
+            curve.append(point)
+            pending.clear()
+            if on_step is not None:
+                on_step(*point)
+    wall = time.perf_counter() - t0
+    return FitResult(
+        steps=total_steps,
+        train_tokens=train_tokens,
+        wall_seconds=wall,
+        tokens_per_second=train_tokens / wall if wall > 0 else math.inf,
+        curve=curve,
+        final_loss=curve[-1][1],
+    )

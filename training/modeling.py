@@ -1,0 +1,144 @@
+"""Build, load and copy the causal language model (GPT-2 architecture via ``transformers``).
+
+The default base is a small randomly initialised GPT-2 (Radford et al. 2019) with a byte-level BPE
+tokenizer trained on the first window's text, so the platform runs fully offline. Any Hugging Face
+causal LM id or ``save_pretrained`` directory can be used instead. Weights are always loaded in fp32:
+bf16 is applied by autocast during training, never to the stored master weights.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GPT2Config,
+    GPT2LMHeadModel,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from training.config import ModelConfig
+from training.tokenizer import train_tokenizer
+
+__all__ = ["build_base_model", "load_model", "prepare_base"]
+
+
+def build_base_model(texts: Sequence[str], model_cfg: ModelConfig, out_dir: Path, seed: int = 0) -> Path:
+    """Train a tokenizer on ``texts`` and save a randomly initialised ``GPT2LMHeadModel`` with it.
+
+    The model has ``vocab_size = len(tokenizer)`` (may be below ``model_cfg.vocab_size`` on little
+    text), ``n_positions = model_cfg.block_size``, bos/eos = ``<|endoftext|>``, pad = ``<|pad|>``, and
+    no dropout (one pass over a stream rarely overfits; the promotion gate checks held-out text).
+    Initialisation is seeded without disturbing the caller's global torch RNG.
+
+    Args:
+        texts: tokenizer training text (e.g. the first window).
+        model_cfg: model shape.
+        out_dir: created if missing; receives ``config.json``, ``model.safetensors``,
+            ``generation_config.json``, ``tokenizer.json``, ``tokenizer_config.json``.
+        seed: weight-initialisation seed.
+
+    Returns:
+        ``out_dir``.
+
+    Raises:
+        ValueError: if ``texts`` is empty.
+    """
+    if len(texts) == 0:
+        raise ValueError("`texts` is empty: the base tokenizer needs some text to train on")
+    tokenizer = train_tokenizer(texts, model_cfg.vocab_size, model_cfg.block_size)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=model_cfg.block_size,
+        n_embd=model_cfg.n_embd,
+        n_layer=model_cfg.n_layer,
+        n_head=model_cfg.n_head,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = GPT2LMHeadModel(config)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def load_model(
+    source: str | Path, device: torch.device | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM and its tokenizer from a local ``save_pretrained`` directory or a Hub id.
+
+    Args:
+        source: directory path or Hugging Face model id (a Hub id needs network access or the
+            local HF cache; with ``HF_HUB_OFFLINE=1`` only the cache is used).
+        device: where to put the model; None = CPU.
+
+    Returns:
+        ``(model, tokenizer)``: fp32 model in eval mode on ``device``; the tokenizer has a pad token
+        (the eos token when the checkpoint defines none), mirrored in ``model.config.pad_token_id``.
+
+    Raises:
+        OSError: if the model or tokenizer cannot be found or read (message names ``source`` and
+            the HF_HUB_OFFLINE setting).
+        ValueError: if the tokenizer has neither a pad nor an eos token.
+    """
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(str(source))
+    except (OSError, ValueError) as e:
+        offline = os.environ.get("HF_HUB_OFFLINE", "unset")
+        raise OSError(
+            f"cannot load model {str(source)!r}: {e}\nPass a directory written by save_pretrained, or a "
+            f"Hugging Face model id available in the local cache or online (HF_HUB_OFFLINE={offline}; "
+            "with HF_HUB_OFFLINE=1 only cached models load)."
+        ) from e
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(f"tokenizer of {str(source)!r} has neither a pad nor an eos token")
+        tokenizer.pad_token = tokenizer.eos_token
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    model.to(device or torch.device("cpu"))
+    model.eval()
+    return model, tokenizer
+
+
+def prepare_base(
+    source: str | Path | None, texts: Sequence[str], model_cfg: ModelConfig, out_dir: Path, seed: int = 0
+) -> Path:
+    """Materialise the lineage's base model as a self-contained directory ``out_dir``.
+
+    Args:
+        source: None or "" builds the local GPT-2 base with ``build_base_model(texts, ...)``;
+            otherwise a Hub id or directory that is loaded and re-saved with ``save_pretrained``
+            (``texts`` and ``model_cfg`` are then unused).
+        texts, model_cfg, seed: see ``build_base_model``.
+        out_dir: destination directory (created if missing).
+
+    Returns:
+        ``out_dir``.
+
+    Raises:
+        ValueError: if a local base is built from empty ``texts``.
+        OSError: if ``source`` cannot be loaded (see ``load_model``).
+    """
+    if not source:
+        return build_base_model(texts, model_cfg, out_dir, seed)
+    model, tokenizer = load_model(source)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
