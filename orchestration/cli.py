@@ -195,8 +195,8 @@ def _status_data(settings: Settings) -> dict:
 
         client = MlflowClient(settings.tracking_uri)
         try:
-            versions = sorted((v.version for v in client.search_model_versions(f"name='{settings.model_name}'")), key=int)
-            champion = client.get_model_version_by_alias(settings.model_name, "champion").version
+            versions = sorted((str(v.version) for v in client.search_model_versions(f"name='{settings.model_name}'")), key=int)
+            champion = str(client.get_model_version_by_alias(settings.model_name, "champion").version)
         except Exception:  # no registered model yet
             pass
     return {"home": str(settings.home), "windows": windows, "versions": versions, "champion": champion}

@@ -167,6 +167,7 @@ class Warehouse:
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
         try:
+            con.execute("SET TimeZone = 'UTC'")  # TIMESTAMPTZ reads back as polars Datetime(tz="UTC")
             yield con
         finally:
             con.close()
