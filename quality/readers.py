@@ -35,6 +35,7 @@ from quality.schema import RAW_SCHEMA, REJECT_SCHEMA
 SUPPORTED_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".parquet", ".csv")
 
 _BOM = b"\xef\xbb\xbf"
+_GZIP_CHUNK = 1 << 16
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _JSON_TYPE = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number",
               bool: "a boolean", type(None): "null"}
@@ -170,24 +171,36 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def _gunzip(data: bytes, path: Path) -> bytes:
-    """Decompress every gzip member; a truncated or corrupt stream fails the whole file (we cannot
-    know how many records were lost, so keeping a prefix would silently drop the rest)."""
-    out: list[bytes] = []
-    rest = data
-    while rest:
-        d = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip container, header and CRC checked
+    """Decompress every gzip member (header, CRC and length are checked). A truncated or corrupt
+    stream fails the whole file: we cannot know how many records were lost, and keeping a prefix
+    would silently drop the rest. The error says how many lines decompressed before the fault."""
+    out = bytearray()
+    pos, d = 0, None
+    while pos < len(data):
+        if d is None:
+            d = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip container
+        chunk = data[pos : pos + _GZIP_CHUNK]
+        saved = d.copy()
         try:
-            out.append(d.decompress(rest))
+            out += d.decompress(chunk)
         except zlib.error as e:
-            lines = b"".join(out).count(b"\n")
-            raise WindowReadError(
-                f"cannot read window file {path}: corrupt gzip stream after {lines} lines ({e})"
-            ) from e
-        if not d.eof:
-            lines = b"".join(out).count(b"\n")
-            raise WindowReadError(f"cannot read window file {path}: truncated gzip stream after {lines} lines")
-        rest = d.unused_data
-    return b"".join(out)
+            # zlib drops the output of the failing call: replay it byte by byte to count lines.
+            try:
+                for i in range(len(chunk)):
+                    out += saved.decompress(chunk[i : i + 1])
+            except zlib.error:
+                pass
+            lines = out.count(b"\n")
+            raise WindowReadError(f"cannot read window file {path}: corrupt gzip stream after {lines} lines ({e})") from e
+        if d.eof:  # member complete; another may follow
+            pos += len(chunk) - len(d.unused_data)
+            d = None
+        else:
+            pos += len(chunk)
+    if d is not None:
+        lines = out.count(b"\n")
+        raise WindowReadError(f"cannot read window file {path}: truncated gzip stream after {lines} lines")
+    return bytes(out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,7 +378,8 @@ def _parse_jsonl(data: bytes, b: _Builder) -> None:
         try:
             obj = json.loads(line, parse_constant=_no_constants)
         except json.JSONDecodeError as e:
-            b.reject(n, line, f"invalid JSON: {e.msg} at column {e.colno}")
+            at = "" if e.msg.endswith(" at") else " at"  # "Unterminated string starting at"
+            b.reject(n, line, f"invalid JSON: {e.msg}{at} column {e.colno}")
             continue
         except _InvalidConstant as e:
             b.reject(n, line, f"invalid JSON: {e}")

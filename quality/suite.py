@@ -398,13 +398,12 @@ class _Gx:
         summaries = []
         for r in result.results:
             rule = (r.expectation_config.meta or {}).get("rule")
-            info = r.exception_info or {}
-            if info.get("raised_exception"):
-                raise QualityGateError(
-                    f"GX could not evaluate {r.expectation_config.type} (rule {rule})",
-                    gx_exception_message=info.get("exception_message"),
-                )
+            raised = _raised_exception(r.exception_info)
             res = r.result or {}
+            if raised is not None or not res:
+                raise QualityGateError(
+                    f"GX could not evaluate {r.expectation_config.type} (rule {rule})", gx_exception_message=raised
+                )
             ids: list[int] = []
             for entry in res.get("unexpected_index_list") or []:
                 value = entry["row_number"] if isinstance(entry, dict) else entry
@@ -436,6 +435,17 @@ class _Gx:
             _rows=rows,
             _observed=observed,
         )
+
+
+def _raised_exception(info: dict | None) -> str | None:
+    """The exception message if GX raised; ``exception_info`` is either flat or keyed by metric."""
+    if not info:
+        return None
+    candidates = [info, *(v for v in info.values() if isinstance(v, dict))]
+    for candidate in candidates:
+        if candidate.get("raised_exception"):
+            return str(candidate.get("exception_message") or "")
+    return None
 
 
 _GX: _Gx | None = None

@@ -90,19 +90,27 @@ def load_model(
         (the eos token when the checkpoint defines none), mirrored in ``model.config.pad_token_id``.
 
     Raises:
-        OSError: if the model or tokenizer cannot be found or read (message names ``source`` and
-            the HF_HUB_OFFLINE setting).
+        OSError: if the model or tokenizer cannot be found or read; the message names ``source`` and
+            explains the HF_HUB_OFFLINE setting (``FileNotFoundError`` for a missing local directory).
         ValueError: if the tokenizer has neither a pad nor an eos token.
     """
+    name = str(source)
+    if isinstance(source, Path) or Path(name).is_absolute() or name.startswith((".", "~")):  # a local path
+        path = Path(name).expanduser()
+        if not path.is_dir():
+            raise FileNotFoundError(f"cannot load model {name!r}: no such directory")
+        name = str(path)
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(str(source))
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError) as e:
-        offline = os.environ.get("HF_HUB_OFFLINE", "unset")
+        if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
+            hint = "HF_HUB_OFFLINE=1 is set, so a Hub id loads only if it is already in the local HF cache"
+        else:
+            hint = "HF_HUB_OFFLINE is not set, so the Hub was tried online; set HF_HUB_OFFLINE=1 on offline hosts"
         raise OSError(
-            f"cannot load model {str(source)!r}: {e}\nPass a directory written by save_pretrained, or a "
-            f"Hugging Face model id available in the local cache or online (HF_HUB_OFFLINE={offline}; "
-            "with HF_HUB_OFFLINE=1 only cached models load)."
+            f"cannot load model {name!r}: {e}\nPass a directory written by save_pretrained or a Hugging Face "
+            f"model id ({hint})."
         ) from e
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
