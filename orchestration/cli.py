@@ -24,7 +24,7 @@ from orchestration.settings import Settings, load_settings, resolve_home, write_
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Keep a language model current on a live text stream.")
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True, highlight=False)
 
 HomeOpt = Annotated[Optional[Path], typer.Option("--home", help="streamtune home (default $STREAMTUNE_HOME or ./.streamtune)")]
 
@@ -234,14 +234,14 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except CliError as exc:
-        err_console.print(f"error: {exc}")
+        err_console.print(f"error: {exc}", markup=False)
         if exc.hint:
             err_console.print(f"hint: {exc.hint}")
         sys.exit(1)
     except (FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
         if os.environ.get("STREAMTUNE_DEBUG"):
             raise
-        err_console.print(f"error: {exc}")
+        err_console.print(f"error: {exc}", markup=False)
         err_console.print("hint: run with STREAMTUNE_DEBUG=1 for the traceback; `streamtune --help` lists commands")
         sys.exit(1)
     except typer.Exit as exc:

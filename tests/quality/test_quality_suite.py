@@ -41,9 +41,9 @@ def window(*texts: str | None, key: str = "2024-09") -> pl.DataFrame:
     )
 
 
-def check_rule(text: str | None, rule: str, reason: str, cfg: QualityConfig = QualityConfig()) -> None:
+def check_rule(text: str | None, rule: str, reason: str, cfg: QualityConfig = QualityConfig(), good: str = "ok") -> None:
     """datatrove check_filter style: a good row, then ``text`` -> exactly that row quarantined."""
-    rows = window("ok", text)
+    rows = window(good, text)
     verdict = curate_window(rows, cfg)
     assert_frame_equal(verdict.curated, rows.head(1))
     assert verdict.quarantine.select("row_number", "rule", "reason").rows() == [(2, rule, reason)]
@@ -64,7 +64,8 @@ def test_empty_or_whitespace_text_is_quarantined_as_too_short(text):
 
 def test_min_chars_counts_stripped_characters():
     cfg = QualityConfig(min_chars=5)
-    check_rule("  abcd  ", "text_too_short", "text_too_short: 4 chars after stripping whitespace, min_chars=5", cfg)
+    check_rule("  abcd  ", "text_too_short", "text_too_short: 4 chars after stripping whitespace, min_chars=5", cfg,
+               good=" abcde ")
 
 
 def test_text_over_max_chars_is_quarantined_as_too_long():
