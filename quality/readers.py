@@ -36,6 +36,7 @@ SUPPORTED_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".parquet", ".csv")
 
 _BOM = b"\xef\xbb\xbf"
 _GZIP_CHUNK = 1 << 16
+_CSV_FIELD_LIMIT = 1 << 28  # characters
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _JSON_TYPE = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number",
               bool: "a boolean", type(None): "null"}
@@ -399,6 +400,7 @@ def _parse_csv(data: bytes, b: _Builder, path: Path) -> None:
         data = data[len(_BOM) :]
     # surrogateescape keeps undecodable bytes visible per row instead of failing the file.
     reader = csv.reader(io.StringIO(data.decode("utf-8", "surrogateescape"), newline=""))
+    limit = csv.field_size_limit(_CSV_FIELD_LIMIT)  # default 128 KiB would fail the whole file
     try:
         header = next(reader, None)
         if header is None:
@@ -425,6 +427,8 @@ def _parse_csv(data: bytes, b: _Builder, path: Path) -> None:
             b.record(n, rec, lambda row=row: _csv_raw(row))
     except csv.Error as e:
         raise WindowReadError(f"cannot read window file {path}: CSV error at line {reader.line_num}: {e}") from e
+    finally:
+        csv.field_size_limit(limit)
 
 
 def _csv_raw(row: list[str]) -> str:

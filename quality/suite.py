@@ -146,18 +146,7 @@ def curate_window(rows: pl.DataFrame, cfg: QualityConfig = QualityConfig()) -> W
     """
     _check_raw_frame(rows)
     scored = _score(rows)
-    # text_missing is always on: a null text can never be curated.
-    specs = [("text_missing", "ExpectColumnValuesToNotBeNull", {"column": "text"})]
-    if cfg.min_chars is not None:
-        specs.append(("text_too_short", "ExpectColumnValuesToBeBetween",
-                      {"column": "text_stripped_chars", "min_value": cfg.min_chars}))
-    if cfg.max_chars is not None:
-        specs.append(("text_too_long", "ExpectColumnValuesToBeBetween",
-                      {"column": "text_chars", "max_value": cfg.max_chars}))
-    if cfg.forbid_control_chars:
-        specs.append(("text_control_chars", "ExpectColumnValuesToNotMatchRegex",
-                      {"column": "text", "regex": CONTROL_CHARS_REGEX}))
-    run = _gx().validate("curate_window", specs, scored)
+    run = _gx().validate("curate_window", _row_specs(cfg), scored)
 
     failing = {rule: run.failing_rows(rule) for rule in RULES}
     counts = {rule: len(ids) for rule, ids in failing.items()}
@@ -234,15 +223,11 @@ def check_text_length(curated: pl.DataFrame, cfg: QualityConfig) -> CheckOutcome
     """
     _check_raw_frame(curated)
     meta: dict[str, Any] = {"row_count": curated.height, "too_short_count": 0, "too_long_count": 0}
-    specs = []
     if cfg.min_chars is not None:
         meta["min_chars"] = cfg.min_chars
-        specs.append(("text_too_short", "ExpectColumnValuesToBeBetween",
-                      {"column": "text_stripped_chars", "min_value": cfg.min_chars}))
     if cfg.max_chars is not None:
         meta["max_chars"] = cfg.max_chars
-        specs.append(("text_too_long", "ExpectColumnValuesToBeBetween",
-                      {"column": "text_chars", "max_value": cfg.max_chars}))
+    specs = [spec for spec in _row_specs(cfg) if spec[0] in ("text_too_short", "text_too_long")]
     if not specs:
         return CheckOutcome(True, "text length checks disabled (min_chars=None, max_chars=None)", meta)
     run = _gx().validate("check_text_length", specs, _score(curated))
@@ -309,11 +294,33 @@ def check_rows_conserved(raw_rows: int, curated_rows: int, quarantined_rows: int
 # helpers
 
 
+def _row_specs(cfg: QualityConfig) -> list[tuple[str, str, dict]]:
+    """(rule id, GX expectation class, kwargs) for every enabled row-level rule, RULES order.
+    Columns are those of ``_score``."""
+    # text_missing is always on: a null text can never be curated.
+    specs = [("text_missing", "ExpectColumnValuesToNotBeNull", {"column": "text"})]
+    if cfg.min_chars is not None:
+        specs.append(("text_too_short", "ExpectColumnValuesToBeBetween",
+                      {"column": "text_stripped_chars", "min_value": cfg.min_chars}))
+    if cfg.max_chars is not None:
+        specs.append(("text_too_long", "ExpectColumnValuesToBeBetween",
+                      {"column": "text_chars", "max_value": cfg.max_chars}))
+    if cfg.forbid_control_chars:
+        specs.append(("text_control_chars", "ExpectColumnValuesToNotMatchRegex",
+                      {"column": "text", "regex": CONTROL_CHARS_REGEX}))
+    return specs
+
+
 def _check_raw_frame(rows: pl.DataFrame) -> None:
     if not isinstance(rows, pl.DataFrame):
         raise ValueError(f"expected a polars DataFrame, got {type(rows).__name__}")
     if dict(rows.schema) != RAW_SCHEMA:
-        raise ValueError(f"frame does not match RAW_SCHEMA: got {dict(rows.schema)}, expected {RAW_SCHEMA}")
+        got = dict(rows.schema)
+        issues = [f"{name}: got {got.get(name, 'missing')}, expected {dtype}"
+                  for name, dtype in RAW_SCHEMA.items() if got.get(name) != dtype]
+        issues += [f"{name}: unexpected column" for name in got if name not in RAW_SCHEMA]
+        raise ValueError("frame does not match RAW_SCHEMA (select and cast with df.select(list(RAW_SCHEMA))"
+                         ".cast(RAW_SCHEMA)): " + "; ".join(issues))
     row_number = rows.get_column("row_number")
     if row_number.null_count() or row_number.n_unique() != rows.height:
         raise ValueError("row_number must be non-null and unique within the frame (it is the GX row index)")

@@ -379,6 +379,18 @@ def test_unreadable_file_raises(tmp_path):
         read_window_file(path, "w1")
 
 
+def test_os_errors_become_window_read_errors(tmp_path, monkeypatch):
+    path = tmp_path / "w.jsonl"
+    path.write_text('{"text": "a"}\n')
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(WindowReadError, match=r"w\.jsonl: Permission denied"):
+        read_window_file(path, "w1")
+
+
 @pytest.mark.parametrize("suffix", SUPPORTED_SUFFIXES)
 def test_empty_file_gives_zero_rows_zero_rejects(tmp_path, suffix):
     parsed = read(tmp_path, "w" + suffix, b"")
