@@ -23,7 +23,7 @@ from rich.table import Table
 from orchestration.settings import Settings, load_settings, resolve_home, write_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Keep a language model current on a live text stream.")
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 240)  # never squash tables in logs/pipes
 err_console = Console(stderr=True, soft_wrap=True, highlight=False)
 
 HomeOpt = Annotated[Optional[Path], typer.Option("--home", help="streamtune home (default $STREAMTUNE_HOME or ./.streamtune)")]
@@ -209,14 +209,15 @@ def _fmt(v, spec: str = ".3f") -> str:
 def _print_window_table(windows: list[dict]) -> None:
     table = Table(title="streamtune windows")
     for col in ("window", "rows in", "curated", "quarantined", "rejected", "loss before", "loss after",
-                "bpb before", "bpb after", "version", "promoted", "MLflow run"):
+                "bpb before", "bpb after", "ret bpb before", "ret bpb after", "version", "promoted", "MLflow run"):
         table.add_column(col, justify="right" if col not in ("window", "MLflow run") else "left")
     for w in windows:
         promoted = "" if w["promoted"] is None else ("yes" if w["promoted"] else "no")
         table.add_row(
             w["window_key"], str(w["source_rows"]), str(w["curated_rows"]), str(w["quarantined_rows"]),
             str(w["rejected_rows"]), _fmt(w["champion_new_loss"]), _fmt(w["challenger_new_loss"]),
-            _fmt(w["champion_new_bpb"]), _fmt(w["challenger_new_bpb"]), w["model_version"] or "",
+            _fmt(w["champion_new_bpb"]), _fmt(w["challenger_new_bpb"]), _fmt(w["champion_retention_bpb"]),
+            _fmt(w["challenger_retention_bpb"]), w["model_version"] or "",
             promoted if w["approved"] else "blocked", w["mlflow_run_id"] or "",
         )
     console.print(table)

@@ -430,7 +430,8 @@ class Warehouse:
 
         Columns: window_key, file_name, source_rows, parsed_rows, rejected_rows,
         curated_rows, quarantined_rows, approved, model_version, champion_new_loss,
-        challenger_new_loss, champion_new_bpb, challenger_new_bpb, promoted, mlflow_run_id.
+        challenger_new_loss, champion_new_bpb, challenger_new_bpb, champion_retention_bpb,
+        challenger_retention_bpb, promoted, mlflow_run_id.
         """
         sql = """
         WITH cur AS (SELECT window_key, count(*) AS n FROM curated.events GROUP BY window_key),
@@ -440,7 +441,8 @@ class Warehouse:
                coalesce(cur.n, 0) AS curated_rows, coalesce(qua.n, 0) AS quarantined_rows,
                (w.window_key IS NOT NULL) AS approved,
                upd.model_version, upd.champion_new_loss, upd.challenger_new_loss,
-               upd.champion_new_bpb, upd.challenger_new_bpb, upd.promoted, upd.mlflow_run_id
+               upd.champion_new_bpb, upd.challenger_new_bpb, upd.champion_retention_bpb,
+               upd.challenger_retention_bpb, upd.promoted, upd.mlflow_run_id
         FROM raw.windows r
         LEFT JOIN cur USING (window_key) LEFT JOIN qua USING (window_key)
         LEFT JOIN curated.windows w USING (window_key)

@@ -26,6 +26,17 @@ def make_summaries(n: int, seed: int = 0) -> list[str]:
     return [f"A {rng.choice(ADJECTIVES)} {rng.choice(NOUNS)} for {rng.choice(DOMAINS)}." for _ in range(n)]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Tiny models run fastest on one thread, and one thread does not collapse when other jobs share the CPU."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def corpus() -> list[str]:
     return make_summaries(400)
@@ -38,7 +49,7 @@ def tiny_model_cfg() -> ModelConfig:
 
 @pytest.fixture
 def tiny_train_cfg() -> TrainConfig:
-    return TrainConfig(seq_len=32, batch_size=8, peak_lr=3e-3, bf16=False, eval_batch_size=16, log_every=5)
+    return TrainConfig(seq_len=32, batch_size=8, peak_lr=3e-3, bf16=False, threads=1, eval_batch_size=16, log_every=5)
 
 
 @pytest.fixture(scope="session")

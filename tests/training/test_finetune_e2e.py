@@ -27,7 +27,8 @@ def first_update(tmp_path_factory, base_dir, corpus):
     from training.config import TrainConfig
 
     before = tree_digest(base_dir)
-    cfg = TrainConfig(seq_len=32, batch_size=8, peak_lr=3e-3, epochs=4, bf16=False, eval_batch_size=16, log_every=5)
+    cfg = TrainConfig(seq_len=32, batch_size=8, peak_lr=3e-3, epochs=4, bf16=False, threads=1, eval_batch_size=16,
+                      log_every=5)
     out = tmp_path_factory.mktemp("v1")
     steps_seen = []
     result = finetune(base_dir, corpus[:300], corpus[300:350], corpus[350:], cfg, out,
@@ -64,7 +65,7 @@ def test_second_update_carries_optimizer_state(first_update, corpus, tmp_path):
 
     _, _, v1, _ = first_update
     before = tree_digest(v1)
-    cfg = TrainConfig(seq_len=32, batch_size=8, peak_lr=1e-3, max_steps=3, bf16=False)
+    cfg = TrainConfig(seq_len=32, batch_size=8, peak_lr=1e-3, max_steps=3, bf16=False, threads=1)
     result = finetune(v1, corpus[:50], [], [], cfg, tmp_path / "v2")
     assert result.optimizer_resumed
     assert result.global_step == first_update[0].global_step + 3

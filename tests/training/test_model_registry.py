@@ -22,15 +22,15 @@ def flow(tmp_path_factory, base_dir, corpus):
     root = tmp_path_factory.mktemp("mlflow")
     cwd = root / "cwd"
     cwd.mkdir()
-    uri_before, env_before = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(cwd)
+        uri_before, env_before = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
         registry = ModelRegistry(f"sqlite:///{root}/mlflow.db", f"file://{root}/mlartifacts")
         assert registry.version_for_alias("champion") is None
         base_run, base_version = registry.register_base(
             model_dir=base_dir, params={"source": "local", "n_layer": 1}, tags={"kind": "base"}
         )
-        cfg = TrainConfig(seq_len=32, batch_size=8, max_steps=3, bf16=False, log_every=1)
+        cfg = TrainConfig(seq_len=32, batch_size=8, max_steps=3, bf16=False, threads=1, log_every=1)
         result = finetune(base_dir, corpus[:40], corpus[40:50], [], cfg, root / "v2")
         run_id, version = registry.log_update(
             run_name="window-0001", model_dir=result.output_dir, params=cfg.to_dict(), metrics=result.metrics(),
