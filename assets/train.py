@@ -122,6 +122,9 @@ def challenger_model(
     result = finetune(parent_dir, manifest.texts("train"), manifest.texts("new_eval"),
                       manifest.texts("retention_eval"), cfg, out_dir, on_step=on_step)
     metrics = result.metrics()
+    if "challenger_new_bpb" not in metrics:  # only possible for single-row windows: nothing to judge on
+        raise dg.Failure(f"windows {manifest.window_keys} have no held-out rows: the promotion gate cannot judge "
+                         "this update; land larger windows or raise eval_fraction")
     decision = decide_promotion(
         metrics.get("champion_new_bpb"), metrics["challenger_new_bpb"],
         metrics.get("champion_retention_bpb"), metrics.get("challenger_retention_bpb"), settings.gate_config(),

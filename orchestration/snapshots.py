@@ -85,6 +85,11 @@ def build_snapshot(
     rows = warehouse.curated_rows(keys)
     held = pl.Series("held", heldout_mask(rows["record_id"].to_list(), eval_fraction), dtype=pl.Boolean)
     rows = rows.with_columns(held)
+    # A window too small for the hash split to hold anything out still gets one held-out row
+    # (its first), so the gate can always compare champion and challenger on every new window.
+    first = pl.col("row_number") == pl.col("row_number").min().over("window_key")
+    needs_one = (~pl.col("held").any().over("window_key")) & (pl.len().over("window_key") >= 2)
+    rows = rows.with_columns(held=pl.col("held") | (needs_one & first))
     parts = {
         "train": rows.filter(~pl.col("held")).drop("held"),
         "new_eval": rows.filter(pl.col("held")).drop("held"),

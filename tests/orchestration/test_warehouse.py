@@ -127,3 +127,20 @@ def _hold_lock(path, ready, release):
     ready.set()
     release.wait(30)
     con.close()
+
+
+def test_snapshot_holds_out_at_least_one_row_of_every_new_window(wh, tmp_path):
+    from orchestration.snapshots import build_snapshot
+
+    for key, n in [("w1", 3), ("w2", 40)]:
+        _ingest(wh, key, [f"{key} text {i}" for i in range(n)], mtime=n)
+        wh.replace_curated_window(key, wh.read_raw_window(key), _rows(key, []).with_columns(
+            rule=pl.lit(""), reason=pl.lit(""), gx_run_id=pl.lit("")))
+        wh.approve_window(key, None)
+    m = build_snapshot(wh, tmp_path / "snap", eval_fraction=0.1, retention_rows=10)
+    assert m.window_keys == ["w1", "w2"]
+    new_eval = m.frame("new_eval")
+    assert set(new_eval["window_key"]) == {"w1", "w2"}
+    assert m.rows["train"] + m.rows["new_eval"] == 43
+    again = build_snapshot(wh, tmp_path / "snap2", eval_fraction=0.1, retention_rows=10)
+    assert again.content_sha256 == m.content_sha256  # deterministic
