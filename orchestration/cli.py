@@ -1,6 +1,6 @@
 """The ``streamtune`` command line (typer + rich).
 
-Commands: ``demo``, ``replay``, ``run``, ``status``, ``ui``. Errors print one
+Commands: ``demo``, ``replay``, ``run``, ``status``, ``ui``, ``rollback``. Errors print one
 line and a hint, not a traceback (set ``STREAMTUNE_DEBUG=1`` for tracebacks).
 """
 
@@ -180,6 +180,36 @@ def ui(
                 os.killpg(p.pid, signal.SIGKILL)
 
 
+@app.command()
+def rollback(
+    home: HomeOpt = None,
+    to: Annotated[Optional[str], typer.Option("--to", help="model version to restore (default: the current champion's parent)")] = None,
+    reason: Annotated[str, typer.Option("--reason", help="why; stored as version tags and in train.rollbacks")] = "manual rollback",
+) -> None:
+    """Move the champion alias back to an earlier model version and record why."""
+    import getpass
+
+    from orchestration.warehouse import Warehouse
+    from training.tracking import ModelRegistry
+
+    settings = _settings(home)
+    if not (settings.mlflow_tracking_uri or settings.paths.mlflow_db.exists()):
+        raise CliError(f"no MLflow store in {settings.home}", "run the loop first (streamtune demo / run)")
+    registry = ModelRegistry(settings.tracking_uri, str(settings.paths.mlartifacts), settings.experiment, settings.model_name)
+    current = registry.version_for_alias("champion")
+    wh = Warehouse(settings.paths.warehouse, lock_timeout_s=60)
+    wh.init_schema()
+    target = to or (wh.update_parent(current) if current else None)
+    if target is None:
+        raise CliError(f"champion v{current} has no recorded parent to roll back to", "pass --to VERSION")
+    try:
+        previous = registry.rollback_champion(target, reason, actor=getpass.getuser())
+    except ValueError as e:
+        raise CliError(str(e), "see `streamtune status` for the versions") from e
+    wh.record_rollback(previous, target, reason, getpass.getuser())
+    console.print(f"champion: v{previous} -> v{target} ({reason})")
+
+
 def _status_data(settings: Settings) -> dict:
     from orchestration.warehouse import Warehouse
 
@@ -221,6 +251,65 @@ def _print_window_table(windows: list[dict]) -> None:
             promoted if w["approved"] else "blocked", w["mlflow_run_id"] or "",
         )
     console.print(table)
+
+
+quarantine_app = typer.Typer(no_args_is_help=True, help="List, release and purge quarantined rows (values are never printed).")
+app.add_typer(quarantine_app, name="quarantine")
+WindowOpt = Annotated[Optional[str], typer.Option("--window", "-w", help="window key")]
+RuleOpt = Annotated[Optional[str], typer.Option("--rule", "-r", help="rule id, e.g. text_too_long, pii_private_key")]
+
+
+@quarantine_app.command("list")
+def quarantine_list(window: WindowOpt = None, rule: RuleOpt = None, home: HomeOpt = None,
+                    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+    """Quarantined rows (window, row, record id, rule, reason, kept copy); never their text."""
+    from orchestration.warehouse import Warehouse
+
+    settings = _settings(home)
+    if not settings.paths.warehouse.exists():
+        raise CliError(f"no warehouse at {settings.paths.warehouse}", "ingest a window first")
+    rows = Warehouse(settings.paths.warehouse).quarantine_rows(window, rule)
+    if as_json:
+        typer.echo(json.dumps(rows.to_dicts(), indent=2, default=str))
+        return
+    table = Table("window", "row", "record_id", "rule", "reason", "duplicate_of")
+    for r in rows.iter_rows(named=True):
+        dup = f"{r['duplicate_of_window']}:{r['duplicate_of_row']}" if r["duplicate_of_window"] else ""
+        table.add_row(r["window_key"], str(r["row_number"]), r["record_id"], r["rule"], r["reason"], dup)
+    console.print(table)
+    console.print(f"{rows.height} quarantined rows")
+
+
+@quarantine_app.command("release")
+def quarantine_release(window: Annotated[str, typer.Option("--window", "-w", help="window key")],
+                       rule: Annotated[str, typer.Option("--rule", "-r", help="rule id")],
+                       home: HomeOpt = None) -> None:
+    """Re-judge a window's rows quarantined under RULE with the current settings; rows that now pass
+    (PII-redacted, deduplicated) re-enter curated.events, the rest stay with their new reason.
+    Idempotent: a second release finds nothing to move."""
+    from orchestration.warehouse import Warehouse
+    from quality.suite import rejudge_quarantined
+
+    settings = _settings(home)
+    wh = Warehouse(settings.paths.warehouse)
+    cfg = settings.quality_config()
+    rows = wh.read_quarantined_raw(window, rule)
+    prior = wh.recent_norm_hashes(window, cfg.dedup_recent_windows, include_self=True) if cfg.dedup_exact else None
+    curated, still = rejudge_quarantined(rows, cfg, window_key=window, prior_hashes=prior)
+    released = wh.release_quarantined(window, curated, still)
+    console.print(f"{window} / {rule}: {rows.height} quarantined rows re-judged, {released} released into "
+                  f"curated.events, {still.height} still quarantined")
+
+
+@quarantine_app.command("purge")
+def quarantine_purge(home: HomeOpt = None,
+                     days: Annotated[Optional[float], typer.Option("--days", help="retention (default: setting)")] = None) -> None:
+    """Blank the raw text/metadata of quarantine rows older than the retention period."""
+    from orchestration.warehouse import Warehouse
+
+    settings = _settings(home)
+    n = Warehouse(settings.paths.warehouse).purge_quarantine(settings.quarantine_retention_days if days is None else days)
+    console.print(f"{n} quarantine rows purged")
 
 
 def _print_summary(summary) -> None:
