@@ -88,4 +88,21 @@ def reject_rate(context: dg.AssetCheckExecutionContext, warehouse: WarehouseReso
     )
 
 
-WINDOW_CHECKS = [text_not_null, text_length_bounds, window_not_empty, rows_conserved, source_rows_accounted, reject_rate]
+@dg.asset_check(asset=curated_window, blocking=True, partitions_def=windows_partitions, pool="duckdb",
+                description="GX: window-level expectations of the curate suite (schema, row count, duplicate rate).")
+def window_expectations(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    from quality.suite import check_window_expectations
+
+    return _result(check_window_expectations(warehouse.warehouse().window_results(context.partition_key)))
+
+
+@dg.asset_check(asset=curated_window, blocking=True, partitions_def=windows_partitions, pool="duckdb",
+                description="Presidio re-scan: no detectable PII or secret remains in the curated window.")
+def pii_free(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    from quality.suite import check_pii_free
+
+    return _result(check_pii_free(warehouse.warehouse().read_curated_window(context.partition_key)))
+
+
+WINDOW_CHECKS = [text_not_null, text_length_bounds, window_not_empty, rows_conserved, window_expectations, pii_free,
+                 source_rows_accounted, reject_rate]

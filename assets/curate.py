@@ -1,7 +1,6 @@
-"""Curate: the Great Expectations gate splits a raw window into curated rows and quarantine.
-
-``approved_window`` runs only after every blocking check on ``curated_window``
-passed in the same run; it is what makes a window visible to training.
+"""Curate: the gate (GX suite, PII redaction, dedup) splits a raw window into curated rows and
+quarantine; ``approved_window`` runs only after every blocking check on ``curated_window`` passed in
+the same run; it is what makes a window visible to training.
 """
 
 
@@ -18,29 +17,26 @@ from orchestration.resources import StreamtuneResource, WarehouseResource
     pool="duckdb",
     group_name="quality",
     kinds={"duckdb", "great_expectations"},
-    description="GX-validated rows of a window in curated.events; failing rows in curated.quarantine with rule and reason.",
+    description="GX-validated, PII-redacted, deduplicated rows of a window in curated.events; failing rows in "
+    "curated.quarantine with rule and reason.",
 )
 def curated_window(
     context: dg.AssetExecutionContext, streamtune: StreamtuneResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
-    from quality.suite import curate_window
+    from quality.suite import curate_window, verdict_metadata
 
-    wh = warehouse.warehouse()
-    key = context.partition_key
+    settings, wh, key = streamtune.settings(), warehouse.warehouse(), context.partition_key
+    cfg = settings.quality_config()
     rows = wh.read_raw_window(key)
-    verdict = curate_window(rows, streamtune.settings().quality_config())
-    wh.replace_curated_window(key, verdict.curated, verdict.quarantine)
-    by_rule = {rule: int(n) for rule, n in verdict.quarantine.group_by("rule").len().iter_rows()}
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": verdict.curated.height,
-            "raw_rows": rows.height,
-            "quarantined_rows": verdict.quarantine.height,
-            "quarantined_by_rule": dict(sorted(by_rule.items())),
-            "rule_failures": dict(sorted(verdict.counts.items())),
-            "gx_success": verdict.gx_success,
-        }
-    )
+    prior = wh.recent_norm_hashes(key, cfg.dedup_recent_windows) if cfg.dedup_exact else None
+    verdict = curate_window(rows, cfg, window_key=key, prior_hashes=prior, docs_dir=settings.paths.data_docs / key)
+    wh.replace_curated_window(key, verdict.curated, verdict.quarantine, verdict.window_results, verdict.gx_run_id)
+    purged = wh.purge_quarantine(settings.quarantine_retention_days)
+    metadata = verdict_metadata(verdict, rows.height)
+    metadata["quarantine_rows_purged"] = purged
+    if verdict.docs_index:
+        metadata["gx_data_docs"] = dg.MetadataValue.path(verdict.docs_index)
+    return dg.MaterializeResult(metadata=metadata)
 
 
 @dg.asset(

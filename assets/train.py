@@ -1,4 +1,11 @@
-"""Train: snapshot -> base model (once) -> challenger (fine-tune from the champion) -> champion (promotion gate)."""
+"""Train: snapshot -> base model (once) -> challenger (fine-tune from the champion) -> gate check -> champion.
+
+The promotion gate is the blocking check ``challenger_beats_champion`` on ``challenger_model``. It runs in
+the ``duckdb`` pool and first *records* the update (version tags, ledger, updates, eval matrix, replay
+buffer) and only then judges it, so a rejected challenger is always on record. A rejection fails the
+check (ERROR, blocking): ``champion_model``, which only moves the ``champion`` alias, is skipped and the
+run ends failed with the gate's reason, while the windows are not retried (they are in the ledger).
+"""
 
 
 import shutil
@@ -37,6 +44,7 @@ def training_snapshot(context: dg.AssetExecutionContext, streamtune: StreamtuneR
         retention_rows=settings.retention_rows,
         max_windows=settings.max_windows_per_update,
         seed=settings.train_config().seed,
+        replay_fraction=settings.replay_config().fraction,
     )
     if manifest is None:
         context.log.info("no approved window is pending: nothing to fine-tune")
@@ -89,9 +97,10 @@ def base_model(
     pool="training",
     group_name="training",
     kinds={"pytorch", "mlflow"},
-    description="Fine-tune from the current champion on the snapshot's new windows (LR re-warm/re-decay, AdamW state "
-    "carried over), evaluated before and after on the new windows' held-out rows and the retention slice. One MLflow "
-    "run and one registered version (alias challenger).",
+    description="Fine-tune from the current champion on the snapshot's new windows mixed with replayed rows (LR "
+    "re-warm/re-decay, AdamW state carried over, checkpoints so a killed update resumes), evaluated before and after "
+    "on the new windows' held-out rows, the retention slice (per window: one row of the eval matrix) and the first "
+    "window. One MLflow run and one registered version (alias challenger).",
 )
 def challenger_model(
     context: dg.AssetExecutionContext,
@@ -113,15 +122,28 @@ def challenger_model(
         registry.download_version(parent, parent_dir)
         registry.download_train_state(parent, parent_dir)
     cfg = settings.train_config()
-    out_dir = settings.paths.models / "challengers" / context.run_id
+    # keyed by what is trained (snapshot + parent), not by the run: a retried run resumes the checkpoint
+    work_dir = settings.paths.models / "updates" / f"{manifest.snapshot_id}-from-v{parent}"
+    out_dir = work_dir / "challenger"
     shutil.rmtree(out_dir, ignore_errors=True)
 
     def on_step(step: int, loss: float, lr: float) -> None:
         context.log.info(f"step {step}: train loss {loss:.4f}, lr {lr:.2e}")
 
-    result = finetune(parent_dir, manifest.texts("train"), manifest.texts("new_eval"),
-                      manifest.texts("retention_eval"), cfg, out_dir, on_step=on_step)
+    new_by_window = manifest.texts_by_window("new_eval")
+    replay = manifest.texts("replay")
+    result = finetune(parent_dir, manifest.texts("train") + replay, manifest.texts("new_eval"),
+                      manifest.texts("retention_eval"), cfg, out_dir, on_step=on_step,
+                      first_eval_texts=manifest.texts("first_eval"), forward_eval=new_by_window,
+                      matrix_eval={**manifest.texts_by_window("retention_eval"), **new_by_window},
+                      checkpoint_dir=work_dir / "checkpoint")
+    if result.resumed_from_step:
+        context.log.info(f"resumed a killed update at step {result.resumed_from_step}")
     metrics = result.metrics()
+    matrix = {phase: {w: {"loss": r.loss, "bpb": r.bits_per_byte, "texts": r.texts, "bytes": r.bytes}
+                      for w, r in results.items()}
+              for phase, results in (("before", result.forward_before), ("after", result.matrix_after))}
+    matrix_metrics = {f"eval_matrix.{phase}.{w}.bpb": sc["bpb"] for phase, rows in matrix.items() for w, sc in rows.items()}
     if "challenger_new_bpb" not in metrics:  # only possible for single-row windows: nothing to judge on
         raise dg.Failure(f"windows {manifest.window_keys} have no held-out rows: the promotion gate cannot judge "
                          "this update; land larger windows or raise eval_fraction")
@@ -140,19 +162,20 @@ def challenger_model(
             "snapshot_id": manifest.snapshot_id, "snapshot_sha256": manifest.content_sha256,
             "train_rows": manifest.rows["train"], "new_eval_rows": manifest.rows["new_eval"],
             "retention_eval_rows": manifest.rows["retention_eval"], "device": result.device, "bf16": result.bf16,
-            "threads": result.threads,
+            "threads": result.threads, "replay_rows": manifest.rows.get("replay", 0), "lora": result.lora,
+            **{f"replay.{k}": v for k, v in settings.replay_config().to_dict().items()},
         },
-        metrics=metrics,
+        metrics={**metrics, **matrix_metrics},
         curve=result.fit.curve,
         tags={"dagster.run_id": context.run_id, "dagster.asset": "challenger_model", "streamtune.trigger": _trigger(context),
               "streamtune.windows": ",".join(manifest.window_keys), "streamtune.parent_version": parent},
         artifacts={"snapshot": manifest_file},
         description=f"Fine-tuned from v{parent} on windows {', '.join(manifest.window_keys)}. Gate preview: {decision.reason}",
     )
-    shutil.rmtree(out_dir, ignore_errors=True)  # the registry holds the model now
+    shutil.rmtree(work_dir, ignore_errors=True)  # the registry holds the model now
     value = {"version": version, "mlflow_run_id": run_id, "parent_version": parent, "metrics": metrics,
              "promote": decision.promote, "reason": decision.reason, "gate_tags": decision.tags(),
-             "snapshot": manifest.to_dict()}
+             "snapshot": manifest.to_dict(), "matrix": matrix}
     return dg.Output(
         value,
         metadata={
@@ -167,41 +190,42 @@ def challenger_model(
     )
 
 
-@dg.asset_check(asset=challenger_model, description="Gate preview: the challenger beats the champion on the new "
-                "windows without forgetting the old ones (the champion_model step applies it).")
-def challenger_beats_champion(challenger_model: dict) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(passed=bool(challenger_model["promote"]), severity=dg.AssetCheckSeverity.WARN,
-                               description=challenger_model["reason"],
-                               metadata={k: v for k, v in challenger_model["gate_tags"].items() if k.startswith("gate.")})
+@dg.asset_check(asset=challenger_model, blocking=True, pool="duckdb",
+                description="Promotion gate (blocking): new-window bits/byte improve by gate.min_improvement and "
+                "retention bits/byte worsen by at most gate.retention_tolerance. Records the update first (version "
+                "tags, train.ledger, train.updates, monitor.eval_matrix, train.replay_buffer), so a rejection is on "
+                "record; a rejection then blocks champion_model.")
+def challenger_beats_champion(
+    context: dg.AssetCheckExecutionContext, challenger_model: dict, streamtune: StreamtuneResource,
+    mlflow: MlflowResource, warehouse: WarehouseResource,
+) -> dg.AssetCheckResult:
+    from orchestration.snapshots import record_update
+
+    replay = streamtune.settings().replay_config()
+    summary = record_update(warehouse.warehouse(), mlflow.registry(), challenger_model, replay_size=replay.size,
+                            replay_seed=replay.seed, trigger=context.run.tags.get(TRIGGER_TAG, "manual"),
+                            dagster_run_id=context.run.run_id)
+    return dg.AssetCheckResult(
+        passed=bool(challenger_model["promote"]), severity=dg.AssetCheckSeverity.ERROR,
+        description=challenger_model["reason"],
+        metadata={**{k: v for k, v in challenger_model["gate_tags"].items() if k.startswith("gate.")},
+                  "version": challenger_model["version"], **{k: float(v) for k, v in summary.items()}},
+    )
 
 
 @dg.asset(
     pool="duckdb",
     group_name="training",
     kinds={"mlflow", "duckdb"},
-    description="Promotion gate: moves the MLflow alias champion to the challenger only if new-window bits/byte "
-    "improve and retention bits/byte do not worsen beyond the tolerance; records the decision as version tags and "
-    "the update in train.ledger / train.updates.",
+    description="The champion alias: moved to the challenger once the blocking gate check challenger_beats_champion "
+    "has passed (that check records every update, promoted or not). Skipped when the gate rejects.",
 )
-def champion_model(
-    context: dg.AssetExecutionContext, challenger_model: dict, mlflow: MlflowResource, warehouse: WarehouseResource
-) -> dg.MaterializeResult:
-    from orchestration.snapshots import SnapshotManifest, ledger_frame
-
+def champion_model(context: dg.AssetExecutionContext, challenger_model: dict, mlflow: MlflowResource) -> dg.MaterializeResult:
     registry = mlflow.registry()
     version = challenger_model["version"]
-    registry.tag_version(version, challenger_model["gate_tags"])
-    if challenger_model["promote"]:
+    if challenger_model["promote"]:  # always true here: the blocking check stops rejected challengers
         registry.set_alias("champion", version)
     champion = registry.version_for_alias("champion")
-    manifest = SnapshotManifest.from_dict(challenger_model["snapshot"])
-    warehouse.warehouse().record_update(
-        model_version=version, mlflow_run_id=challenger_model["mlflow_run_id"],
-        parent_version=challenger_model["parent_version"], snapshot_id=manifest.snapshot_id,
-        window_keys=manifest.window_keys, ledger=ledger_frame(manifest), metrics=challenger_model["metrics"],
-        promoted=challenger_model["promote"], reason=challenger_model["reason"], trigger=_trigger(context),
-        dagster_run_id=context.run_id,
-    )
     context.log.info(("promoted" if challenger_model["promote"] else "rejected") + f" v{version}: {challenger_model['reason']}")
     return dg.MaterializeResult(
         metadata={"champion_version": champion, "challenger_version": version,

@@ -9,24 +9,33 @@ import dagster as dg
 from assets.checks import WINDOW_CHECKS
 from assets.curate import approved_window, curated_window
 from assets.ingest import raw_window
+from assets.monitor import MONITOR_ASSETS
 from assets.train import TRAINING_ASSETS, challenger_beats_champion
-from orchestration.jobs import finetune_job, ingest_job
+from orchestration.jobs import drift_report_job, finetune_job, ingest_job, monitor_job
 from orchestration.resources import build_resources
 from orchestration.schedules import build_periodic_finetune
-from orchestration.sensors import build_landing_sensor, build_new_window_sensor
+from orchestration.sensors import (
+    build_drift_sensor,
+    build_landing_sensor,
+    build_new_window_sensor,
+    build_profile_sensor,
+)
 from orchestration.settings import Settings, load_settings
 
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     """Definitions for one streamtune home (tests pass their own settings)."""
     settings = settings or load_settings()
+    drift = settings.drift_config()
     return dg.Definitions(
-        assets=[raw_window, curated_window, approved_window, *TRAINING_ASSETS],
+        assets=[raw_window, curated_window, approved_window, *TRAINING_ASSETS, *MONITOR_ASSETS],
         asset_checks=[*WINDOW_CHECKS, challenger_beats_champion],
-        jobs=[ingest_job, finetune_job],
+        jobs=[ingest_job, finetune_job, monitor_job, drift_report_job],
         sensors=[
             build_landing_sensor(settings.landing_interval_s),
-            build_new_window_sensor(settings.finetune_trigger_interval_s),
+            build_new_window_sensor(settings.finetune_trigger_interval_s, enabled=drift.retrain_on == "new_window"),
+            build_profile_sensor(settings.finetune_trigger_interval_s, enabled=drift.enabled),
+            build_drift_sensor(settings.finetune_trigger_interval_s, drift.cooldown_s),
         ],
         schedules=[build_periodic_finetune(settings.finetune_cron)],
         resources=build_resources(settings),

@@ -19,3 +19,19 @@ finetune_job = dg.define_asset_job(
     description="Fine-tune the champion on pending approved windows, log to MLflow, and run the promotion gate.",
     tags={PIPELINE_TAG: "finetune"},
 )
+
+monitor_job = dg.define_asset_job(
+    name="monitor_window",
+    selection=dg.AssetSelection.assets("window_profile"),
+    partitions_def=windows_partitions,
+    description="Profile one approved window for drift (statistics, calibrated p-values, confirmation) into "
+    "monitor.window_profile and MLflow; runs beside ingest, off its critical path.",
+    tags={PIPELINE_TAG: "monitor"},
+)
+
+drift_report_job = dg.define_asset_job(
+    name="redraw_drift_report",
+    selection=dg.AssetSelection.assets("drift_report"),
+    description="Redraw the drift history (every statistic over windows, thresholds and alarms).",
+    tags={PIPELINE_TAG: "monitor"},
+)

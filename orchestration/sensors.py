@@ -8,14 +8,26 @@ never opens DuckDB.
 ``new_window_sensor`` watches ``approved_window`` materializations in the
 Dagster event log (not DuckDB) and requests a fine-tune run for each new one;
 the run tag ``streamtune/trigger=new_data`` says why it ran.
+
+``profile_sensor`` requests the ``monitor_window`` job (``window_profile``) for each newly approved
+window, off the ingest job's critical path.
+
+``drift_sensor`` watches ``window_profile`` materializations (event log metadata, never DuckDB): it
+requests a ``drift_report`` redraw for each batch of new profiles and, when a profile confirms
+drift, the ``finetune`` job with ``streamtune/trigger=drift`` and the confirmed statistics as tags.
+A cooldown (``drift.cooldown_s``, measured between the profiles' event timestamps) keeps alarms in
+quick succession from starting a retrain storm; the periodic schedule and ``new_window_sensor`` are
+independent of it.
 """
+
+import json
 
 
 import dagster as dg
 
 from assets.ingest import LANDING_FILE_TAG
 from assets.train import TRIGGER_TAG
-from orchestration.jobs import finetune_job, ingest_job
+from orchestration.jobs import drift_report_job, finetune_job, ingest_job, monitor_job
 from orchestration.landing import closed_files_after, parse_cursor, window_key_for
 from orchestration.partitions import WINDOWS_PARTITION, windows_partitions
 from orchestration.resources import StreamtuneResource
@@ -56,7 +68,9 @@ def build_landing_sensor(interval_s: int) -> dg.SensorDefinition:
     return landing_sensor
 
 
-def build_new_window_sensor(interval_s: int) -> dg.SensorDefinition:
+def build_new_window_sensor(interval_s: int, enabled: bool = True) -> dg.SensorDefinition:
+    """``enabled=False`` (``[drift] retrain_on = "drift"``): the cursor moves, but no fine-tune is requested."""
+
     @dg.sensor(
         name="new_window_sensor",
         job=finetune_job,
@@ -73,6 +87,9 @@ def build_new_window_sensor(interval_s: int) -> dg.SensorDefinition:
         )
         if not result.records:
             return dg.SensorResult(skip_reason="no newly approved windows")
+        if not enabled:
+            return dg.SensorResult(skip_reason="retrain_on = drift: new windows wait for drift or the schedule",
+                                   cursor=str(result.records[-1].storage_id))
         requests = [
             dg.RunRequest(
                 run_key=f"new-window-{r.storage_id}",
@@ -83,3 +100,97 @@ def build_new_window_sensor(interval_s: int) -> dg.SensorDefinition:
         return dg.SensorResult(run_requests=requests, cursor=str(result.records[-1].storage_id))
 
     return new_window_sensor
+
+
+def build_profile_sensor(interval_s: int, enabled: bool = True) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="profile_sensor",
+        job=monitor_job,
+        minimum_interval_seconds=interval_s,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Requests a drift profile (window_profile) for each window that passes its quality gate.",
+    )
+    def profile_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        after = int(context.cursor) if context.cursor else None
+        result = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("approved_window"), after_storage_id=after),
+            limit=100,
+            ascending=True,
+        )
+        if not result.records:
+            return dg.SensorResult(skip_reason="no newly approved windows")
+        cursor = str(result.records[-1].storage_id)
+        if not enabled:
+            return dg.SensorResult(skip_reason="drift monitor disabled ([drift] enabled = false)", cursor=cursor)
+        requests = [
+            dg.RunRequest(run_key=f"profile-{r.storage_id}", partition_key=r.partition_key,
+                          tags={TRIGGER_TAG: "monitor", "streamtune/window": r.partition_key or ""})
+            for r in result.records
+            if r.partition_key
+        ]
+        return dg.SensorResult(run_requests=requests, cursor=cursor)
+
+    return profile_sensor
+
+
+DRIFT_TAG_PREFIX = "streamtune/drift."
+
+
+def _meta_value(metadata: dict, key: str, default=None):
+    v = metadata.get(key)
+    if v is None:
+        return default
+    return getattr(v, "value", v)
+
+
+def build_drift_sensor(interval_s: int, cooldown_s: float) -> dg.SensorDefinition:
+    """The drift sensor; cursor = JSON ``{"after": storage id, "last_request_ts": event time of the last drift request}``."""
+
+    @dg.sensor(
+        name="drift_sensor",
+        jobs=[finetune_job, drift_report_job],
+        minimum_interval_seconds=interval_s,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Requests a fine-tune when a window profile confirms drift (cooldown against retrain storms), "
+        "and redraws the drift report after new profiles.",
+    )
+    def drift_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        state = json.loads(context.cursor) if context.cursor else {}
+        result = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("window_profile"), after_storage_id=state.get("after")),
+            limit=100,
+            ascending=True,
+        )
+        if not result.records:
+            return dg.SensorResult(skip_reason="no new window profiles")
+        last_ts = float(state.get("last_request_ts", float("-inf")))
+        requests, suppressed = [], []
+        for r in result.records:
+            md = r.asset_materialization.metadata if r.asset_materialization else {}
+            if not _meta_value(md, "drift", False):
+                continue
+            window = r.partition_key or ""
+            if r.timestamp - last_ts < cooldown_s:
+                suppressed.append(window)
+                continue
+            confirmed = list(_meta_value(md, "confirmed", []) or [])
+            tags = {TRIGGER_TAG: "drift", "streamtune/window": window,
+                    "streamtune/drift_stats": ",".join(confirmed)}
+            for stat in confirmed:
+                tags[f"{DRIFT_TAG_PREFIX}{stat}"] = f"{float(_meta_value(md, stat, float('nan'))):.6g}"
+                p = _meta_value(md, f"{stat}_p")
+                if p is not None:
+                    tags[f"{DRIFT_TAG_PREFIX}{stat}_p"] = f"{float(p):.4g}"
+            requests.append(dg.RunRequest(run_key=f"drift-{r.storage_id}", job_name=finetune_job.name, tags=tags))
+            last_ts = r.timestamp
+        if suppressed:
+            context.log.info(f"drift in {suppressed} within the {cooldown_s:.0f} s cooldown: no extra fine-tune")
+        last = result.records[-1].storage_id
+        requests.append(dg.RunRequest(run_key=f"drift-report-{last}", job_name=drift_report_job.name,
+                                      tags={TRIGGER_TAG: "monitor"}))
+        cursor = {"after": last, "last_request_ts": last_ts if last_ts != float("-inf") else None}
+        if cursor["last_request_ts"] is None:
+            del cursor["last_request_ts"]
+        return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor))
+
+    return drift_sensor

@@ -22,6 +22,10 @@ No Dagster imports: the CLI and the Dagster code location both read settings her
     retention_tolerance = 0.02
     [quality]                       # quality.suite.QualityConfig
     max_chars = 2000
+    [replay]                        # training.config.ReplayConfig
+    fraction = 0.25
+    [drift]                         # quality.drift.DriftConfig
+    false_alarm_rate = 0.05
 """
 
 from __future__ import annotations
@@ -89,6 +93,11 @@ class HomePaths:
     def logs(self) -> Path:
         return self.root / "logs"
 
+    @property
+    def data_docs(self) -> Path:
+        """Great Expectations Data Docs, one site per window (``data_docs/<window_key>/index.html``)."""
+        return self.root / "data_docs"
+
     def ensure(self) -> "HomePaths":
         for d in (self.root, self.landing, self.mlartifacts, self.dagster_home, self.snapshots, self.models, self.logs):
             d.mkdir(parents=True, exist_ok=True)
@@ -117,6 +126,9 @@ class Settings:
     landing_interval_s: int = 5
     """Minimum seconds between landing-sensor ticks."""
     finetune_trigger_interval_s: int = 5
+    quarantine_retention_days: float = 30.0
+    """Days a quarantined row keeps its raw text/metadata (curated.quarantine is the one place with
+    raw values); older rows are blanked at the next curation (``streamtune quarantine purge``)."""
     mlflow_tracking_uri: str = ""
     """"" = the home's sqlite store; else a tracking server URI."""
     experiment: str = "streamtune"
@@ -125,6 +137,10 @@ class Settings:
     train: dict[str, Any] = field(default_factory=dict)
     gate: dict[str, Any] = field(default_factory=dict)
     quality: dict[str, Any] = field(default_factory=dict)
+    drift: dict[str, Any] = field(default_factory=dict)
+    replay: dict[str, Any] = field(default_factory=dict)
+    """[replay]: training.config.ReplayConfig (window-balanced replay buffer: size, fraction, seed)."""
+    """[drift]: quality.drift.DriftConfig (drift monitor and drift_sensor)."""
 
     @property
     def paths(self) -> HomePaths:
@@ -154,8 +170,18 @@ class Settings:
 
         return QualityConfig(**self.quality)
 
+    def replay_config(self):
+        from training.config import ReplayConfig
 
-_SCALARS = {f.name: f for f in dataclasses.fields(Settings) if f.name not in {"home", "model", "train", "gate", "quality"}}
+        return ReplayConfig(**self.replay)
+
+    def drift_config(self):
+        from quality.drift import DriftConfig
+
+        return DriftConfig(**self.drift)
+
+
+_SCALARS = {f.name: f for f in dataclasses.fields(Settings) if f.name not in {"home", "model", "train", "gate", "quality", "drift", "replay"}}
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -178,11 +204,11 @@ def load_settings(home: str | Path | None = None) -> Settings:
     if path.exists():
         with path.open("rb") as fh:
             data = tomllib.load(fh)
-        unknown = sorted(set(data) - set(_SCALARS) - {"model", "train", "gate", "quality"})
+        unknown = sorted(set(data) - set(_SCALARS) - {"model", "train", "gate", "quality", "drift", "replay"})
         if unknown:
-            raise ValueError(f"{path}: unknown settings {unknown}; known: {sorted(_SCALARS)} and [model] [train] [gate] [quality]")
+            raise ValueError(f"{path}: unknown settings {unknown}; known: {sorted(_SCALARS)} and [model] [train] [gate] [quality] [drift] [replay]")
         for key, value in data.items():
-            values[key] = dict(value) if key in {"model", "train", "gate", "quality"} else _coerce(key, value)
+            values[key] = dict(value) if key in {"model", "train", "gate", "quality", "drift", "replay"} else _coerce(key, value)
     for name in _SCALARS:
         env = os.environ.get(f"STREAMTUNE_{name.upper()}")
         if env is not None:

@@ -15,10 +15,21 @@ Schema (documented in the README):
 ``raw.events``         parsed records of a window (row identity: window_key, row_number)
 ``raw.rejects``        lines/rows that could not be parsed, verbatim, with the error
 ``curated.events``     rows that passed the quality gate
-``curated.quarantine`` rows that failed it, with rule and reason (the one table with raw failing rows)
+``curated.quarantine`` rows that failed it, with rule and reason (the one table with raw values;
+                       ``purge_quarantine`` blanks text/metadata after the retention period)
+``curated.window_results`` window-level GX expectations of a window's last curation
+
+PII boundary: ``raw.events`` holds raw text only between ``replace_raw_window`` and
+``replace_curated_window``; the latter rewrites it to the curated (redacted) text for curated
+rows and NULL for quarantined rows, whose raw text lives in ``curated.quarantine`` only
+(``read_raw_window`` joins it back, so re-curating a window sees the original rows).
 ``curated.windows``    windows approved for training (written only after blocking checks pass)
 ``train.ledger``       which records of which windows each model version saw, and in which role
 ``train.updates``      one row per fine-tune update: windows, metrics, gate decision
+``train.replay_buffer`` window-balanced reservoir of past training rows mixed into updates (replay)
+``train.rollbacks``    manual moves of the champion alias back to an earlier version, with the reason
+``monitor.eval_matrix`` bits/byte of every model version on every window's held-out rows (R[i][j])
+``monitor.window_profile`` one row per profiled window: drift statistics, p-values, thresholds, alarm
 """
 
 from __future__ import annotations
@@ -83,6 +94,15 @@ CREATE TABLE IF NOT EXISTS curated.quarantine (
     gx_run_id VARCHAR,
     quarantined_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
+ALTER TABLE curated.quarantine ADD COLUMN IF NOT EXISTS duplicate_of_window VARCHAR;
+ALTER TABLE curated.quarantine ADD COLUMN IF NOT EXISTS duplicate_of_row BIGINT;
+CREATE TABLE IF NOT EXISTS curated.window_results (
+    window_key VARCHAR NOT NULL,
+    gx_run_id VARCHAR NOT NULL,
+    rule VARCHAR NOT NULL,
+    success BOOLEAN NOT NULL,
+    observed VARCHAR
+);
 CREATE TABLE IF NOT EXISTS curated.windows (
     window_key VARCHAR PRIMARY KEY,
     curated_rows BIGINT NOT NULL,
@@ -117,6 +137,70 @@ CREATE TABLE IF NOT EXISTS train.updates (
     trigger VARCHAR,
     dagster_run_id VARCHAR,
     created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS train.replay_buffer (   -- window-balanced reservoir (training.replay)
+    window_key VARCHAR NOT NULL,
+    row_number BIGINT NOT NULL,
+    record_id VARCHAR NOT NULL,
+    text VARCHAR NOT NULL,
+    reservoir_key DOUBLE NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS monitor.eval_matrix (    -- R[i][j] in bits/byte, one row per (version, window, phase)
+    model_version VARCHAR NOT NULL,
+    parent_version VARCHAR,
+    trained_through VARCHAR NOT NULL,  -- last window of the update that produced model_version
+    eval_window VARCHAR NOT NULL,
+    phase VARCHAR NOT NULL,            -- before (parent, forward) | after (challenger)
+    loss DOUBLE NOT NULL,              -- nats/token
+    bpb DOUBLE NOT NULL,               -- bits per UTF-8 byte
+    texts BIGINT NOT NULL,
+    bytes BIGINT NOT NULL,
+    mlflow_run_id VARCHAR,
+    recorded_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS train.rollbacks (
+    from_version VARCHAR,
+    to_version VARCHAR NOT NULL,
+    reason VARCHAR NOT NULL,
+    actor VARCHAR,
+    rolled_back_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS monitor.window_profile (
+    window_key VARCHAR PRIMARY KEY,
+    reference_keys VARCHAR[] NOT NULL,
+    rows BIGINT NOT NULL,
+    sample_rows BIGINT NOT NULL,
+    token_js DOUBLE,
+    token_js_p DOUBLE,
+    token_js_threshold DOUBLE,
+    oov_rate DOUBLE,
+    oov_rate_p DOUBLE,
+    oov_rate_threshold DOUBLE,
+    length_ks DOUBLE,
+    length_ks_p DOUBLE,
+    length_ks_threshold DOUBLE,
+    bytes_per_token DOUBLE,
+    bytes_per_token_p DOUBLE,
+    bytes_per_token_threshold DOUBLE,
+    lm_bpb DOUBLE,
+    lm_bpb_p DOUBLE,
+    lm_bpb_threshold DOUBLE,
+    embedding_mmd2 DOUBLE,
+    embedding_mmd2_p DOUBLE,
+    embedding_mmd2_threshold DOUBLE,
+    quarantine_rate DOUBLE,
+    quarantine_rate_p DOUBLE,
+    quarantine_rate_threshold DOUBLE,
+    alpha DOUBLE NOT NULL,
+    exceeded VARCHAR[] NOT NULL,
+    drift BOOLEAN NOT NULL,
+    confirmed VARCHAR[] NOT NULL,
+    reason VARCHAR NOT NULL,
+    champion_version VARCHAR,
+    info VARCHAR,                     -- JSON: sizes, raw rates, seconds per part
+    dagster_run_id VARCHAR,
+    profiled_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 """
 
@@ -225,35 +309,180 @@ class Warehouse:
             )
             con.execute("COMMIT")
 
+    def windows_with_file(self, file_sha256: str, exclude: str | None = None) -> list[str]:
+        """Other windows ingested from a file with the same sha256 (a re-delivered file)."""
+        with self.connect() as con:
+            return [k for (k,) in con.execute(
+                "SELECT window_key FROM raw.windows WHERE file_sha256 = ? AND window_key IS DISTINCT FROM ? "
+                "ORDER BY window_key", [file_sha256, exclude]).fetchall()]
+
     def read_raw_window(self, window_key: str) -> pl.DataFrame:
-        """Parsed rows of a window, ordered by row_number (``RAW_SCHEMA``)."""
+        """Parsed rows of a window, ordered by row_number (``RAW_SCHEMA``).
+
+        For rows quarantined by an earlier curation the text/metadata come from
+        ``curated.quarantine`` (the one place with raw values)."""
         with self.connect() as con:
             return con.sql(
-                "SELECT window_key, row_number, record_id, text, ts, metadata FROM raw.events "
-                "WHERE window_key = ? ORDER BY row_number",
+                "SELECT e.window_key, e.row_number, e.record_id, "
+                "CASE WHEN q.row_number IS NULL THEN e.text ELSE q.text END AS text, e.ts, "
+                "CASE WHEN q.row_number IS NULL THEN e.metadata ELSE q.metadata END AS metadata "
+                "FROM raw.events e LEFT JOIN curated.quarantine q USING (window_key, row_number) "
+                "WHERE e.window_key = ? ORDER BY e.row_number",
                 params=[window_key],
             ).pl()
 
-    def replace_curated_window(self, window_key: str, curated: pl.DataFrame, quarantine: pl.DataFrame) -> None:
+    def replace_curated_window(
+        self,
+        window_key: str,
+        curated: pl.DataFrame,
+        quarantine: pl.DataFrame,
+        window_results: Sequence[dict] = (),
+        gx_run_id: str | None = None,
+    ) -> None:
         """Replace a window's curated rows and quarantine rows in one transaction.
 
         Clears the window's approval: a re-curated window must pass its
-        blocking checks again before training sees it.
+        blocking checks again before training sees it. Scrubs ``raw.events``
+        (curated rows get the curated, redacted text; quarantined rows NULL).
+
+        Args:
+            curated: ``RAW_SCHEMA`` frame (redacted).
+            quarantine: ``QUARANTINE_SCHEMA`` frame (raw values).
+            window_results: window-level GX results (rule, success, observed).
         """
         with self.connect() as con:
             con.execute("BEGIN")
-            for table in ("curated.events", "curated.quarantine", "curated.windows"):
+            for table in ("curated.events", "curated.quarantine", "curated.windows", "curated.window_results"):
                 con.execute(f"DELETE FROM {table} WHERE window_key = ?", [window_key])
             con.register("cur", curated.to_arrow())
             con.execute(
                 "INSERT INTO curated.events SELECT window_key, row_number, record_id, text, ts, metadata FROM cur"
             )
-            con.register("quar", quarantine.to_arrow())
+            self._insert_quarantine(con, quarantine)
+            self._scrub_raw(con, window_key)
+            for r in window_results:
+                con.execute("INSERT INTO curated.window_results VALUES (?, ?, ?, ?, ?)",
+                            [window_key, gx_run_id or "", r["rule"], bool(r["success"]), str(r.get("observed"))])
+            con.execute("COMMIT")
+
+    @staticmethod
+    def _insert_quarantine(con: duckdb.DuckDBPyConnection, quarantine: pl.DataFrame) -> None:
+        for col, dtype in (("duplicate_of_window", pl.String), ("duplicate_of_row", pl.Int64)):
+            if col not in quarantine.columns:  # frames without dedup links
+                quarantine = quarantine.with_columns(pl.lit(None, dtype=dtype).alias(col))
+        con.register("quar", quarantine.to_arrow())
+        con.execute(
+            "INSERT INTO curated.quarantine (window_key, row_number, record_id, text, ts, metadata, rule, reason, "
+            "gx_run_id, duplicate_of_window, duplicate_of_row) "
+            "SELECT window_key, row_number, record_id, text, ts, metadata, rule, reason, gx_run_id, "
+            "duplicate_of_window, duplicate_of_row FROM quar"
+        )
+        con.unregister("quar")
+
+    @staticmethod
+    def _scrub_raw(con: duckdb.DuckDBPyConnection, window_key: str) -> None:
+        con.execute(
+            "UPDATE raw.events e SET text = c.text, metadata = c.metadata FROM curated.events c "
+            "WHERE e.window_key = ? AND c.window_key = e.window_key AND c.row_number = e.row_number",
+            [window_key],
+        )
+        con.execute(
+            "UPDATE raw.events e SET text = NULL, metadata = NULL FROM curated.quarantine q "
+            "WHERE e.window_key = ? AND q.window_key = e.window_key AND q.row_number = e.row_number",
+            [window_key],
+        )
+
+    def window_results(self, window_key: str) -> list[dict]:
+        """Window-level GX results of the window's last curation: rule, success, observed."""
+        with self.connect() as con:
+            rows = con.execute(
+                "SELECT rule, success, observed FROM curated.window_results WHERE window_key = ? ORDER BY rule",
+                [window_key],
+            ).fetchall()
+        return [{"rule": r, "success": bool(ok), "observed": obs} for r, ok, obs in rows]
+
+    def recent_norm_hashes(self, window_key: str, n_windows: int, include_self: bool = False) -> pl.DataFrame:
+        """``window_key, row_number, norm_hash`` of the curated rows of the ``n_windows`` windows
+        landed just before ``window_key`` (landing order: file mtime, then file name; so a rerun
+        sees the same windows), plus its own rows when ``include_self``.
+        The hash is ``quality.dedup.NORM_HASH_SQL``."""
+        from quality.dedup import NORM_HASH_SQL
+
+        with self.connect() as con:
+            return con.sql(
+                "WITH me AS (SELECT coalesce(file_mtime_ns, 0) AS m, file_name AS f FROM raw.windows WHERE window_key = ?), "
+                "recent AS (SELECT w.window_key FROM raw.windows w, me WHERE w.window_key <> ? AND "
+                "(coalesce(w.file_mtime_ns, 0) < me.m OR (coalesce(w.file_mtime_ns, 0) = me.m AND w.file_name < me.f)) "
+                "ORDER BY coalesce(w.file_mtime_ns, 0) DESC, w.file_name DESC LIMIT ?) "
+                f"SELECT window_key, row_number, {NORM_HASH_SQL} AS norm_hash FROM curated.events "
+                "WHERE window_key IN (SELECT window_key FROM recent) OR (? AND window_key = ?) "
+                "ORDER BY window_key, row_number",
+                params=[window_key, window_key, max(int(n_windows), 0), include_self, window_key],
+            ).pl()
+
+    # -- quarantine -------------------------------------------------------------------------
+
+    def quarantine_rows(self, window_key: str | None = None, rule: str | None = None) -> pl.DataFrame:
+        """Quarantine rows without their values: window_key, row_number, record_id, rule, reason,
+        gx_run_id, duplicate_of_window, duplicate_of_row, quarantined_at (filters optional)."""
+        with self.connect(read_only=True) as con:
+            return con.sql(
+                "SELECT window_key, row_number, record_id, rule, reason, gx_run_id, duplicate_of_window, "
+                "duplicate_of_row, quarantined_at FROM curated.quarantine "
+                "WHERE (? IS NULL OR window_key = ?) AND (? IS NULL OR rule = ?) ORDER BY window_key, row_number",
+                params=[window_key, window_key, rule, rule],
+            ).pl()
+
+    def read_quarantined_raw(self, window_key: str, rule: str) -> pl.DataFrame:
+        """Raw rows (``RAW_SCHEMA``) of a window quarantined under ``rule``, for re-judging."""
+        with self.connect() as con:
+            return con.sql(
+                "SELECT window_key, row_number, record_id, text, ts, metadata FROM curated.quarantine "
+                "WHERE window_key = ? AND rule = ? ORDER BY row_number",
+                params=[window_key, rule],
+            ).pl()
+
+    def release_quarantined(self, window_key: str, curated: pl.DataFrame, requarantined: pl.DataFrame) -> int:
+        """Move re-judged rows out of quarantine in one transaction (idempotent).
+
+        Args:
+            curated: ``RAW_SCHEMA`` rows (redacted) that now pass: they replace any curated row with
+                the same (window_key, row_number) and leave the quarantine.
+            requarantined: ``QUARANTINE_SCHEMA`` rows that still fail: their quarantine rows are
+                replaced (new rule/reason).
+        Returns: rows released. An approved window's counts in ``curated.windows`` are refreshed.
+        """
+        with self.connect() as con:
+            con.execute("BEGIN")
+            con.register("rel", curated.to_arrow())
+            con.execute("DELETE FROM curated.events WHERE window_key = ? AND row_number IN (SELECT row_number FROM rel)",
+                        [window_key])
+            con.execute("DELETE FROM curated.quarantine WHERE window_key = ? AND row_number IN "
+                        "(SELECT row_number FROM rel)", [window_key])
+            con.execute("INSERT INTO curated.events SELECT window_key, row_number, record_id, text, ts, metadata FROM rel")
+            con.register("req", requarantined.select("row_number").to_arrow())
+            con.execute("DELETE FROM curated.quarantine WHERE window_key = ? AND row_number IN "
+                        "(SELECT row_number FROM req)", [window_key])
+            self._insert_quarantine(con, requarantined)
+            self._scrub_raw(con, window_key)
             con.execute(
-                "INSERT INTO curated.quarantine (window_key, row_number, record_id, text, ts, metadata, rule, reason, gx_run_id) "
-                "SELECT window_key, row_number, record_id, text, ts, metadata, rule, reason, gx_run_id FROM quar"
+                "UPDATE curated.windows SET curated_rows = (SELECT count(*) FROM curated.events WHERE window_key = ?), "
+                "quarantined_rows = (SELECT count(*) FROM curated.quarantine WHERE window_key = ?) WHERE window_key = ?",
+                [window_key, window_key, window_key],
             )
             con.execute("COMMIT")
+        return curated.height
+
+    def purge_quarantine(self, retention_days: float) -> int:
+        """Blank ``text`` and ``metadata`` of quarantine rows older than ``retention_days`` (the row,
+        its rule and reason stay, so row accounting still holds). Returns rows purged."""
+        with self.connect() as con:
+            return int(con.execute(
+                "UPDATE curated.quarantine SET text = NULL, metadata = NULL "
+                "WHERE quarantined_at < now() - to_microseconds(CAST(? * 86400e6 AS BIGINT)) "
+                "AND (text IS NOT NULL OR metadata IS NOT NULL)",
+                [float(retention_days)],
+            ).fetchall()[0][0])
 
     def read_curated_window(self, window_key: str) -> pl.DataFrame:
         """Curated rows of a window, ordered by row_number."""
@@ -379,15 +608,36 @@ class Warehouse:
         reason: str,
         trigger: str | None,
         dagster_run_id: str | None,
+        replay_buffer: pl.DataFrame | None = None,
+        eval_matrix: pl.DataFrame | None = None,
     ) -> None:
         """Write an update's ledger rows and its ``train.updates`` row atomically (idempotent per version).
 
         Args:
             ledger: columns window_key, row_number, record_id, role.
             metrics: ``training.finetune.FinetuneResult.metrics()``.
+            replay_buffer: if given, replaces ``train.replay_buffer`` (``training.replay.BUFFER_COLUMNS``).
+            eval_matrix: if given, replaces this version's ``monitor.eval_matrix`` rows (columns
+                parent_version, trained_through, eval_window, phase, loss, bpb, texts, bytes).
         """
         with self.connect() as con:
             con.execute("BEGIN")
+            if replay_buffer is not None:
+                con.execute("DELETE FROM train.replay_buffer")
+                con.register("rb", replay_buffer.select("window_key", "row_number", "record_id", "text",
+                                                        "reservoir_key").to_arrow())
+                con.execute("INSERT INTO train.replay_buffer (window_key, row_number, record_id, text, reservoir_key) "
+                            "SELECT * FROM rb")
+            if eval_matrix is not None:
+                con.execute("DELETE FROM monitor.eval_matrix WHERE model_version = ?", [model_version])
+                con.register("em", eval_matrix.select("parent_version", "trained_through", "eval_window", "phase",
+                                                      "loss", "bpb", "texts", "bytes").to_arrow())
+                con.execute(
+                    "INSERT INTO monitor.eval_matrix (model_version, parent_version, trained_through, eval_window, "
+                    "phase, loss, bpb, texts, bytes, mlflow_run_id) SELECT ?, parent_version, trained_through, "
+                    "eval_window, phase, loss, bpb, texts, bytes, ? FROM em",
+                    [model_version, mlflow_run_id],
+                )
             con.execute("DELETE FROM train.ledger WHERE model_version = ?", [model_version])
             con.execute("DELETE FROM train.updates WHERE model_version = ?", [model_version])
             con.register("led", ledger.select("window_key", "row_number", "record_id", "role").to_arrow())
@@ -456,3 +706,140 @@ class Warehouse:
         """All fine-tune updates, oldest first."""
         with self.connect(read_only=True) as con:
             return con.sql("SELECT * FROM train.updates ORDER BY created_at").pl()
+
+    # -- continual learning -----------------------------------------------------------------
+
+    def replay_buffer(self) -> pl.DataFrame:
+        """The replay buffer (window_key, row_number, record_id, text, reservoir_key), oldest window first."""
+        with self.connect() as con:
+            return con.sql(
+                "SELECT b.window_key, b.row_number, b.record_id, b.text, b.reservoir_key FROM train.replay_buffer b "
+                "LEFT JOIN raw.windows r USING (window_key) "
+                "ORDER BY r.file_mtime_ns, r.file_name, b.window_key, b.reservoir_key"
+            ).pl()
+
+    def heldout_record_ids(self) -> list[str]:
+        """Record ids ever used for evaluation (ledger roles new_eval / retention_eval): never replayed."""
+        with self.connect() as con:
+            return [r for (r,) in con.execute(
+                "SELECT DISTINCT record_id FROM train.ledger WHERE role IN ('new_eval', 'retention_eval')"
+            ).fetchall()]
+
+    def first_window_heldout(self) -> pl.DataFrame:
+        """Held-out rows (ledger role new_eval) of the first window ever trained: the fixed first-window set.
+
+        Columns window_key, row_number, record_id, text; empty before the first update.
+        """
+        with self.connect() as con:
+            return con.sql(
+                "WITH first AS (SELECT DISTINCT window_key, file_mtime_ns, file_name FROM train.ledger "
+                "JOIN raw.windows USING (window_key) ORDER BY file_mtime_ns, file_name LIMIT 1) "
+                "SELECT DISTINCT l.window_key, l.row_number, l.record_id, c.text FROM train.ledger l "
+                "JOIN first USING (window_key) JOIN curated.events c USING (window_key, row_number) "
+                "WHERE l.role = 'new_eval' ORDER BY l.row_number"
+            ).pl()
+
+    def eval_matrix(self) -> pl.DataFrame:
+        """``monitor.eval_matrix``, oldest first (see the table's comment for the columns)."""
+        with self.connect(read_only=True) as con:
+            return con.sql("SELECT * FROM monitor.eval_matrix ORDER BY recorded_at, eval_window, phase").pl()
+
+    def update_parent(self, model_version: str) -> str | None:
+        """The parent (champion at training time) of an update's version; None if unknown."""
+        with self.connect(read_only=True) as con:
+            rows = con.execute("SELECT parent_version FROM train.updates WHERE model_version = ?",
+                               [model_version]).fetchall()
+        return rows[0][0] if rows else None
+
+    def record_rollback(self, from_version: str | None, to_version: str, reason: str, actor: str | None) -> None:
+        """Append a row to ``train.rollbacks``."""
+        with self.connect() as con:
+            con.execute("INSERT INTO train.rollbacks (from_version, to_version, reason, actor) VALUES (?, ?, ?, ?)",
+                        [from_version, to_version, reason, actor])
+
+    def rollbacks(self) -> pl.DataFrame:
+        """``train.rollbacks``, oldest first."""
+        with self.connect(read_only=True) as con:
+            return con.sql("SELECT * FROM train.rollbacks ORDER BY rolled_back_at").pl()
+
+    # -- drift monitor --------------------------------------------------------------------
+
+    def drift_inputs(self, window_key: str, reference_windows: int) -> dict:
+        """Everything the drift monitor needs about one window, read in one short connection.
+
+        The reference is the ``reference_windows`` most recent *approved* windows that landed before
+        ``window_key`` (landing order = file mtime, then name).
+
+        Returns:
+            dict with ``current`` (list[str], curated texts of the window), ``reference`` (list[str],
+            curated texts of the reference windows), ``reference_keys`` (oldest first),
+            ``earlier_windows`` (int, approved windows landed before this one), ``quarantine``
+            (ref_quarantined, ref_total, cur_quarantined, cur_total) row counts, and
+            ``pre_update_bpb`` (the champion's bits/byte on the window's held-out rows from an update
+            that trained on this window alone, else None).
+        """
+        with self.connect() as con:
+            order = con.execute(
+                "SELECT r.window_key FROM raw.windows r JOIN curated.windows w USING (window_key) "
+                "WHERE (r.file_mtime_ns, r.file_name) < (SELECT (file_mtime_ns, file_name) FROM raw.windows WHERE window_key = ?) "
+                "ORDER BY r.file_mtime_ns, r.file_name",
+                [window_key],
+            ).fetchall()
+            earlier = [k for (k,) in order]
+            ref_keys = earlier[-reference_windows:] if reference_windows > 0 else []
+            current = [t for (t,) in con.execute(
+                "SELECT text FROM curated.events WHERE window_key = ? ORDER BY row_number", [window_key]).fetchall()]
+            reference = [t for (t,) in con.execute(
+                "SELECT text FROM curated.events WHERE list_contains(?, window_key) ORDER BY window_key, row_number",
+                [ref_keys]).fetchall()] if ref_keys else []
+
+            def q(keys: list[str]) -> tuple[int, int]:
+                if not keys:
+                    return 0, 0
+                quar = con.execute("SELECT count(*) FROM curated.quarantine WHERE list_contains(?, window_key)", [keys]).fetchall()[0][0]
+                cur = con.execute("SELECT count(*) FROM curated.events WHERE list_contains(?, window_key)", [keys]).fetchall()[0][0]
+                return int(quar), int(quar + cur)
+
+            rq, rt = q(ref_keys)
+            cq, ct = q([window_key])
+            pre = con.execute(
+                "SELECT champion_new_bpb FROM train.updates WHERE window_keys = [?]::VARCHAR[] "
+                "AND champion_new_bpb IS NOT NULL ORDER BY created_at LIMIT 1",
+                [window_key],
+            ).fetchall()
+        return {"current": current, "reference": reference, "reference_keys": ref_keys, "earlier_windows": len(earlier),
+                "quarantine": (rq, rt, cq, ct), "pre_update_bpb": float(pre[0][0]) if pre else None}
+
+    def record_window_profile(self, row: dict) -> None:
+        """Insert or replace one ``monitor.window_profile`` row (keys = column names; missing columns NULL)."""
+        with self.connect() as con:
+            cols = [c for (c,) in con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = 'monitor' "
+                "AND table_name = 'window_profile' AND column_name <> 'profiled_at' ORDER BY ordinal_position").fetchall()]
+            unknown = set(row) - set(cols)
+            if unknown:
+                raise ValueError(f"monitor.window_profile has no columns {sorted(unknown)}")
+            con.execute("BEGIN")
+            con.execute("DELETE FROM monitor.window_profile WHERE window_key = ?", [row["window_key"]])
+            con.execute(
+                f"INSERT INTO monitor.window_profile ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
+                [row.get(c) for c in cols],
+            )
+            con.execute("COMMIT")
+
+    def window_profiles(self, before: str | None = None) -> pl.DataFrame:
+        """Profiled windows in landing order (all columns of ``monitor.window_profile``).
+
+        Args:
+            before: only windows that landed before this window key (None: all).
+        """
+        sql = ("SELECT p.* FROM monitor.window_profile p JOIN raw.windows r USING (window_key) {where} "
+               "ORDER BY r.file_mtime_ns, r.file_name")
+        with self.connect() as con:
+            if before is None:
+                return con.sql(sql.format(where="")).pl()
+            return con.sql(
+                sql.format(where="WHERE (r.file_mtime_ns, r.file_name) < "
+                           "(SELECT (file_mtime_ns, file_name) FROM raw.windows WHERE window_key = ?)"),
+                params=[before],
+            ).pl()

@@ -27,4 +27,6 @@ QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
     "rule": pl.String(),  # first failing rule id, in quality.suite.RULES priority order
     "reason": pl.String(),  # every failing rule, "; "-separated
     "gx_run_id": pl.String(),  # run name of the Great Expectations validation that judged the row
+    "duplicate_of_window": pl.String(),  # duplicate_* rules: window of the kept copy, else null
+    "duplicate_of_row": pl.Int64(),  # duplicate_* rules: row_number of the kept copy, else null
 }

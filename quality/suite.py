@@ -27,7 +27,13 @@ import polars as pl
 from quality.schema import QUARANTINE_SCHEMA, RAW_SCHEMA
 
 RULES = ("text_missing", "text_too_short", "text_too_long", "text_control_chars")
-"""Row-level rule ids, in priority order (a quarantined row's ``rule`` is its first failing one)."""
+"""Row-level GX rule ids, in priority order (a quarantined row's ``rule`` is its first failing one)."""
+
+WINDOW_RULES = ("schema_columns", "record_id_not_null", "window_row_count", "duplicate_rate")
+"""Window-level GX rule ids (no row verdicts; they fail the ``window_expectations`` check)."""
+
+LATER_RULES = ("pii_<entity>", "duplicate_exact", "duplicate_near")
+"""Rules applied after GX to the rows GX passed: PII quarantine policy, then dedup (on redacted text)."""
 
 CONTROL_CHARS_REGEX = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
 """Unicode category Cc (C0, DEL, C1) except tab, LF and CR."""
@@ -67,6 +73,31 @@ class QualityConfig:
     """Window level: a curated window with fewer rows fails ``check_window_not_empty``."""
     max_window_rows: int | None = None
     """Window level: a curated window with more rows fails ``check_window_not_empty``."""
+    max_duplicate_rate: float | None = None
+    """Window level (GX ``ExpectColumnProportionOfUniqueValuesToBeBetween`` on the normalized-text
+    hash of the parsed rows): above this share of duplicate texts the window fails the blocking
+    ``window_expectations`` check. None disables."""
+    dedup_exact: bool = False
+    """Quarantine exact duplicates (normalized-text hash) within the window and against the
+    ``dedup_recent_windows`` most recent other windows (rule ``duplicate_exact``)."""
+    dedup_recent_windows: int = 3
+    """How many recently ingested windows the cross-window exact dedup looks at (0 = none)."""
+    near_dup_threshold: float | None = None
+    """Quarantine near duplicates within the window (MinHash LSH, estimated Jaccard of character
+    5-grams >= this; rule ``duplicate_near``). None disables."""
+    near_dup_num_perm: int = 64
+    """MinHash permutations for near-duplicate detection."""
+    pii: bool = True
+    """Detect PII/secrets with Presidio; redact or quarantine per ``pii_actions``."""
+    pii_actions: dict = field(default_factory=lambda: {"PRIVATE_KEY": "quarantine"})
+    """Entity -> "redact" | "quarantine" (entities of ``quality.pii.ENTITIES``); others: ``pii_default``."""
+    pii_default: str = "redact"
+    """Action for entities not in ``pii_actions``."""
+
+    def pii_policy(self):
+        from quality.pii import PiiPolicy
+
+        return PiiPolicy(actions=dict(self.pii_actions), default=self.pii_default, enabled=self.pii)
 
     def __post_init__(self) -> None:
         issues = []
@@ -76,6 +107,14 @@ class QualityConfig:
                 issues.append(f"{name} must be a non-negative int or None, got {value!r}")
         if self.min_window_rows is None:
             issues.append("min_window_rows must be an int (0 disables it)")
+        if self.max_duplicate_rate is not None and not 0 <= self.max_duplicate_rate <= 1:
+            issues.append(f"max_duplicate_rate must be in [0, 1] or None, got {self.max_duplicate_rate!r}")
+        if self.near_dup_threshold is not None and not 0 < self.near_dup_threshold <= 1:
+            issues.append(f"near_dup_threshold must be in (0, 1] or None, got {self.near_dup_threshold!r}")
+        try:
+            self.pii_policy()
+        except ValueError as e:
+            issues.append(str(e))
         if not issues:
             if self.min_chars is not None and self.max_chars is not None and self.min_chars > self.max_chars:
                 issues.append(f"min_chars={self.min_chars} > max_chars={self.max_chars}")
@@ -106,6 +145,18 @@ class WindowVerdict:
     gx_results: tuple[dict, ...] = ()
     """Per expectation: rule, expectation_type, success, element_count, unexpected_count,
     missing_count. Counts only: JSON-able and free of row values."""
+    rule_counts: dict = field(default_factory=dict)
+    """Quarantined rows by their ``rule`` (GX rules, ``pii_<entity>``, ``duplicate_exact|near``)."""
+    redactions: dict = field(default_factory=dict)
+    """PII findings replaced by ``<ENTITY>`` placeholders in curated rows, by entity (counts only)."""
+    window_results: tuple[dict, ...] = ()
+    """Window-level GX expectations: rule, success, observed (numbers only)."""
+    duplicate_rate: float = 0.0
+    """Share of parsed rows whose normalized text hash repeats one earlier in the window."""
+    docs_index: str | None = None
+    """Path of the GX Data Docs ``index.html`` of this validation (when ``docs_dir`` was given)."""
+    raw_text_rows: tuple[int, ...] = ()
+    """row_numbers whose curated text/metadata differ from the input (redacted)."""
 
 
 @dataclass(frozen=True)
@@ -122,20 +173,40 @@ class CheckOutcome:
 # row-level gate
 
 
-def curate_window(rows: pl.DataFrame, cfg: QualityConfig = QualityConfig()) -> WindowVerdict:
-    """Split a window's rows into curated and quarantined rows with one GX validation.
+def curate_window(
+    rows: pl.DataFrame,
+    cfg: QualityConfig = QualityConfig(),
+    *,
+    window_key: str | None = None,
+    prior_hashes: pl.DataFrame | None = None,
+    docs_dir: str | os.PathLike | None = None,
+) -> WindowVerdict:
+    """Split a window's rows into curated (PII-redacted, deduplicated) rows and quarantine.
+
+    Stages: (1) one GX validation of the window (row rules ``RULES`` + window rules
+    ``WINDOW_RULES``); rows failing a row rule are quarantined; (2) PII/secrets (``quality.pii``)
+    on the rows GX passed: rows with a quarantine-policy entity are quarantined as
+    ``pii_<entity>``, others are redacted; (3) dedup (``quality.dedup``) on the redacted texts.
 
     Args:
         rows: RAW_SCHEMA frame (exact column names and dtypes) with unique, non-null
             ``row_number`` (one window's rows, as ``quality.readers.read_window_file`` returns).
         cfg: thresholds; rules whose threshold is None/False are not evaluated (count 0).
+        window_key: the window (for duplicate links); defaults to the rows' ``window_key``.
+        prior_hashes: ``window_key, row_number, norm_hash`` of recent windows' curated rows
+            (``cfg.dedup_exact`` cross-window); None = within the window only.
+        docs_dir: build GX Data Docs for this validation into this directory (PII-free: results
+            hold row numbers and counts only).
 
-    Rules (``RULES`` order) and their exact ``reason`` parts:
+    Rules and their exact ``reason`` parts:
         - ``text_missing``: ``"text_missing: text is null"``
         - ``text_too_short``: ``"text_too_short: 0 chars after stripping whitespace, min_chars=1"``
         - ``text_too_long``: ``"text_too_long: 2345 chars, max_chars=2000"``
         - ``text_control_chars``: ``"text_control_chars: contains C0/C1 control characters"``
-        A null text fails only ``text_missing``.
+        - ``record_id_missing``: ``"record_id_missing: record_id is null"``
+        - ``pii_<entity>``: ``"pii_private_key: contains PRIVATE_KEY (policy: quarantine)"``
+        - ``duplicate_exact`` / ``duplicate_near``: see ``quality.dedup.find_duplicates``.
+        A null text fails only ``text_missing``. Quarantine rows keep the *raw* text.
 
     Returns:
         ``WindowVerdict``; ``curated.height + quarantine.height == rows.height`` (asserted).
@@ -144,17 +215,27 @@ def curate_window(rows: pl.DataFrame, cfg: QualityConfig = QualityConfig()) -> W
         ValueError: ``rows`` does not match RAW_SCHEMA, or ``row_number`` is null or duplicated.
         QualityGateError: GX raised while evaluating an expectation, or a result is missing.
     """
-    _check_raw_frame(rows)
-    scored = _score(rows)
-    run = _gx().validate("curate_window", _row_specs(cfg), scored)
+    from quality.dedup import find_duplicates, norm_hashes
+    from quality.pii import redact_rows
 
-    failing = {rule: run.failing_rows(rule) for rule in RULES}
-    counts = {rule: len(ids) for rule, ids in failing.items()}
+    _check_raw_frame(rows)
+    if window_key is None:
+        window_key = rows.get_column("window_key")[0] if rows.height else ""
+    hashes = norm_hashes(rows)
+    scored = _score(rows).with_columns(record_id=rows.get_column("record_id"),
+                                       norm_hash=hashes.get_column("norm_hash"))
+    specs = _row_specs(cfg) + [("record_id_missing", "ExpectColumnValuesToNotBeNull", {"column": "record_id"})]
+    wspecs = _window_specs(cfg, list(scored.columns))
+    run = _gx().validate("curate_window", specs + wspecs, scored, docs_dir=docs_dir)
+
+    gx_rules = (*RULES, "record_id_missing")
+    failing = {rule: run.failing_rows(rule) for rule in gx_rules}
+    counts = {rule: len(failing[rule]) for rule in RULES}
     known = set(rows.get_column("row_number").to_list())
     for rule, ids in failing.items():
         assert set(ids) <= known, f"GX reported unknown row_numbers for {rule}"
 
-    flags = {rule: pl.col("row_number").is_in(pl.Series(failing[rule], dtype=pl.Int64)) for rule in RULES}
+    flags = {rule: pl.col("row_number").is_in(pl.Series(failing[rule], dtype=pl.Int64)) for rule in gx_rules}
     reasons = {
         "text_missing": pl.lit("text_missing: text is null"),
         "text_too_short": pl.format(
@@ -162,23 +243,57 @@ def curate_window(rows: pl.DataFrame, cfg: QualityConfig = QualityConfig()) -> W
             pl.col("_stripped_chars"), pl.lit(cfg.min_chars)),
         "text_too_long": pl.format("text_too_long: {} chars, max_chars={}", pl.col("_chars"), pl.lit(cfg.max_chars)),
         "text_control_chars": pl.lit("text_control_chars: contains C0/C1 control characters"),
+        "record_id_missing": pl.lit("record_id_missing: record_id is null"),
     }
-    rule_expr = pl.when(flags[RULES[0]]).then(pl.lit(RULES[0]))
-    for rule in RULES[1:]:
+    rule_expr = pl.when(flags[gx_rules[0]]).then(pl.lit(gx_rules[0]))
+    for rule in gx_rules[1:]:
         rule_expr = rule_expr.when(flags[rule]).then(pl.lit(rule))
     judged = rows.with_columns(
         _chars=scored.get_column("text_chars"),
         _stripped_chars=scored.get_column("text_stripped_chars"),
     ).with_columns(
         rule=rule_expr.otherwise(pl.lit(None, dtype=pl.String)),
-        reason=pl.concat_str([pl.when(flags[r]).then(reasons[r]) for r in RULES], separator="; ", ignore_nulls=True),
+        reason=pl.concat_str([pl.when(flags[r]).then(reasons[r]) for r in gx_rules], separator="; ", ignore_nulls=True),
         gx_run_id=pl.lit(run.run_id, dtype=pl.String),
+        duplicate_of_window=pl.lit(None, dtype=pl.String),
+        duplicate_of_row=pl.lit(None, dtype=pl.Int64),
     )
-    quarantined = pl.col("rule").is_not_null()
-    curated = judged.filter(~quarantined).select(list(RAW_SCHEMA))
-    quarantine = judged.filter(quarantined).select(list(QUARANTINE_SCHEMA)).cast(QUARANTINE_SCHEMA)
+    gx_bad = pl.col("rule").is_not_null()
+    parts = [judged.filter(gx_bad).select(list(QUARANTINE_SCHEMA))]
+    passed = judged.filter(~gx_bad).select(list(RAW_SCHEMA))
+
+    # PII: redact or quarantine (quarantine keeps the raw row).
+    pii = redact_rows(passed, cfg.pii_policy())
+    redacted = passed.with_columns(text=pii.text, metadata=pii.metadata)
+    changed = passed.filter((pl.col("text") != pii.text) | (pl.col("metadata") != pii.metadata))
+    if pii.quarantine:
+        qrows = pl.DataFrame({"row_number": list(pii.quarantine),
+                              "rule": [f"pii_{ents[0].lower()}" for ents in pii.quarantine.values()],
+                              "reason": ["; ".join(f"pii_{e.lower()}: contains {e} (policy: quarantine)" for e in ents)
+                                         for ents in pii.quarantine.values()]},
+                             schema={"row_number": pl.Int64, "rule": pl.String, "reason": pl.String})
+        parts.append(_quarantine_rows(passed, qrows, run.run_id))
+        redacted = redacted.filter(~pl.col("row_number").is_in(qrows.get_column("row_number")))
+
+    # Dedup on the redacted texts (no PII in hashes or links).
+    dups = find_duplicates(redacted, window_key, prior_hashes if cfg.dedup_recent_windows else None,
+                           exact=cfg.dedup_exact, near_threshold=cfg.near_dup_threshold,
+                           num_perm=cfg.near_dup_num_perm)
+    if dups.height:
+        parts.append(_quarantine_rows(passed, dups, run.run_id))
+        redacted = redacted.filter(~pl.col("row_number").is_in(dups.get_column("row_number")))
+
+    curated = redacted.select(list(RAW_SCHEMA)).cast(RAW_SCHEMA)
+    quarantine = pl.concat([p.cast(QUARANTINE_SCHEMA) for p in parts]).sort("row_number")
     assert curated.height + quarantine.height == rows.height, (
         f"rows not conserved: {rows.height} in, {curated.height} curated + {quarantine.height} quarantined"
+    )
+    rule_counts = {r: int(n) for r, n in quarantine.group_by("rule").len().sort("rule").iter_rows()}
+    n_hash = hashes.get_column("norm_hash").drop_nulls()
+    dup_rate = (1 - n_hash.n_unique() / n_hash.len()) if n_hash.len() else 0.0
+    window_results = tuple(
+        {"rule": s["rule"], "success": s["success"], "observed": _json_number(run.observed_value(s["rule"]))}
+        for s in run.summaries if s["rule"] in WINDOW_RULES
     )
     return WindowVerdict(
         curated=curated,
@@ -188,7 +303,112 @@ def curate_window(rows: pl.DataFrame, cfg: QualityConfig = QualityConfig()) -> W
         gx_statistics=run.statistics,
         gx_run_id=run.run_id,
         gx_results=run.summaries,
+        rule_counts=rule_counts,
+        redactions=pii.redactions,
+        window_results=window_results,
+        duplicate_rate=float(dup_rate),
+        docs_index=run.docs_index,
+        raw_text_rows=tuple(changed.get_column("row_number").to_list()),
     )
+
+
+def _quarantine_rows(source: pl.DataFrame, verdicts: pl.DataFrame, run_id: str) -> pl.DataFrame:
+    """Raw rows of ``source`` for the row_numbers in ``verdicts`` (rule, reason, optional links)."""
+    for col, dtype in (("duplicate_of_window", pl.String), ("duplicate_of_row", pl.Int64)):
+        if col not in verdicts.columns:
+            verdicts = verdicts.with_columns(pl.lit(None, dtype=dtype).alias(col))
+    return (source.join(verdicts, on="row_number", how="inner")
+            .with_columns(gx_run_id=pl.lit(run_id, dtype=pl.String)).select(list(QUARANTINE_SCHEMA)))
+
+
+def _json_number(value: Any) -> Any:
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _window_specs(cfg: QualityConfig, columns: list[str]) -> list[tuple[str, str, dict]]:
+    """Window-level expectations of the curate suite (``WINDOW_RULES``)."""
+    specs = [("schema_columns", "ExpectTableColumnsToMatchSet", {"column_set": columns, "exact_match": True})]
+    specs.append(("window_row_count", "ExpectTableRowCountToBeBetween",
+                  {"min_value": 0, "max_value": cfg.max_window_rows}))
+    if cfg.max_duplicate_rate is not None:
+        specs.append(("duplicate_rate", "ExpectColumnProportionOfUniqueValuesToBeBetween",
+                      {"column": "norm_hash", "min_value": 1 - cfg.max_duplicate_rate}))
+    return specs
+
+
+def verdict_metadata(verdict: WindowVerdict, raw_rows: int) -> dict[str, Any]:
+    """Dagster metadata of a curated window: counts and rates only, never row values.
+
+    Keys: ``dagster/row_count`` (curated rows), ``raw_rows``, ``quarantined_rows``,
+    ``quarantined_by_rule`` (rule -> rows), ``rule_failures`` (GX row rule -> failing rows),
+    ``redactions_by_entity`` (entity -> placeholders written), ``duplicate_rate`` (share of parsed
+    rows repeating an earlier normalized text in the window), ``duplicates_exact`` /
+    ``duplicates_near`` (rows quarantined), ``window_expectations`` (rule -> success),
+    ``gx_success``, ``gx_run_id``."""
+    rc = verdict.rule_counts
+    return {
+        "dagster/row_count": verdict.curated.height,
+        "raw_rows": raw_rows,
+        "quarantined_rows": verdict.quarantine.height,
+        "quarantined_by_rule": dict(sorted(rc.items())),
+        "rule_failures": dict(sorted(verdict.counts.items())),
+        "redactions_by_entity": dict(verdict.redactions),
+        "duplicate_rate": round(verdict.duplicate_rate, 6),
+        "duplicates_exact": int(rc.get("duplicate_exact", 0)),
+        "duplicates_near": int(rc.get("duplicate_near", 0)),
+        "window_expectations": {r["rule"]: bool(r["success"]) for r in verdict.window_results},
+        "gx_success": verdict.gx_success,
+        "gx_run_id": verdict.gx_run_id,
+    }
+
+
+def rejudge_quarantined(
+    rows: pl.DataFrame, cfg: QualityConfig, *, window_key: str, prior_hashes: pl.DataFrame | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Run the row-level gate again on quarantined raw rows (``RAW_SCHEMA``) with the current
+    config: returns (rows that now pass, redacted, ``RAW_SCHEMA``; rows still failing,
+    ``QUARANTINE_SCHEMA`` with their new rule/reason). Window-level expectations are ignored.
+    ``prior_hashes`` should include the window's own curated rows so a released row that
+    duplicates a curated one stays quarantined."""
+    if rows.height == 0:
+        return pl.DataFrame(schema=RAW_SCHEMA), pl.DataFrame(schema=QUARANTINE_SCHEMA)
+    verdict = curate_window(rows, cfg, window_key=window_key, prior_hashes=prior_hashes)
+    return verdict.curated, verdict.quarantine
+
+
+def check_window_expectations(results: list[dict]) -> CheckOutcome:
+    """Blocking check body: every window-level GX expectation of the curate suite passed.
+
+    Args: ``results``: the stored ``WindowVerdict.window_results`` (rule, success, observed).
+    Metadata: ``<rule>`` -> observed value, ``failed_rules``.
+    """
+    failed = sorted(r["rule"] for r in results if not r["success"])
+    meta = {r["rule"]: r["observed"] for r in results}
+    meta["failed_rules"] = ", ".join(failed)
+    if not results:
+        return CheckOutcome(False, "no window-level GX results stored for this window", meta)
+    if failed:
+        return CheckOutcome(False, f"window-level GX expectations failed: {', '.join(failed)}", meta)
+    return CheckOutcome(True, f"all {len(results)} window-level GX expectations passed", meta)
+
+
+def check_pii_free(curated: pl.DataFrame) -> CheckOutcome:
+    """Blocking check body: re-scan curated ``text`` and ``metadata`` (prefilter + Presidio) and
+    fail if any entity is still detectable. Metadata: findings by entity (counts, never values)."""
+    from quality.pii import scan_counts
+
+    found = scan_counts(curated.get_column("text").to_list() + curated.get_column("metadata").to_list())
+    meta: dict[str, Any] = {"row_count": curated.height, "findings": sum(found.values())}
+    meta.update({f"findings_{e.lower()}": n for e, n in found.items()})
+    if found:
+        return CheckOutcome(False, f"{sum(found.values())} detectable PII/secret findings remain in the curated "
+                                   f"window ({', '.join(sorted(found))})", meta)
+    return CheckOutcome(True, f"no detectable PII/secrets in {curated.height} curated rows", meta)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,6 +565,7 @@ class _Run:
     summaries: tuple[dict, ...]
     _rows: dict[str, list[int]] = field(repr=False)
     _observed: dict[str, Any] = field(repr=False)
+    docs_index: str | None = None
 
     def failing_rows(self, rule: str) -> list[int]:
         """row_numbers failing ``rule`` (empty if the rule was not evaluated)."""
@@ -387,8 +608,10 @@ class _Gx:
             )
         return self.definitions[name]
 
-    def validate(self, kind: str, specs: list[tuple[str, str, dict]], frame: pl.DataFrame) -> _Run:
+    def validate(self, kind: str, specs: list[tuple[str, str, dict]], frame: pl.DataFrame,
+                 docs_dir: str | os.PathLike | None = None) -> _Run:
         run_id = f"{kind}-{uuid.uuid4().hex}"
+        docs_index = None
         with self.lock:
             definition = self._definition(kind, specs)
             result = definition.run(
@@ -397,8 +620,12 @@ class _Gx:
                 run_id=self.RunIdentifier(run_name=run_id, run_time=datetime.now(timezone.utc)),
             )
             store = self.ctx.validation_results_store
-            for key in store.list_keys():  # keep the context from accumulating results
-                store.remove_key(key)
+            try:
+                if docs_dir is not None:
+                    docs_index = self._build_docs(docs_dir)
+            finally:
+                for key in store.list_keys():  # keep the context from accumulating results
+                    store.remove_key(key)
 
         rows: dict[str, list[int]] = {}
         observed: dict[str, Any] = {}
@@ -441,7 +668,29 @@ class _Gx:
             summaries=tuple(sorted(summaries, key=lambda s: order[s["rule"]])),
             _rows=rows,
             _observed=observed,
+            docs_index=docs_index,
         )
+
+    def _build_docs(self, docs_dir: str | os.PathLike) -> str:
+        """Render the stored validation result(s) as a Data Docs site in ``docs_dir`` (replaced)."""
+        import shutil
+        from pathlib import Path
+
+        site = f"window-{uuid.uuid4().hex[:12]}"
+        target = Path(docs_dir)
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
+        self.ctx.add_data_docs_site(site_name=site, site_config={
+            "class_name": "SiteBuilder",
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(target)},
+        })
+        try:
+            self.ctx.build_data_docs(site_names=[site])
+        finally:
+            self.ctx.delete_data_docs_site(site)
+        return str(target / "index.html")
 
 
 def _raised_exception(info: dict | None) -> str | None:

@@ -2,7 +2,8 @@
 
 Modules (import the one you need; nothing heavy is imported here):
 
-- ``config``: ``ModelConfig``, ``TrainConfig``, ``GateConfig`` (no torch).
+- ``config``: ``ModelConfig``, ``TrainConfig``, ``GateConfig``, ``ReplayConfig`` (no torch).
+- ``replay``: window-balanced reservoir replay buffer (no torch); ``cl_metrics``: ACC/BWT/FWT/forgetting.
 - ``device``, ``tokenizer``, ``modeling``, ``data``, ``schedule``, ``evaluate``, ``loop``: the pieces.
 - ``finetune``: ``finetune()``, the entry point of one update.
 - ``gate``: ``decide_promotion()``.

@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Self
 
-__all__ = ["GateConfig", "ModelConfig", "TrainConfig"]
+__all__ = ["GateConfig", "ModelConfig", "ReplayConfig", "TrainConfig"]
 
 
 def _is_int(value: Any) -> bool:
@@ -112,6 +112,22 @@ class TrainConfig(_ConfigMixin):
     """Sequences per forward pass during evaluation."""
     log_every: int = 10
     """Record (step, loss, lr) every this many steps, and at the last step."""
+    lr_schedule: str = "rewarm"
+    """Per-update peak: "rewarm" = every update re-warms to ``peak_lr`` (Ibrahim et al. 2024,
+    arXiv 2403.08763); "ar_meta" = the TiC-LM AR meta-schedule (Li et al. 2025, arXiv 2504.02107,
+    sec. 4): the peak of an update is where one cosine over all steps so far (this update included)
+    stands at the update's first step (``schedule.ar_meta_peak_lr``)."""
+    checkpoint_every: int = 0
+    """Save a resumable checkpoint (weights, AdamW state, step) every this many steps; 0 = never."""
+    lora_r: int = 0
+    """LoRA rank (Hu et al. 2021, arXiv 2106.09685) via ``peft``; 0 = full fine-tuning (the default for
+    the small local model). The registered model is the merged one."""
+    lora_alpha: float = 16.0
+    """LoRA scaling numerator (update scale = ``lora_alpha / lora_r``)."""
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA input, in [0, 1)."""
+    lora_target_modules: str = ""
+    """Comma-separated module names to adapt; "" = peft's default for the architecture (GPT-2: ``c_attn``)."""
 
     def __post_init__(self) -> None:
         issues: list[str] = []
@@ -137,6 +153,18 @@ class TrainConfig(_ConfigMixin):
             issues.append(f"`bf16` must be None, True or False, got {self.bf16!r}")
         if self.threads is not None and (not _is_int(self.threads) or self.threads < 1):
             issues.append(f"`threads` must be None or a positive int, got {self.threads!r}")
+        if self.lr_schedule not in ("rewarm", "ar_meta"):
+            issues.append(f"`lr_schedule` must be 'rewarm' or 'ar_meta', got {self.lr_schedule!r}")
+        if not _is_int(self.checkpoint_every) or self.checkpoint_every < 0:
+            issues.append(f"`checkpoint_every` must be an int >= 0, got {self.checkpoint_every!r}")
+        if not _is_int(self.lora_r) or self.lora_r < 0:
+            issues.append(f"`lora_r` must be an int >= 0, got {self.lora_r!r}")
+        if not _is_number(self.lora_alpha) or self.lora_alpha <= 0:
+            issues.append(f"`lora_alpha` must be a finite number > 0, got {self.lora_alpha!r}")
+        if not _is_number(self.lora_dropout) or not 0 <= self.lora_dropout < 1:
+            issues.append(f"`lora_dropout` must be in [0, 1), got {self.lora_dropout!r}")
+        if not isinstance(self.lora_target_modules, str):
+            issues.append(f"`lora_target_modules` must be a string, got {self.lora_target_modules!r}")
         self._raise_if(issues)
 
 
@@ -155,4 +183,31 @@ class GateConfig(_ConfigMixin):
             issues.append(f"`min_improvement` must be in [0, 1), got {self.min_improvement!r}")
         if not _is_number(self.retention_tolerance) or self.retention_tolerance < 0:
             issues.append(f"`retention_tolerance` must be a finite number >= 0, got {self.retention_tolerance!r}")
+        self._raise_if(issues)
+
+
+@dataclass
+class ReplayConfig(_ConfigMixin):
+    """Window-balanced replay buffer (reservoir inside each window, equal share per window).
+
+    Ibrahim et al. 2024 (arXiv 2403.08763, sec. 5) mix 5% (weak shift) to 25% (strong shift) of old
+    data into each update; Avalanche's ``ExperienceBalancedBuffer`` is the balancing policy.
+    """
+
+    size: int = 2048
+    """Most rows the buffer holds over all windows (each window keeps ``size // windows``)."""
+    fraction: float = 0.25
+    """Share of each update's training rows drawn from the buffer: ``replay = fraction / (1 - fraction)
+    * new_rows`` (0 = no replay, naive sequential fine-tuning)."""
+    seed: int = 0
+    """Seeds the reservoir keys and the replay draw."""
+
+    def __post_init__(self) -> None:
+        issues: list[str] = []
+        if not _is_int(self.size) or self.size < 0:
+            issues.append(f"`size` must be an int >= 0, got {self.size!r}")
+        if not _is_number(self.fraction) or not 0 <= self.fraction < 1:
+            issues.append(f"`fraction` must be in [0, 1), got {self.fraction!r}")
+        if not _is_int(self.seed) or self.seed < 0:
+            issues.append(f"`seed` must be an int >= 0, got {self.seed!r}")
         self._raise_if(issues)

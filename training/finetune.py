@@ -10,10 +10,12 @@ parent's ``train_state.pt`` when present. The parent directory is only read, nev
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -24,13 +26,18 @@ from training.device import bf16_supported, configure_threads, select_device
 from training.evaluate import EvalResult, evaluate
 from training.loop import FitResult, fit, load_optimizer_state, make_optimizer
 from training.modeling import load_model
+from training.schedule import ar_meta_peak_lr
 
-__all__ = ["TRAIN_STATE_FILE", "FinetuneResult", "finetune", "total_steps_for"]
+__all__ = ["CHECKPOINT_FILE", "TRAIN_STATE_FILE", "FinetuneResult", "finetune", "total_steps_for", "update_fingerprint"]
 
 log = logging.getLogger(__name__)
 
 TRAIN_STATE_FILE = "train_state.pt"
 """File in a model directory with ``{"optimizer": state_dict, "global_step": int, "train_config": dict}``."""
+
+CHECKPOINT_FILE = "checkpoint.pt"
+"""Mid-update checkpoint in ``checkpoint_dir``: ``{"fingerprint": str, "step": int, "train_tokens": int,
+"model": state_dict, "optimizer": state_dict}``, written atomically (temp file + rename)."""
 
 
 @dataclass
@@ -61,6 +68,20 @@ class FinetuneResult:
     """Whether AdamW state was carried over from the parent's ``train_state.pt``."""
     global_step: int = 0
     """Optimiser steps of the whole lineage after this update (parent's ``global_step`` + ``fit.steps``)."""
+    peak_lr: float = math.nan
+    """Peak learning rate this update re-warmed to (``cfg.peak_lr``, or the AR meta-schedule's value)."""
+    resumed_from_step: int = 0
+    """Step a killed update was resumed from (0 = started fresh)."""
+    champion_first: EvalResult | None = None
+    """Parent on the fixed first-window held-out set."""
+    challenger_first: EvalResult | None = None
+    """Trained model on the fixed first-window held-out set."""
+    forward_before: dict[str, EvalResult] = field(default_factory=dict)
+    """Parent on each new window's held-out rows, before training (``R[t-1][t]``, plasticity)."""
+    matrix_after: dict[str, EvalResult] = field(default_factory=dict)
+    """Trained model on every window's held-out rows (one row ``R[t][*]`` of the eval matrix)."""
+    lora: bool = False
+    """Whether LoRA adapters were trained (and merged into the saved model)."""
 
     def metrics(self) -> dict[str, float]:
         """Flat metrics for MLflow/Dagster; keys of an evaluation are absent when it is None.
@@ -68,7 +89,8 @@ class FinetuneResult:
         Keys: ``{champion,challenger}_{new,retention}_{loss,ppl,bpb}`` (nats/token, perplexity,
         bits/byte), ``{new,retention}_eval_{texts,tokens,bytes}``, ``train_tokens``, ``tokens_per_s``,
         ``wall_s``, ``final_train_loss``, ``steps``, ``train_blocks``, ``global_step``,
-        ``optimizer_resumed`` (0/1).
+        ``optimizer_resumed`` (0/1), ``peak_lr``, ``resumed_from_step``; ``{champion,challenger}_first_*``
+        when a first-window set was given. The per-window matrix is in ``forward_before``/``matrix_after``.
         """
         out: dict[str, float] = {}
         for name, result in [
@@ -76,6 +98,8 @@ class FinetuneResult:
             ("champion_retention", self.champion_retention),
             ("challenger_new", self.challenger_new),
             ("challenger_retention", self.challenger_retention),
+            ("champion_first", self.champion_first),
+            ("challenger_first", self.challenger_first),
         ]:
             if result is not None:
                 d = result.to_dict(name)
@@ -99,6 +123,8 @@ class FinetuneResult:
             "train_blocks": float(self.train_blocks),
             "global_step": float(self.global_step),
             "optimizer_resumed": float(self.optimizer_resumed),
+            "peak_lr": self.peak_lr,
+            "resumed_from_step": float(self.resumed_from_step),
         })
         return out
 
@@ -119,6 +145,41 @@ def _is_within(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
+def update_fingerprint(parent: str | Path, train_texts: Sequence[str], cfg: TrainConfig) -> str:
+    """Identity of an update, for checkpoint reuse: sha256 of the parent's weights file (or its name), the
+    training texts in order and the training config. A checkpoint with another fingerprint is discarded."""
+    h = hashlib.sha256()
+    parent_path = Path(parent)
+    weights = parent_path / "model.safetensors"
+    if weights.is_file():
+        with weights.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    else:
+        h.update(str(parent).encode())
+    for t in train_texts:
+        h.update(t.encode())
+        h.update(b"\x1e")
+    h.update(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def _save_checkpoint(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)  # atomic: a kill leaves either the old or the new checkpoint
+
+
+def _apply_lora(model, cfg: TrainConfig):
+    """Wrap ``model`` with peft LoRA adapters (only adapter weights train)."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = [m.strip() for m in cfg.lora_target_modules.split(",") if m.strip()] or None
+    lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=targets, task_type="CAUSAL_LM", bias="none")
+    return get_peft_model(model, lcfg)
+
+
 def finetune(
     parent: str | Path,
     train_texts: Sequence[str],
@@ -128,14 +189,24 @@ def finetune(
     out_dir: Path,
     *,
     on_step: Callable[[int, float, float], None] | None = None,
+    first_eval_texts: Sequence[str] = (),
+    forward_eval: Mapping[str, Sequence[str]] | None = None,
+    matrix_eval: Mapping[str, Sequence[str]] | None = None,
+    checkpoint_dir: Path | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``parent`` on ``train_texts`` and save the challenger to ``out_dir``.
 
     Steps: seed torch with ``cfg.seed``; set threads; pick the device and bf16 (``cfg.bf16 = None`` ->
-    auto); load the parent; score it on ``new_eval_texts`` and ``retention_eval_texts``; pack
-    ``train_texts``; carry over AdamW state from ``parent/train_state.pt`` if present and compatible;
-    ``fit`` for ``total_steps_for(cfg, n_blocks)`` steps; score the challenger on the same texts;
-    save ``config.json``, ``model.safetensors``, tokenizer files and ``train_state.pt`` to ``out_dir``.
+    auto); load the parent; score it on ``new_eval_texts``, ``retention_eval_texts``, ``first_eval_texts``
+    and each window of ``forward_eval``; pack ``train_texts``; optionally wrap in LoRA (``cfg.lora_r > 0``);
+    carry over AdamW state from ``parent/train_state.pt`` if present and compatible (its stale
+    ``initial_lr`` is overridden, ``loop.load_optimizer_state``); pick the peak (``cfg.peak_lr`` or
+    ``schedule.ar_meta_peak_lr`` of the parent's ``global_step``); resume from ``checkpoint_dir`` if it
+    holds a checkpoint of this very update (``update_fingerprint``), else discard it; ``fit`` for
+    ``total_steps_for(cfg, n_blocks)`` steps, checkpointing every ``cfg.checkpoint_every`` steps; merge
+    LoRA; score the challenger on the same texts and on every window of ``matrix_eval``; save
+    ``config.json``, ``model.safetensors``, tokenizer files and ``train_state.pt`` to ``out_dir``; delete
+    the checkpoint. The parent directory is only read.
 
     Args:
         parent: champion directory (``save_pretrained`` layout, optionally with ``train_state.pt``)
@@ -144,29 +215,37 @@ def finetune(
         new_eval_texts: held-out rows of the new window(s); may be empty.
         retention_eval_texts: held-out rows of earlier windows; may be empty.
         cfg: training settings (``cfg.seq_len`` <= the parent's maximum positions).
-        out_dir: created if missing; nothing is written elsewhere. Must not be inside ``parent``.
+        out_dir: created if missing. Must not be inside ``parent``.
         on_step: forwarded to ``fit``; called as ``on_step(step, loss, lr)`` at each curve point.
+        first_eval_texts: fixed held-out rows of the first window (scored before and after).
+        forward_eval: ``{window_key: held-out texts}`` of the new windows, scored before training.
+        matrix_eval: ``{window_key: held-out texts}`` of every window so far, scored after training.
+        checkpoint_dir: where mid-update checkpoints live (``CHECKPOINT_FILE``); None = no checkpoints.
+            Must not be inside ``parent``.
 
     Returns:
         ``FinetuneResult``; ``metrics()`` gives the flat numbers to log.
 
     Raises:
         ValueError: if ``train_texts`` is empty, ``cfg.seq_len`` exceeds the model's context, or
-            ``out_dir`` lies inside the parent directory.
+            ``out_dir``/``checkpoint_dir`` lies inside the parent directory.
         OSError: if the parent cannot be loaded.
+        ImportError: if ``cfg.lora_r > 0`` and ``peft`` is not installed.
         FloatingPointError: if training diverges.
     """
     if len(train_texts) == 0:
         raise ValueError("`train_texts` is empty: nothing to fine-tune on")
     out_dir = Path(out_dir)
     parent_dir = Path(parent) if Path(parent).is_dir() else None
-    if parent_dir is not None and _is_within(out_dir.resolve(), parent_dir.resolve()):
-        raise ValueError(f"`out_dir` {out_dir} is inside the parent {parent_dir}: the champion must stay untouched")
+    for name, d in (("out_dir", out_dir), ("checkpoint_dir", checkpoint_dir)):
+        if d is not None and parent_dir is not None and _is_within(Path(d).resolve(), parent_dir.resolve()):
+            raise ValueError(f"`{name}` {d} is inside the parent {parent_dir}: the champion must stay untouched")
 
     torch.manual_seed(cfg.seed)
     threads = configure_threads(cfg.threads)
     device = select_device()
     bf16 = bf16_supported(device) if cfg.bf16 is None else cfg.bf16
+    fingerprint = update_fingerprint(parent, train_texts, cfg) if checkpoint_dir is not None else ""
     cfg = dataclasses.replace(cfg, bf16=bf16, threads=threads)  # record what actually ran
 
     model, tokenizer = load_model(parent, device)
@@ -180,32 +259,77 @@ def finetune(
         )
 
     champion_new, champion_retention = score(new_eval_texts), score(retention_eval_texts)
+    champion_first = score(first_eval_texts)
+    forward_before = {k: r for k, v in (forward_eval or {}).items() if (r := score(v)) is not None}
 
     blocks = pack_texts(tokenizer, train_texts, cfg.seq_len)  # (N, T + 1), tail dropped
     total_steps = total_steps_for(cfg, blocks.shape[0])
+    lora = cfg.lora_r > 0
+    if lora:
+        model = _apply_lora(model, cfg)
     optimizer = make_optimizer(model, cfg)
     parent_step, resumed = 0, False
     if parent_dir is not None and (parent_dir / TRAIN_STATE_FILE).is_file():
+        state = torch.load(parent_dir / TRAIN_STATE_FILE, map_location="cpu", weights_only=True)
+        parent_step = int(state.get("global_step", 0))
         resumed = load_optimizer_state(optimizer, parent_dir / TRAIN_STATE_FILE, cfg.peak_lr)
-        if resumed:
-            state = torch.load(parent_dir / TRAIN_STATE_FILE, map_location="cpu", weights_only=True)
-            parent_step = int(state.get("global_step", 0))
+    min_lr = cfg.peak_lr * cfg.min_lr_ratio
+    peak_lr = cfg.peak_lr if cfg.lr_schedule == "rewarm" else ar_meta_peak_lr(parent_step, total_steps, cfg.peak_lr, min_lr)
+    if resumed:
+        for group in optimizer.param_groups:  # the stale initial_lr is replaced by this update's peak
+            group["lr"] = group["initial_lr"] = peak_lr
+
+    start_step, carried_tokens = 0, 0
+    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
+    if ckpt_path is not None and ckpt_path.is_file():
+        try:
+            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        except Exception as e:  # a torn or foreign file: start over
+            log.warning("unreadable checkpoint %s (%s); discarding it", ckpt_path, e)
+            ckpt = None
+        if ckpt is not None and ckpt.get("fingerprint") == fingerprint and 0 < int(ckpt["step"]) < total_steps:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            start_step, carried_tokens = int(ckpt["step"]), int(ckpt["train_tokens"])
+            log.info("resuming a killed update at step %d/%d from %s", start_step, total_steps, ckpt_path)
+        else:
+            log.info("discarding checkpoint %s of another update", ckpt_path)
+            ckpt_path.unlink(missing_ok=True)
+
+    def on_checkpoint(step: int, tokens: int) -> None:
+        assert ckpt_path is not None
+        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+        _save_checkpoint(ckpt_path, {"fingerprint": fingerprint, "step": step, "train_tokens": carried_tokens + tokens,
+                                     "model": model.state_dict(), "optimizer": optimizer.state_dict()})
+
     log.info(
-        "fine-tuning %s: %d blocks x %d tokens, %d steps, device=%s bf16=%s threads=%d optimizer_resumed=%s",
-        parent, blocks.shape[0], cfg.seq_len + 1, total_steps, device.type, bf16, threads, resumed,
+        "fine-tuning %s: %d blocks x %d tokens, %d steps from %d, peak_lr=%.3g, device=%s bf16=%s threads=%d "
+        "optimizer_resumed=%s lora=%s",
+        parent, blocks.shape[0], cfg.seq_len + 1, total_steps, start_step, peak_lr, device.type, bf16, threads,
+        resumed, lora,
     )
-    fit_result = fit(model, optimizer, blocks, cfg, device=device, total_steps=total_steps, on_step=on_step)
+    fit_result = fit(model, optimizer, blocks, cfg, device=device, total_steps=total_steps, on_step=on_step,
+                     peak_lr=peak_lr, start_step=start_step,
+                     on_checkpoint=on_checkpoint if ckpt_path is not None else None)
+    fit_result.train_tokens += carried_tokens
+    if lora:
+        model = model.merge_and_unload()  # register a plain model: adapters folded into the weights
 
     challenger_new, challenger_retention = score(new_eval_texts), score(retention_eval_texts)
+    challenger_first = score(first_eval_texts)
+    matrix_after = {k: r for k, v in (matrix_eval or {}).items() if (r := score(v)) is not None}
 
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     global_step = parent_step + fit_result.steps
     torch.save(
-        {"optimizer": optimizer.state_dict(), "global_step": global_step, "train_config": cfg.to_dict()},
+        {"optimizer": optimizer.state_dict() if not lora else {}, "global_step": global_step,
+         "train_config": cfg.to_dict()},
         out_dir / TRAIN_STATE_FILE,
     )
+    if ckpt_path is not None:
+        ckpt_path.unlink(missing_ok=True)
     return FinetuneResult(
         champion_new=champion_new,
         champion_retention=champion_retention,
@@ -219,4 +343,11 @@ def finetune(
         train_blocks=int(blocks.shape[0]),
         optimizer_resumed=resumed,
         global_step=global_step,
+        peak_lr=peak_lr,
+        resumed_from_step=start_step,
+        champion_first=champion_first,
+        challenger_first=challenger_first,
+        forward_before=forward_before,
+        matrix_after=matrix_after,
+        lora=lora,
     )

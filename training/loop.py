@@ -149,6 +149,9 @@ def fit(
     device: torch.device,
     total_steps: int,
     on_step: Callable[[int, float, float], None] | None = None,
+    peak_lr: float | None = None,
+    start_step: int = 0,
+    on_checkpoint: Callable[[int, int], None] | None = None,
 ) -> FitResult:
     """Train ``model`` for ``total_steps`` AdamW steps on packed ``blocks``.
 
@@ -166,9 +169,16 @@ def fit(
         device: where ``model`` lives.
         total_steps: number of optimiser steps, >= 1.
         on_step: called as ``on_step(step, loss, lr)`` for every curve point (see ``FitResult.curve``).
+        peak_lr: this update's peak (e.g. from ``schedule.ar_meta_peak_lr``); None = ``cfg.peak_lr``. The
+            floor stays ``cfg.peak_lr * cfg.min_lr_ratio`` (capped at the peak).
+        start_step: resume a killed update at this 0-based step (model and optimizer already restored
+            from a checkpoint): the minibatch stream is fast-forwarded by ``start_step`` draws, so the
+            resumed run sees exactly the batches and learning rates of an uninterrupted one.
+        on_checkpoint: called as ``on_checkpoint(steps_done, train_tokens)`` every ``cfg.checkpoint_every``
+            steps (not after the last step), when ``cfg.checkpoint_every > 0``.
 
     Returns:
-        ``FitResult``.
+        ``FitResult`` (``steps`` = total_steps; ``train_tokens`` counts only the steps run in this call).
 
     Raises:
         ValueError: if ``blocks`` is empty or malformed, or ``total_steps`` < 1.
@@ -179,10 +189,15 @@ def fit(
     if total_steps < 1:
         raise ValueError(f"`total_steps` must be >= 1, got {total_steps}")
     bf16 = bf16_supported(device) if cfg.bf16 is None else cfg.bf16
+    if not 0 <= start_step < total_steps:
+        raise ValueError(f"`start_step` must be in [0, total_steps={total_steps}), got {start_step}")
     warmup = warmup_steps(total_steps, cfg.warmup_fraction)
-    min_lr = cfg.peak_lr * cfg.min_lr_ratio
+    peak = cfg.peak_lr if peak_lr is None else peak_lr
+    min_lr = min(cfg.peak_lr * cfg.min_lr_ratio, peak)
     batch_size = min(cfg.batch_size, blocks.shape[0])
     batches = _batches(blocks.shape[0], batch_size, torch.Generator().manual_seed(cfg.seed))
+    for _ in range(start_step):  # resume: replay the same minibatch stream
+        next(batches)
     params = [p for g in optimizer.param_groups for p in g["params"]]
 
     model.train()
@@ -190,8 +205,8 @@ def fit(
     pending: list[float] = []  # losses since the last curve point
     train_tokens = 0
     t0 = time.perf_counter()
-    for step in range(total_steps):
-        lr = get_lr(step, total_steps, cfg.peak_lr, warmup, min_lr)
+    for step in range(start_step, total_steps):
+        lr = get_lr(step, total_steps, peak, warmup, min_lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
 
@@ -216,6 +231,9 @@ def fit(
             pending.clear()
             if on_step is not None:
                 on_step(*point)
+        if on_checkpoint is not None and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 \
+                and step + 1 < total_steps:
+            on_checkpoint(step + 1, train_tokens)
     wall = time.perf_counter() - t0
     return FitResult(
         steps=total_steps,
@@ -223,5 +241,5 @@ def fit(
         wall_seconds=wall,
         tokens_per_second=train_tokens / wall if wall > 0 else math.inf,
         curve=curve,
-        final_loss=curve[-1][1],
+        final_loss=curve[-1][1] if curve else (sum(pending) / len(pending) if pending else math.nan),
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["get_lr"]
+__all__ = ["ar_meta_peak_lr", "get_lr"]
 
 
 def get_lr(step: int, total_steps: int, peak_lr: float, warmup_steps: int, min_lr: float) -> float:
@@ -54,3 +54,33 @@ def get_lr(step: int, total_steps: int, peak_lr: float, warmup_steps: int, min_l
     ratio = min(1.0, (step - peak_step) / decay_steps)
     coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))  # 1 -> 0
     return min_lr + coeff * (peak_lr - min_lr)
+
+
+def ar_meta_peak_lr(prior_steps: int, update_steps: int, peak_lr: float, min_lr: float) -> float:
+    """Peak learning rate of one update under the TiC-LM "AR meta-schedule".
+
+    TiC-LM (Li et al. 2025, "TiC-LM: A Web-Scale Benchmark for Time-Continual LLM Pretraining",
+    arXiv 2504.02107, sec. 4, ``cosine_plus_ar_max_lr``): each round re-warms to the value one global
+    cosine over *all steps so far* would have at the round's first step, so later rounds re-warm to
+    lower peaks instead of to the same maximum:
+
+        peak = min_lr + 0.5 * (peak_lr - min_lr) * (1 + cos(pi * prior_steps / (prior_steps + update_steps)))
+
+    The first update (``prior_steps = 0``) peaks at ``peak_lr``; with equal updates the t-th peaks at
+    ``cos(pi (t-1) / t)`` of the range.
+
+    Args:
+        prior_steps: optimiser steps of the whole lineage before this update, >= 0.
+        update_steps: steps of this update, >= 1.
+        peak_lr: the global maximum, > 0.
+        min_lr: the global floor, in [0, peak_lr].
+
+    Raises:
+        ValueError: on arguments outside those ranges.
+    """
+    if prior_steps < 0 or update_steps < 1:
+        raise ValueError(f"need prior_steps >= 0 and update_steps >= 1, got {prior_steps}, {update_steps}")
+    if peak_lr <= 0 or not 0 <= min_lr <= peak_lr:
+        raise ValueError(f"need peak_lr > 0 and 0 <= min_lr <= peak_lr, got {peak_lr}, {min_lr}")
+    ratio = prior_steps / (prior_steps + update_steps)
+    return min_lr + 0.5 * (peak_lr - min_lr) * (1.0 + math.cos(math.pi * ratio))

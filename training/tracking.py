@@ -304,6 +304,48 @@ class ModelRegistry:
         for key, value in tags.items():
             self.client.set_model_version_tag(self.model_name, str(version), str(key), str(value))
 
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        """Add metrics to an existing (finished) run, e.g. the continual-learning summary computed later."""
+        import time as _time
+
+        from mlflow.entities import Metric
+
+        now = int(_time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        for chunk in _chunks(batch, 1000):
+            self.client.log_batch(run_id, metrics=chunk)
+
+    def rollback_champion(self, to_version: str, reason: str, actor: str = "") -> str | None:
+        """Move the ``champion`` alias back to ``to_version`` and record why on both versions.
+
+        Tags on ``to_version``: ``rollback.restored_from`` (the replaced champion), ``rollback.reason``,
+        ``rollback.at`` (UTC ISO-8601), ``rollback.actor``; on the replaced champion:
+        ``rollback.rolled_back_to``, ``rollback.reason``, ``rollback.at``.
+
+        Returns:
+            The version that was champion before (None if there was none).
+
+        Raises:
+            ValueError: if ``to_version`` does not exist or already is the champion.
+        """
+        from datetime import datetime, timezone
+
+        try:
+            self.client.get_model_version(self.model_name, str(to_version))
+        except MlflowException as e:
+            raise ValueError(f"model version {to_version} of {self.model_name!r} does not exist") from e
+        previous = self.version_for_alias("champion")
+        if previous == str(to_version):
+            raise ValueError(f"version {to_version} already is the champion")
+        at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.set_alias("champion", str(to_version))
+        self.tag_version(str(to_version), {"rollback.restored_from": previous or "", "rollback.reason": reason,
+                                           "rollback.at": at, "rollback.actor": actor})
+        if previous is not None:
+            self.tag_version(previous, {"rollback.rolled_back_to": str(to_version), "rollback.reason": reason,
+                                        "rollback.at": at})
+        return previous
+
     def version_tags(self, version: str) -> dict[str, str]:
         """Tags of a model version."""
         return dict(self.client.get_model_version(self.model_name, str(version)).tags)

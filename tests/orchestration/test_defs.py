@@ -12,12 +12,12 @@ def test_definitions_load_with_every_job_sensor_and_schedule(tmp_path):
     dg.Definitions.validate_loadable(defs)
     assert defs.resolve_job_def("ingest_window").partitions_def.name == "windows"
     assert defs.resolve_job_def("finetune")
-    assert {s.name for s in defs.sensors} == {"landing_sensor", "new_window_sensor"}
+    assert {s.name for s in defs.sensors} == {"landing_sensor", "new_window_sensor", "profile_sensor", "drift_sensor"}
     assert defs.resolve_schedule_def("periodic_finetune").cron_schedule == "0 */6 * * *"
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == {"raw_window", "curated_window", "approved_window", "training_snapshot", "base_model",
-                    "challenger_model", "champion_model"}
+                    "challenger_model", "champion_model", "window_profile", "drift_report"}
     checks = {k.name for k in graph.asset_check_keys}
     assert {"text_not_null", "text_length_bounds", "window_not_empty", "rows_conserved"} <= checks
 
@@ -25,7 +25,8 @@ def test_definitions_load_with_every_job_sensor_and_schedule(tmp_path):
 def test_every_duckdb_asset_is_in_the_duckdb_pool(tmp_path):
     defs = build_definitions(tiny_home(tmp_path))
     graph = defs.resolve_asset_graph()
-    for key in ["raw_window", "curated_window", "approved_window", "training_snapshot", "champion_model"]:
+    for key in ["raw_window", "curated_window", "approved_window", "training_snapshot", "champion_model",
+                "window_profile", "drift_report"]:
         node = graph.get(dg.AssetKey(key))
         assert node.pools == {"duckdb"}, key
     for key in ["base_model", "challenger_model"]:

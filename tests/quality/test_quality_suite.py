@@ -106,7 +106,8 @@ def test_none_disables_rules():
     verdict = curate_window(rows, cfg)
     assert_frame_equal(verdict.curated, rows)
     assert verdict.counts == dict.fromkeys(RULES, 0)
-    assert [r["rule"] for r in verdict.gx_results] == ["text_missing"]
+    assert [r["rule"] for r in verdict.gx_results] == ["text_missing", "record_id_missing", "schema_columns",
+                                                        "window_row_count"]
 
 
 # --- whole verdict -----------------------------------------------------------------------------------
@@ -128,6 +129,8 @@ def test_verdict_frames_conservation_and_order():
                 "text_control_chars: contains C0/C1 control characters",
             ]),
             gx_run_id=pl.lit(verdict.gx_run_id),
+            duplicate_of_window=pl.lit(None, dtype=pl.String),
+            duplicate_of_row=pl.lit(None, dtype=pl.Int64),
         )
     )
     assert_frame_equal(verdict.quarantine, expected_quarantine)
@@ -135,8 +138,9 @@ def test_verdict_frames_conservation_and_order():
     assert verdict.curated.height + verdict.quarantine.height == rows.height
     assert verdict.counts == dict.fromkeys(RULES, 1)
     assert verdict.gx_success is False
-    assert verdict.gx_statistics == {"evaluated_expectations": 4, "successful_expectations": 0,
-                                     "unsuccessful_expectations": 4, "success_percent": 0.0}
+    # 4 failing row rules + record_id_missing, schema_columns, window_row_count (passing)
+    assert verdict.gx_statistics == {"evaluated_expectations": 7, "successful_expectations": 3,
+                                     "unsuccessful_expectations": 4, "success_percent": 3 / 7 * 100}
     assert verdict.gx_run_id.startswith("curate_window-")
 
 

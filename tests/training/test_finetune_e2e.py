@@ -12,7 +12,7 @@ EXPECTED_KEYS = {
       for m in ("loss", "ppl", "bpb")),
     *(f"{slice_}_eval_{m}" for slice_ in ("new", "retention") for m in ("texts", "tokens", "bytes")),
     "train_tokens", "tokens_per_s", "wall_s", "final_train_loss", "steps", "train_blocks", "global_step",
-    "optimizer_resumed",
+    "optimizer_resumed", "peak_lr", "resumed_from_step",
 }
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from training.config import GateConfig, ModelConfig, TrainConfig
+from training.config import GateConfig, ModelConfig, ReplayConfig, TrainConfig
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,11 +43,11 @@ def test_all_problems_are_reported_at_once():
         TrainConfig(seq_len=0, batch_size=0)
 
 
-@pytest.mark.parametrize("cls", [ModelConfig, TrainConfig, GateConfig])
+@pytest.mark.parametrize("cls", [ModelConfig, TrainConfig, GateConfig, ReplayConfig])
 def test_to_dict_from_dict_round_trip(cls):
     cfg = cls()
     d = cfg.to_dict()
-    assert all(isinstance(v, (int, float, bool, type(None))) for v in d.values())
+    assert all(isinstance(v, (int, float, bool, str, type(None))) for v in d.values())
     assert cls.from_dict(d) == cfg
 
 
@@ -65,3 +65,18 @@ def test_from_dict_fills_defaults_and_validates():
 def test_config_module_imports_without_torch():
     code = "import sys, training.config; assert 'torch' not in sys.modules, 'training.config imported torch'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"lr_schedule": "cyclic"}, "lr_schedule"), ({"checkpoint_every": -1}, "checkpoint_every"),
+    ({"lora_r": -2}, "lora_r"), ({"lora_dropout": 1.0}, "lora_dropout"),
+])
+def test_train_config_rejects_bad_continual_fields(kwargs, field):
+    with pytest.raises(ValueError, match=f"`{field}`"):
+        TrainConfig(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, field", [({"size": -1}, "size"), ({"fraction": 1.0}, "fraction"), ({"seed": -1}, "seed")])
+def test_replay_config_rejects_bad_values(kwargs, field):
+    with pytest.raises(ValueError, match=f"`{field}`"):
+        ReplayConfig(**kwargs)

@@ -1,0 +1,182 @@
+"""The drift monitor's glue between the warehouse, the registry, MLflow and ``quality.drift``.
+
+No SQL here (``Warehouse`` methods) and no Dagster imports: ``assets/monitor.py`` calls
+``profile_and_record`` and turns its result into Dagster metadata.
+
+Order of work for one window (the DuckDB connection is never held during computation):
+read rows + reference + quarantine counts (one short connection) -> fetch the champion from the
+registry (cached under ``models/registry/v{N}``) -> embeddings, champion scoring, statistics ->
+confirm against the earlier windows' profiles (short read) -> write ``monitor.window_profile``
+(short write) -> one MLflow run in the ``<experiment>-drift`` experiment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestration.settings import Settings
+from orchestration.warehouse import Warehouse
+from quality.drift import STAT_NAMES, DriftConfig, DriftDecision, WindowProfile, confirm_drift, profile_window
+
+log = logging.getLogger(__name__)
+
+DRIFT_EXPERIMENT_SUFFIX = "-drift"
+
+
+@dataclass
+class ProfileOutcome:
+    """What ``profile_and_record`` did: the profile, the decision, the stored row, the MLflow run."""
+
+    profile: WindowProfile
+    decision: DriftDecision
+    row: dict
+    champion_version: str | None
+    mlflow_run_id: str | None
+
+
+def champion_dir(settings: Settings, registry) -> tuple[str | None, Path | None]:
+    """The champion's version and a local ``save_pretrained`` directory of it (None, None if none exists).
+
+    Downloads once into ``models/registry/v{N}`` through a temporary directory renamed into place,
+    so a concurrent fine-tune never sees a half-written folder.
+    """
+    version = registry.version_for_alias("champion")
+    if version is None:
+        return None, None
+    dst = settings.paths.models / "registry" / f"v{version}"
+    if not (dst / "config.json").exists():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".v{version}-", dir=dst.parent))
+        try:
+            registry.download_version(version, tmp)
+            try:
+                tmp.rename(dst)
+            except OSError:  # someone else finished first
+                pass
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return version, dst
+
+
+def profile_row(profile: WindowProfile, decision: DriftDecision, champion_version: str | None, run_id: str | None) -> dict:
+    """The ``monitor.window_profile`` row of a profile (column -> value)."""
+    return {
+        "window_key": profile.window_key,
+        "reference_keys": list(profile.reference_keys),
+        "rows": profile.rows,
+        "sample_rows": profile.sample_rows,
+        **profile.flat(),
+        "alpha": profile.alpha,
+        "exceeded": list(profile.exceeded),
+        "drift": decision.drift,
+        "confirmed": list(decision.confirmed),
+        "reason": decision.reason,
+        "champion_version": champion_version,
+        "info": json.dumps(profile.info, sort_keys=True),
+        "dagster_run_id": run_id,
+    }
+
+
+def profile_and_record(
+    settings: Settings,
+    warehouse: Warehouse,
+    window_key: str,
+    *,
+    registry=None,
+    embedder=None,
+    run_id: str | None = None,
+    log_mlflow: bool = True,
+) -> ProfileOutcome:
+    """Profile one window, decide drift, store it in DuckDB and (optionally) MLflow.
+
+    Args:
+        settings: the home's settings (``[drift]`` -> ``DriftConfig``).
+        warehouse: the DuckDB warehouse.
+        window_key: the approved window to profile.
+        registry: ``training.tracking.ModelRegistry`` (None: no model-based statistic, no MLflow).
+        embedder: texts -> (n, 384) embeddings; None loads ``quality.embeddings.MiniLMEmbedder``.
+            Pass ``False`` to skip the embedding statistic.
+        run_id: Dagster run id recorded with the row.
+        log_mlflow: log one run per window to the ``<experiment>-drift`` experiment.
+
+    Returns:
+        ``ProfileOutcome``.
+    """
+    cfg: DriftConfig = settings.drift_config()
+    inputs = warehouse.drift_inputs(window_key, cfg.reference_windows)  # short connection, closed here
+    if embedder is None:
+        from quality.embeddings import MiniLMEmbedder
+
+        embedder = MiniLMEmbedder(threads=settings.train_config().threads or None)
+    version, scorer = None, None
+    if registry is not None:
+        version, directory = champion_dir(settings, registry)
+        if directory is not None:
+            from quality.lm_shift import ChampionScorer
+
+            scorer = ChampionScorer(directory)
+    profile = profile_window(
+        window_key,
+        inputs["current"],
+        inputs["reference"],
+        reference_keys=inputs["reference_keys"],
+        cfg=cfg,
+        quarantine=inputs["quarantine"],
+        embed=embedder or None,
+        count_tokens=scorer.count_tokens if scorer else None,
+        score_bits=scorer.bits if scorer else None,
+    )
+    if inputs["pre_update_bpb"] is not None:
+        profile.info["lm_bpb_pre_update"] = inputs["pre_update_bpb"]
+    history = [
+        {k: r.get(k) for k in STAT_NAMES}
+        for r in warehouse.window_profiles(before=window_key).to_dicts()
+    ]
+    decision = confirm_drift(profile, history, cfg, inputs["earlier_windows"])
+    row = profile_row(profile, decision, version, run_id)
+    warehouse.record_window_profile(row)
+    mlflow_run_id = None
+    if log_mlflow and registry is not None:
+        try:
+            mlflow_run_id = log_profile_to_mlflow(registry, settings, row)
+        except Exception as exc:  # tracking must not lose the profile
+            log.warning("could not log the drift profile of %s to MLflow: %s", window_key, exc)
+    return ProfileOutcome(profile, decision, row, version, mlflow_run_id)
+
+
+def log_profile_to_mlflow(registry, settings: Settings, row: dict) -> str:
+    """One MLflow run per window in ``<experiment>-drift``: statistics and p-values as metrics, decision as tags.
+
+    Returns:
+        the run id.
+    """
+    from mlflow.entities import Metric
+
+    from training.tracking import ModelRegistry
+
+    drift_reg = ModelRegistry(tracking_uri=registry.tracking_uri, artifact_location=registry.artifact_location,
+                              experiment=settings.experiment + DRIFT_EXPERIMENT_SUFFIX, model_name=registry.model_name)
+    client = drift_reg.client
+    run = client.create_run(drift_reg.experiment_id(), run_name=f"drift {row['window_key']}", tags={
+        "streamtune.window": row["window_key"], "streamtune.drift": str(bool(row["drift"])).lower(),
+        "streamtune.drift_confirmed": ",".join(row["confirmed"]), "streamtune.drift_exceeded": ",".join(row["exceeded"]),
+        "streamtune.drift_reason": row["reason"][:4000], "streamtune.reference_windows": ",".join(row["reference_keys"]),
+        "dagster.run_id": row.get("dagster_run_id") or "", "streamtune.champion_version": row.get("champion_version") or "",
+    })
+    import time
+
+    now = int(time.time() * 1000)
+    names = [f"{s}{suffix}" for s in STAT_NAMES for suffix in ("", "_p", "_threshold")]
+    metrics = [Metric(k, float(row[k]), now, 0) for k in names if row.get(k) is not None]
+    metrics += [Metric("alpha", float(row["alpha"]), now, 0), Metric("drift", float(bool(row["drift"])), now, 0),
+                Metric("rows", float(row["rows"]), now, 0)]
+    info = json.loads(row["info"])
+    metrics += [Metric(f"info.{k}", float(v), now, 0) for k, v in info.items() if isinstance(v, (int, float))]
+    client.log_batch(run.info.run_id, metrics=metrics)
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id

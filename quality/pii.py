@@ -1,0 +1,247 @@
+"""PII and secret detection/redaction with Presidio on its offline pattern/checksum engine.
+
+Engine: ``presidio_analyzer.AnalyzerEngine`` with ``NoOpNlpEngine`` (no spaCy model, no
+download), ``presidio_anonymizer.AnonymizerEngine`` for the replacement. Built once per process,
+lazily (first use ~1 s). tldextract (used by Presidio's e-mail recognizer) is pinned to its bundled
+public-suffix snapshot so nothing reaches the network.
+
+Entities (``ENTITIES``): Presidio's ``EMAIL_ADDRESS``, ``PHONE_NUMBER``, ``CREDIT_CARD`` (Luhn),
+``US_SSN``, ``IP_ADDRESS`` (v4/v6), ``IBAN_CODE`` (checksum), plus two pattern recognizers added
+here: ``API_KEY`` (AWS access key ids, GitHub/GitLab/Slack/Stripe/OpenAI/Google API tokens, JWTs;
+patterns from gitleaks' and detect-secrets' rule sets) and ``PRIVATE_KEY`` (PEM ``-----BEGIN ...
+PRIVATE KEY-----`` blocks, terminated or not).
+
+Cost control: a recall-oriented regex prefilter (``PREFILTER_REGEX``, run by polars' Rust regex
+engine over the whole column) picks candidate values; Presidio runs only on those. Every
+Presidio recognizer above needs at least one prefilter trigger (``@``, a digit run, a ``h:h:``
+IPv6 group, an IBAN country+check prefix, a token prefix or ``-----BEGIN``), so the prefilter
+never hides a detection.
+
+Policy per entity (``PiiPolicy``): ``"redact"`` replaces each finding with ``<ENTITY>`` (e.g.
+``<EMAIL_ADDRESS>``); ``"quarantine"`` sends the whole row to quarantine (rule ``pii_<entity>``,
+lower-case) with its raw text. Counts are by entity only; values never leave this module.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IP_ADDRESS", "IBAN_CODE",
+            "API_KEY", "PRIVATE_KEY")
+"""Entity types detected, in reporting order."""
+
+ACTIONS = ("redact", "quarantine")
+
+SECRET_PATTERNS: dict[str, list[tuple[str, str]]] = {
+    "API_KEY": [
+        ("aws_access_key_id", r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b"),
+        ("github_token", r"\bgh[pousr]_[A-Za-z0-9]{36,255}\b"),
+        ("github_fine_grained", r"\bgithub_pat_[A-Za-z0-9_]{22,255}\b"),
+        ("gitlab_token", r"\bglpat-[A-Za-z0-9_\-]{20,}\b"),
+        ("slack_token", r"\bxox[abposr]-[A-Za-z0-9\-]{10,}\b"),
+        ("stripe_key", r"\b[sr]k_(?:live|test)_[0-9A-Za-z]{16,}\b"),
+        ("openai_key", r"\bsk-(?:proj-|ant-)?[A-Za-z0-9_\-]{20,}\b"),
+        ("google_api_key", r"\bAIza[0-9A-Za-z_\-]{35}\b"),
+        ("jwt", r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"),
+    ],
+    "PRIVATE_KEY": [
+        ("pem_block", r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----(?:[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|[\s\S]*)"),
+    ],
+}
+"""Vetted secret patterns (gitleaks / detect-secrets rule families), one Presidio PatternRecognizer
+per entity. A PEM header without its END line redacts to the end of the value."""
+
+PREFILTER_REGEX = (
+    r"@|\d[\d\s().+/\-]{4,}\d|\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}"
+    r"|[A-Z]{2}\d{2}|AKIA|ASIA|ABIA|ACCA|gh[pousr]_|github_pat_|glpat-|xox[abposr]-|[sr]k_(?:live|test)_"
+    r"|sk-|AIza|eyJ|-----BEGIN"
+)
+"""Recall-oriented candidate test (polars/Rust regex syntax, also valid for DuckDB RE2)."""
+
+SCORE_THRESHOLD = 0.4
+"""Minimum Presidio score (phone numbers score 0.4, IPs 0.6, SSNs with context 0.5; e-mail,
+Luhn-valid cards and IBANs 1.0)."""
+
+
+@dataclass(frozen=True)
+class PiiPolicy:
+    """What to do with each entity type. ``actions`` maps entity -> ``"redact"`` | ``"quarantine"``;
+    entities not listed use ``default`` (``"redact"``). Default: private keys quarantine the row."""
+
+    actions: dict[str, str] = field(default_factory=lambda: {"PRIVATE_KEY": "quarantine"})
+    default: str = "redact"
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        bad = [f"{k}={v!r}" for k, v in {**self.actions, "default": self.default}.items() if v not in ACTIONS]
+        unknown = sorted(set(self.actions) - set(ENTITIES))
+        if bad or unknown:
+            raise ValueError(f"invalid PiiPolicy: actions must be one of {ACTIONS} (got {bad}); "
+                             f"unknown entities {unknown}; known {list(ENTITIES)}")
+
+    def action(self, entity: str) -> str:
+        return self.actions.get(entity, self.default)
+
+    @property
+    def quarantine_entities(self) -> list[str]:
+        return [e for e in ENTITIES if self.action(e) == "quarantine"]
+
+
+@dataclass(frozen=True, eq=False)
+class PiiOutcome:
+    """Result of ``redact_rows``."""
+
+    text: pl.Series
+    """Redacted ``text`` (String), same order/length as the input; unchanged where nothing was found."""
+    metadata: pl.Series
+    """Redacted ``metadata`` JSON text (String), same order/length."""
+    quarantine: dict[int, list[str]]
+    """row_number -> quarantine-policy entities found in it (rows to quarantine)."""
+    redactions: dict[str, int]
+    """Findings replaced by a placeholder, by entity (in redacted rows only)."""
+    candidates: int
+    """Values the prefilter sent to Presidio."""
+
+
+def placeholder(entity: str) -> str:
+    return f"<{entity}>"
+
+
+def redact_rows(rows: pl.DataFrame, policy: PiiPolicy = PiiPolicy()) -> PiiOutcome:
+    """Detect and redact PII/secrets in ``text`` and ``metadata`` of a RAW_SCHEMA-like frame.
+
+    Args:
+        rows: columns ``row_number`` (Int64), ``text`` (String, nullable), ``metadata`` (String).
+        policy: per-entity action.
+
+    Returns:
+        ``PiiOutcome``. A value already holding a quarantine-policy placeholder (``<PRIVATE_KEY>``)
+        counts as that entity again, so re-curating a scrubbed row gives the same verdict.
+    """
+    texts = rows.get_column("text")
+    metas = rows.get_column("metadata")
+    if not policy.enabled or rows.height == 0:
+        return PiiOutcome(texts, metas, {}, {}, 0)
+    engine = _engine()
+    qents = policy.quarantine_entities
+    marker = re.compile("|".join(re.escape(placeholder(e)) for e in qents)) if qents else None
+    pattern = PREFILTER_REGEX + ("|" + marker.pattern if marker else "")
+    cand = (texts.fill_null("").str.contains(pattern) | metas.fill_null("").str.contains(pattern)).to_list()
+    new_text, new_meta = texts.to_list(), metas.to_list()
+    numbers = rows.get_column("row_number").to_list()
+    quarantine: dict[int, list[str]] = {}
+    redactions: Counter = Counter()
+    n_cand = 0
+    for i, hit in enumerate(cand):
+        if not hit:
+            continue
+        n_cand += 1
+        found: dict[str, list] = {}
+        for col, values in (("text", new_text), ("metadata", new_meta)):
+            value = values[i]
+            if value:
+                found[col] = engine.analyze(value)
+        entities = {r.entity_type for res in found.values() for r in res}
+        if marker is not None:
+            for value in (new_text[i], new_meta[i]):
+                if value:
+                    entities |= {m.group(0)[1:-1] for m in marker.finditer(value)}
+        q = [e for e in ENTITIES if e in entities and policy.action(e) == "quarantine"]
+        if q:
+            quarantine[numbers[i]] = q
+            continue
+        for col, values in (("text", new_text), ("metadata", new_meta)):
+            res = found.get(col)
+            if res:
+                values[i] = engine.anonymize(values[i], res)
+                redactions.update(r.entity_type for r in _kept(res))
+    return PiiOutcome(
+        pl.Series("text", new_text, dtype=pl.String),
+        pl.Series("metadata", new_meta, dtype=pl.String),
+        quarantine,
+        {e: redactions[e] for e in ENTITIES if redactions[e]},
+        n_cand,
+    )
+
+
+def redact_values(values: list[str | None]) -> list[str | None]:
+    """Redact every finding (any entity) in free-form strings, e.g. the ``raw`` of parse rejects."""
+    engine = _engine()
+    rx = re.compile(PREFILTER_REGEX)
+    out = []
+    for v in values:
+        if v and rx.search(v):
+            res = engine.analyze(v)
+            v = engine.anonymize(v, res) if res else v
+        out.append(v)
+    return out
+
+
+def scan_counts(texts: list[str | None]) -> dict[str, int]:
+    """Findings by entity in ``texts`` (prefilter + Presidio); ``{}`` when clean. Counts only."""
+    engine = _engine()
+    rx = re.compile(PREFILTER_REGEX)
+    counts: Counter = Counter()
+    for t in texts:
+        if t and rx.search(t):
+            counts.update(r.entity_type for r in _kept(engine.analyze(t)))
+    return {e: counts[e] for e in ENTITIES if counts[e]}
+
+
+def _kept(results: list) -> list:
+    """Drop findings fully inside a longer one (the anonymizer merges them the same way)."""
+    out = []
+    for r in results:
+        if not any(o is not r and o.start <= r.start and r.end <= o.end and (o.end - o.start) > (r.end - r.start)
+                   for o in results):
+            out.append(r)
+    return out
+
+
+class _Engine:
+    def __init__(self) -> None:
+        import tldextract.tldextract as tlde
+        from presidio_analyzer import AnalyzerEngine, Pattern, PatternRecognizer
+        from presidio_analyzer.nlp_engine import NoOpNlpEngine
+        from presidio_anonymizer import AnonymizerEngine
+        from presidio_anonymizer.entities import OperatorConfig
+
+        # Offline: the bundled public-suffix snapshot, no fetch, no cache writes.
+        tlde.TLD_EXTRACTOR = tlde.TLDExtract(suffix_list_urls=(), cache_dir=None)
+        self.analyzer = AnalyzerEngine(
+            nlp_engine=NoOpNlpEngine(models=[{"lang_code": "en", "model_name": "none"}]), supported_languages=["en"]
+        )
+        for entity, patterns in SECRET_PATTERNS.items():
+            self.analyzer.registry.add_recognizer(PatternRecognizer(
+                supported_entity=entity, name=f"streamtune_{entity.lower()}",
+                patterns=[Pattern(name, rx, 0.9) for name, rx in patterns]))
+        self.anonymizer = AnonymizerEngine()
+        self.operators = {e: OperatorConfig("replace", {"new_value": placeholder(e)}) for e in ENTITIES}
+        self.lock = threading.Lock()
+
+    def analyze(self, text: str) -> list[Any]:
+        with self.lock:
+            return self.analyzer.analyze(text=text, language="en", entities=list(ENTITIES),
+                                         score_threshold=SCORE_THRESHOLD)
+
+    def anonymize(self, text: str, results: list[Any]) -> str:
+        with self.lock:
+            return self.anonymizer.anonymize(text=text, analyzer_results=results, operators=self.operators).text
+
+
+_ENGINE: _Engine | None = None
+_ENGINE_LOCK = threading.Lock()
+
+
+def _engine() -> _Engine:
+    global _ENGINE
+    with _ENGINE_LOCK:
+        if _ENGINE is None:
+            _ENGINE = _Engine()
+        return _ENGINE

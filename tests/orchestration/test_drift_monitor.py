@@ -1,0 +1,121 @@
+"""Drift monitor through Dagster for real: DuckDB file, sqlite MLflow, Dagster instance, MiniLM, tiny champion."""
+
+import json
+
+import dagster as dg
+import duckdb
+import pytest
+from mlflow.tracking import MlflowClient
+from st_helpers import tiny_home, window_records, write_window
+
+from assets.checks import WINDOW_CHECKS
+from assets.curate import approved_window, curated_window
+from assets.ingest import raw_window
+from assets.monitor import drift_report, window_profile
+from assets.train import TRAINING_ASSETS
+from orchestration.definitions import build_definitions
+from orchestration.partitions import WINDOWS_PARTITION
+from orchestration.resources import build_resources
+from orchestration.sensors import build_drift_sensor, build_new_window_sensor, build_profile_sensor
+
+INGEST = [raw_window, curated_window, approved_window, *WINDOW_CHECKS]
+DRIFT = {"sample_rows": 100, "embed_rows": 40, "lm_rows": 32, "null_splits": 200, "permutations": 200,
+         "reference_windows": 3, "min_reference_windows": 2, "cooldown_s": 3600.0}
+NEW_TOPIC = ["Quantum circuit simulator for {x} qubits with noise models",
+             "Bindings to the {x} quantum annealer and its QUBO solver"]
+
+
+def ingest(settings, instance, name, records):
+    write_window(settings.paths.landing, name, records)
+    key = name.rsplit(".jsonl", 1)[0]
+    instance.add_dynamic_partitions(WINDOWS_PARTITION, [key])
+    assert dg.materialize(INGEST, partition_key=key, resources=build_resources(settings), instance=instance).success
+    return key
+
+
+def profile(settings, instance, key):
+    result = dg.materialize([window_profile], partition_key=key, resources=build_resources(settings), instance=instance)
+    assert result.success
+    return result.asset_materializations_for_node("window_profile")[0].metadata
+
+
+def tick(sensor, instance, settings, cursor=None):
+    ctx = dg.build_sensor_context(instance=instance, instance_ref=instance.get_ref(), cursor=cursor,
+                                  definitions=build_definitions(settings))
+    return sensor.evaluate_tick(ctx)
+
+
+@pytest.fixture
+def home(tmp_path):
+    return tiny_home(tmp_path / "home", drift=DRIFT)
+
+
+def test_window_profile_report_and_drift_sensor(home):
+    moved = [{"id": f"q{i}", "text": NEW_TOPIC[i % 2].format(x=f"lab{i % 7}") + f" rev {i % 3}"} for i in range(60)]
+    with dg.instance_for_test() as instance:
+        keys = [ingest(home, instance, f"s-0{i + 1}.jsonl", window_records(i, 60)) for i in range(3)]
+        # profile requests follow approvals
+        req = tick(build_profile_sensor(1), instance, home)
+        assert [r.partition_key for r in req.run_requests] == keys
+        first = profile(home, instance, keys[0])  # no reference, no champion: nothing tested, no alarm
+        assert first["drift"].value is False and "token_js" not in first
+        assert dg.materialize(TRAINING_ASSETS, resources=build_resources(home), instance=instance).success
+        for k in keys[1:]:
+            md = profile(home, instance, k)
+            assert md["drift"].value is False, md["reason"].value
+        keys.append(ingest(home, instance, "s-04.jsonl", moved))
+        md = profile(home, instance, keys[3])
+        assert md["drift"].value is True, md["reason"].value
+        confirmed = md["confirmed"].value
+        assert confirmed and {"token_js", "embedding_mmd2", "lm_bpb"} <= set(md.keys())
+        assert md["embedding_mmd2_p"].value < md["alpha"].value
+        assert md["champion_version"].value == "2"  # base v1, first update v2
+
+        sensor = build_drift_sensor(1, cooldown_s=3600.0)
+        result = tick(sensor, instance, home)
+        by_job = {}
+        for r in result.run_requests:
+            by_job.setdefault(r.job_name, []).append(r)
+        assert len(by_job["finetune"]) == 1 and len(by_job["redraw_drift_report"]) == 1
+        tags = by_job["finetune"][0].tags
+        assert tags["streamtune/trigger"] == "drift" and tags["streamtune/window"] == keys[3]
+        assert tags["streamtune/drift_stats"] == ",".join(confirmed)
+        assert all(f"streamtune/drift.{s}" in tags for s in confirmed)
+        cursor = result.cursor
+        assert tick(sensor, instance, home, cursor).run_requests == []
+        # the same drift again inside the cooldown: a report, no second fine-tune
+        profile(home, instance, keys[3])
+        again = tick(sensor, instance, home, cursor)
+        assert [r.job_name for r in again.run_requests] == ["redraw_drift_report"]
+        assert json.loads(again.cursor)["last_request_ts"] == json.loads(cursor)["last_request_ts"]
+
+        report = dg.materialize([window_profile, drift_report], selection=[drift_report],
+                                resources=build_resources(home), instance=instance)
+        rmd = report.asset_materializations_for_node("drift_report")[0].metadata
+        assert "data:image/png;base64," in rmd["report"].value and rmd["windows"].value == 4
+        assert rmd["drift_windows"].value == [keys[3]]
+        assert (home.paths.root / "monitor" / "drift_report.png").stat().st_size > 1000
+
+    with duckdb.connect(str(home.paths.warehouse), read_only=True) as con:
+        rows = con.execute("SELECT window_key, drift, reference_keys, lm_bpb IS NOT NULL FROM monitor.window_profile "
+                           "ORDER BY window_key").fetchall()
+    assert rows == [("s-01", False, [], False), ("s-02", False, ["s-01"], True),
+                    ("s-03", False, ["s-01", "s-02"], True), ("s-04", True, ["s-01", "s-02", "s-03"], True)]
+    client = MlflowClient(home.tracking_uri)
+    exp = client.get_experiment_by_name(f"{home.experiment}-drift")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 5  # one per profile materialization
+    latest = max(runs, key=lambda r: r.info.start_time)
+    assert latest.data.tags["streamtune.drift"] == "true" and "embedding_mmd2" in latest.data.metrics
+
+
+def test_retrain_on_drift_silences_the_new_window_sensor(tmp_path):
+    home = tiny_home(tmp_path / "home", drift={**DRIFT, "retrain_on": "drift"})
+    with dg.instance_for_test() as instance:
+        ingest(home, instance, "s-01.jsonl", window_records(0, 20))
+        quiet = tick(build_new_window_sensor(1, enabled=False), instance, home)
+        loud = tick(build_new_window_sensor(1), instance, home)
+    assert quiet.run_requests == [] and quiet.cursor == loud.cursor and len(loud.run_requests) == 1
+    defs = build_definitions(home)
+    assert {s.name for s in defs.sensors} >= {"drift_sensor", "profile_sensor", "new_window_sensor"}
+    defs.get_repository_def().load_all_definitions()  # what the daemon's code server does (unique op/job names)

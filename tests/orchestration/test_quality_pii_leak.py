@@ -1,0 +1,109 @@
+"""Prove it: windows with injected PII of every kind go through ingest, the gate and a real
+fine-tune (tiny model, sqlite MLflow store, Dagster instance stored inside the home); then every
+artifact the system wrote is searched for the injected values. Only curated.quarantine may hold them."""
+
+import json
+
+import dagster as dg
+import polars as pl
+from st_helpers import tiny_home, window_records, write_window
+
+from assets.checks import WINDOW_CHECKS
+from assets.curate import approved_window, curated_window
+from assets.ingest import raw_window
+from assets.train import TRAINING_ASSETS, challenger_beats_champion
+from orchestration.partitions import WINDOWS_PARTITION
+from orchestration.resources import build_resources
+from orchestration.warehouse import Warehouse
+
+INGEST = [raw_window, curated_window, approved_window, *WINDOW_CHECKS]
+
+# (value, text it is injected in); every value must be findable only in curated.quarantine.
+INJECTED = {
+    "EMAIL_ADDRESS": ("jane.roe.1987@example.org", "please mail jane.roe.1987@example.org about the release"),
+    "PHONE_NUMBER": ("+1 (415) 555-0132", "support line +1 (415) 555-0132 weekdays"),
+    "CREDIT_CARD": ("4111 1111 1111 1111", "paid with card 4111 1111 1111 1111 yesterday"),
+    "US_SSN": ("536-22-8726", "my social security number is 536-22-8726 ok"),
+    "IP_ADDRESS": ("203.0.113.77", "server at 203.0.113.77 is down"),
+    "IBAN_CODE": ("DE89 3704 0044 0532 0130 00", "wire to DE89 3704 0044 0532 0130 00 today"),
+    "API_KEY": ("ghp_R4nd0mT0k3nV4lu3F0rT35t1ng0000000000", "token ghp_R4nd0mT0k3nV4lu3F0rT35t1ng0000000000 leaked"),
+    "AWS_KEY": ("AKIAQ7YX3EXAMPLEKEY9", "aws key AKIAQ7YX3EXAMPLEKEY9 in config"),
+    "PRIVATE_KEY": ("MIIEowIBAAKCAQEAsecretmaterial",
+                    "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAsecretmaterial\n-----END RSA PRIVATE KEY-----"),
+}
+META_VALUE = "bob.meta.leak@corp.example.com"  # PII in an extra field (metadata)
+REJECT_VALUE = "carol.reject@example.net"  # PII in a line that cannot be parsed
+
+
+def pii_records(index):
+    return [{"id": f"pii{index}-{name}", "text": text, "owner": META_VALUE} for name, (_, text) in INJECTED.items()]
+
+
+def values():
+    return [v for v, _ in INJECTED.values()] + [META_VALUE, REJECT_VALUE]
+
+
+def hits_in_bytes(data: bytes) -> list[str]:
+    found = []
+    for v in values():
+        for enc in (v.encode(), json.dumps(v)[1:-1].encode(), v.encode("utf-16-le"), repr(v)[1:-1].encode()):
+            if enc in data:
+                found.append(v)
+                break
+    return found
+
+
+def test_no_injected_pii_outside_quarantine(tmp_path):
+    home = tiny_home(tmp_path / "home")
+    resources = build_resources(home)
+    with dg.instance_for_test(temp_dir=str(home.paths.dagster_home)) as instance:
+        for i in range(2):
+            name = f"leak-0{i + 1}.jsonl"
+            write_window(home.paths.landing, name, window_records(i, 60) + pii_records(i),
+                         extra_lines=[f'{{"text": "broken {REJECT_VALUE}'])
+            key = name.rsplit(".", 1)[0]
+            instance.add_dynamic_partitions(WINDOWS_PARTITION, [key])
+            r = dg.materialize(INGEST, partition_key=key, resources=resources, instance=instance)
+            assert r.success
+            checks = {e.check_name: e.passed for e in r.get_asset_check_evaluations()}
+            assert checks["pii_free"], checks
+            ft = dg.materialize([*TRAINING_ASSETS, challenger_beats_champion], resources=resources,
+                                instance=instance, selection=TRAINING_ASSETS)
+            assert ft.success
+        # Dagster metadata of every materialization and check, through the instance API
+        records = instance.get_event_records(dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_MATERIALIZATION))
+        assert records
+        assert not hits_in_bytes(str([r.event_log_entry for r in records]).encode())
+
+    wh = Warehouse(home.paths.warehouse)
+    # the one place with raw values: the quarantined private keys are there, nothing else
+    with wh.connect(read_only=True) as con:
+        q = con.sql("SELECT rule, text FROM curated.quarantine").pl()
+        assert set(q["rule"]) == {"pii_private_key"} and q.height == 2
+        tables = [(s, t) for s, t in con.execute(
+            "SELECT schema_name, table_name FROM duckdb_tables() WHERE NOT (schema_name = 'curated' AND "
+            "table_name = 'quarantine')").fetchall()]
+        assert ("raw", "events") in tables and ("curated", "events") in tables
+        dumped = {f"{s}.{t}": repr(con.sql(f'SELECT * FROM "{s}"."{t}"').fetchall()) for s, t in tables}
+    redacted = wh.curated_rows(["leak-01"])["text"].to_list()
+    assert any("<EMAIL_ADDRESS>" in t for t in redacted) and any("<CREDIT_CARD>" in t for t in redacted)
+    leaks = {table: hits_in_bytes(text.encode()) for table, text in dumped.items()}
+    assert not any(leaks.values()), leaks
+
+    # every file the system wrote under the home, except the DuckDB file (holds the quarantine, its
+    # tables were checked above) and the producer's input files in landing/
+    files = [p for p in home.home.rglob("*") if p.is_file() and not p.name.startswith("warehouse.duckdb")
+             and "landing" not in p.relative_to(home.home).parts]
+    kinds = {p.suffix for p in files}
+    assert ".parquet" in kinds and ".safetensors" in kinds and ".db" in kinds and ".html" in kinds
+    assert any(p.name == "tokenizer.json" for p in files)
+    assert any("mlartifacts" in p.parts for p in files) and any("dagster" in p.parts for p in files)
+    file_leaks = {}
+    for p in files:
+        data = p.read_bytes()
+        if p.suffix == ".parquet":  # compressed pages: search the decoded values too
+            data += repr(pl.read_parquet(p).to_dicts()).encode()
+        found = hits_in_bytes(data)
+        if found:
+            file_leaks[str(p.relative_to(home.home))] = found
+    assert not file_leaks, file_leaks

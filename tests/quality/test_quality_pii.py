@@ -1,0 +1,92 @@
+"""PII/secret detection and redaction (Presidio, offline NoOpNlpEngine) and the pii_free check."""
+
+import polars as pl
+import pytest
+
+from quality.pii import ENTITIES, PiiPolicy, redact_rows, redact_values, scan_counts
+from quality.suite import check_pii_free
+
+# One value per entity; every value must disappear from redacted text.
+SAMPLES = {
+    "EMAIL_ADDRESS": "jane.roe.1987@example.org",
+    "PHONE_NUMBER": "+1 (415) 555-0132",
+    "CREDIT_CARD": "4111 1111 1111 1111",
+    "US_SSN": "536-22-8726",
+    "IP_ADDRESS": "192.168.13.77",
+    "IBAN_CODE": "DE89 3704 0044 0532 0130 00",
+    "API_KEY": "AKIAQ7YX3EXAMPLEKEY9",
+}
+PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7x3Jexample\n-----END RSA PRIVATE KEY-----"
+
+
+def frame(texts, metas=None):
+    n = len(texts)
+    return pl.DataFrame({"row_number": list(range(1, n + 1)), "text": texts, "metadata": metas or ["{}"] * n},
+                        schema={"row_number": pl.Int64, "text": pl.String, "metadata": pl.String})
+
+
+@pytest.mark.parametrize("entity", list(SAMPLES))
+def test_each_entity_is_redacted_with_its_placeholder(entity):
+    value = SAMPLES[entity]
+    context = "my social security number is " if entity == "US_SSN" else "contact: "
+    out = redact_rows(frame([context + value + " thanks"]))
+    text = out.text[0]
+    assert value not in text and f"<{entity}>" in text
+    assert out.redactions.get(entity, 0) >= 1
+    assert not out.quarantine
+
+
+def test_private_key_quarantines_the_row_by_default_and_can_be_redacted():
+    out = redact_rows(frame(["deploy key " + PEM, "clean row"]))
+    assert out.quarantine == {1: ["PRIVATE_KEY"]}
+    assert out.text[0].startswith("deploy key -----BEGIN")  # untouched: the raw row goes to quarantine
+    red = redact_rows(frame(["deploy key " + PEM]), PiiPolicy(actions={}))
+    assert red.text[0] == "deploy key <PRIVATE_KEY>" and red.redactions == {"PRIVATE_KEY": 1}
+
+
+def test_policy_can_quarantine_any_entity_and_a_scrubbed_placeholder_still_quarantines():
+    policy = PiiPolicy(actions={"EMAIL_ADDRESS": "quarantine"})
+    out = redact_rows(frame([f"mail {SAMPLES['EMAIL_ADDRESS']}", "mail <EMAIL_ADDRESS>"]), policy)
+    assert out.quarantine == {1: ["EMAIL_ADDRESS"], 2: ["EMAIL_ADDRESS"]}
+
+
+def test_metadata_is_redacted_too_and_stays_json():
+    import json
+
+    out = redact_rows(frame(["hello"], ['{"contact":"jane.roe.1987@example.org","n":1}']))
+    assert json.loads(out.metadata[0]) == {"contact": "<EMAIL_ADDRESS>", "n": 1}
+
+
+def test_prefilter_skips_plain_text_and_nothing_is_flagged():
+    texts = ["A fast JSON parser for data pipelines", "Async client library for the web API", None]
+    out = redact_rows(frame(texts))
+    assert out.candidates == 0 and out.redactions == {} and out.text.to_list() == texts
+
+
+def test_luhn_invalid_card_is_not_redacted():
+    out = redact_rows(frame(["order 1234 5678 9012 3456"]))
+    assert "<CREDIT_CARD>" not in out.text[0]
+
+
+def test_redact_values_and_scan_counts():
+    raw = ['{"text": "mail jane.roe.1987@example.org", broken']
+    red = redact_values(raw)
+    assert "jane.roe" not in red[0] and "<EMAIL_ADDRESS>" in red[0]
+    assert scan_counts(red) == {}
+    assert scan_counts(raw) == {"EMAIL_ADDRESS": 1}
+
+
+def test_check_pii_free_fails_on_remaining_pii_and_reports_counts_only():
+    rows = pl.DataFrame({"text": ["ok", "mail jane.roe.1987@example.org"], "metadata": ["{}", "{}"]})
+    outcome = check_pii_free(rows)
+    assert not outcome.passed and outcome.metadata["findings_email_address"] == 1
+    assert "jane" not in str(outcome.metadata) + outcome.description
+    assert check_pii_free(rows.head(1)).passed
+
+
+def test_policy_validation():
+    with pytest.raises(ValueError, match="unknown entities"):
+        PiiPolicy(actions={"NAME": "redact"})
+    with pytest.raises(ValueError, match="actions must be one of"):
+        PiiPolicy(actions={"EMAIL_ADDRESS": "drop"})
+    assert set(SAMPLES) | {"PRIVATE_KEY"} == set(ENTITIES)
