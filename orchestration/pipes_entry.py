@@ -8,7 +8,8 @@ the training data is the snapshot's Parquet files named in the Pipes extras.
 
 Rank 0 alone opens the Pipes session: it reads the extras and broadcasts them to the other ranks, logs
 the loss curve live to the update's MLflow run, forwards step logs to Dagster, and at the end reports the
-asset materialization (final metrics as metadata) and the full ``FinetuneResult`` as a custom message.
+asset materialization (world size, backend, training speed as metadata; merged into the asset's) and
+the full ``FinetuneResult`` as a custom message.
 The other ranks only train (DDP on gloo for CPU, nccl for CUDA; ``training.distributed``).
 
 Extras: ``parent_dir``, ``snapshot_dir``, ``out_dir``, ``checkpoint_dir``, ``train_config`` (dict),
@@ -83,11 +84,11 @@ def main() -> int:
 
                     progress = ProgressFile(Path(extras["progress_file"]), run_id=pipes.run_id).update
                 result = _train(extras, log=pipes.log, report_step=_mlflow_step_logger(extras), on_progress=progress)
-                metrics = {k: float(v) for k, v in _flat_metrics(result).items()}
                 pipes.report_custom_message({"finetune_result": result, "world_size": world})
                 pipes.report_asset_materialization(
                     metadata={"launcher": "pipes", "world_size": world, "backend": _backend(world),
-                              **{f"rank0.{k}": v for k, v in metrics.items()}})
+                              "train_wall_s": float(result["fit"]["wall_seconds"]),
+                              "train_tokens_per_s": float(result["fit"]["tokens_per_second"])})
         else:
             extras = _broadcast(None)
             _train(extras)
@@ -99,12 +100,6 @@ def main() -> int:
 
 def _backend(world: int) -> str:
     return str(torch.distributed.get_backend()) if world > 1 and torch.distributed.is_initialized() else "none"
-
-
-def _flat_metrics(result: dict) -> dict[str, float]:
-    from training.distributed import result_from_dict
-
-    return result_from_dict(result).metrics()
 
 
 if __name__ == "__main__":

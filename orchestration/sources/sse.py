@@ -56,7 +56,7 @@ class SseConfig:
     event_types: tuple[str, ...] = ("message",)
     """SSE ``event:`` types that carry records ("" counts as "message", as in the SSE spec)."""
     max_reconnects: int = 5
-    """Reconnects allowed within one poll after the server drops the connection."""
+    """Reconnects allowed within one poll after the server drops or refuses the connection."""
     reconnect_delay_s: float = 0.5
     """Pause before a reconnect (a server ``retry:`` field overrides it)."""
     user_agent: str = DEFAULT_USER_AGENT
@@ -197,7 +197,8 @@ class SseSource:
             window = []
 
         with httpx.Client(timeout=httpx.Timeout(10.0), follow_redirects=True) as client:
-            while result.connections <= c.max_reconnects:
+            drops = 0  # connections the server cut or refused (a quiet stream's read timeout is not one)
+            while drops <= c.max_reconnects:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -206,7 +207,8 @@ class SseSource:
                     headers["Last-Event-ID"] = last_seen
                 result.connections += 1
                 try:
-                    timeout = httpx.Timeout(10.0, read=max(0.05, min(remaining, 30.0)))
+                    # a quiet stream times out (and reconnects) in time to close a time window
+                    timeout = httpx.Timeout(10.0, read=max(0.05, min(remaining, 30.0, c.window_seconds or 30.0)))
                     with connect_sse(client, "GET", c.url, headers=headers, timeout=timeout) as source:
                         source.response.raise_for_status()
                         for ev in source.iter_sse():
@@ -226,8 +228,15 @@ class SseSource:
                                 close_window()
                             if time.monotonic() >= deadline:
                                 break
+                    drops += 1  # the server ended the stream
+                except httpx.ReadTimeout:
+                    pass  # quiet stream: reconnect from the last event received
+                except httpx.HTTPStatusError as e:
+                    if 400 <= e.response.status_code < 500 and e.response.status_code != 429:
+                        raise  # a wrong URL, token or User-Agent: retrying does not help
+                    drops += 1
                 except (httpx.TransportError, SSEError):
-                    pass  # dropped or timed out: reconnect from the last event received
+                    drops += 1  # dropped or refused: reconnect from the last event received
                 if window and c.window_seconds and time.monotonic() - opened_at >= c.window_seconds:
                     close_window()
                 if time.monotonic() >= deadline:

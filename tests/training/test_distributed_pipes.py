@@ -35,12 +35,16 @@ def test_challenger_model_materializes_through_pipes_with_two_ranks(tmp_path):
                                 instance=instance, selection=TRAINING_ASSETS, raise_on_error=True)
         assert result.success
         value = result.output_for_node("challenger_model")
+        metadata = result.asset_materializations_for_node("challenger_model")[0].metadata
         logs = [e.message for e in instance.all_logs(result.run_id) if e.message]
 
     # rank 0 spoke to Dagster through Pipes: its log lines arrived in the run's event log
     assert any("fine-tuning on 2 process(es), backend gloo" in m for m in logs), logs[-20:]
     assert any("step 6: train loss" in m for m in logs)
     assert value["metrics"]["steps"] == 6.0 and value["metrics"]["challenger_new_loss"] > 0
+    # ...and its reported materialization is part of the asset's
+    assert metadata["launcher"].value == "pipes" and metadata["world_size"].value == 2
+    assert metadata["backend"].value == "gloo" and metadata["train_tokens_per_s"].value > 0
     client = MlflowClient(home.tracking_uri)
     version = client.get_model_version(home.model_name, value["version"])
     run = client.get_run(version.run_id)
