@@ -122,6 +122,8 @@ def challenger_model(
         registry.download_version(parent, parent_dir)
         registry.download_train_state(parent, parent_dir)
     cfg = settings.train_config()
+    launcher, nproc = settings.train_launch()
+    launch_metadata: dict = {}  # what rank 0 of a Pipes launch reported (world size, backend, speed)
     # keyed by what is trained (snapshot + parent), not by the run: a retried run resumes the checkpoint
     work_dir = settings.paths.models / "updates" / f"{manifest.snapshot_id}-from-v{parent}"
     out_dir = work_dir / "challenger"
@@ -132,11 +134,18 @@ def challenger_model(
 
     new_by_window = manifest.texts_by_window("new_eval")
     replay = manifest.texts("replay")
-    result = finetune(parent_dir, manifest.texts("train") + replay, manifest.texts("new_eval"),
-                      manifest.texts("retention_eval"), cfg, out_dir, on_step=on_step,
-                      first_eval_texts=manifest.texts("first_eval"), forward_eval=new_by_window,
-                      matrix_eval={**manifest.texts_by_window("retention_eval"), **new_by_window},
-                      checkpoint_dir=work_dir / "checkpoint")
+    if launcher == "pipes":  # external processes (torchrun; DDP when nproc > 1), rank 0 reports back
+        from orchestration.pipes_launch import finetune_via_pipes
+
+        result, launch_metadata = finetune_via_pipes(
+            context, parent_dir=parent_dir, snapshot_dir=manifest.directory, cfg=cfg, out_dir=out_dir,
+            checkpoint_dir=work_dir / "checkpoint", nproc=nproc)
+    else:
+        result = finetune(parent_dir, manifest.texts("train") + replay, manifest.texts("new_eval"),
+                          manifest.texts("retention_eval"), cfg, out_dir, on_step=on_step,
+                          first_eval_texts=manifest.texts("first_eval"), forward_eval=new_by_window,
+                          matrix_eval={**manifest.texts_by_window("retention_eval"), **new_by_window},
+                          checkpoint_dir=work_dir / "checkpoint")
     if result.resumed_from_step:
         context.log.info(f"resumed a killed update at step {result.resumed_from_step}")
     metrics = result.metrics()
@@ -163,6 +172,7 @@ def challenger_model(
             "train_rows": manifest.rows["train"], "new_eval_rows": manifest.rows["new_eval"],
             "retention_eval_rows": manifest.rows["retention_eval"], "device": result.device, "bf16": result.bf16,
             "threads": result.threads, "replay_rows": manifest.rows.get("replay", 0), "lora": result.lora,
+            "launcher": launcher, "nproc": nproc,
             **{f"replay.{k}": v for k, v in settings.replay_config().to_dict().items()},
         },
         metrics={**metrics, **matrix_metrics},
@@ -186,6 +196,7 @@ def challenger_model(
             "gate": decision.reason,
             "eval": dg.MetadataValue.md(_eval_table(metrics)),
             **{k: float(v) for k, v in metrics.items()},
+            **launch_metadata,
         },
     )
 

@@ -21,6 +21,7 @@ from orchestration.sensors import (
     build_profile_sensor,
 )
 from orchestration.settings import Settings, load_settings
+from orchestration.sources.sensors import build_source_sensors
 
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
@@ -36,6 +37,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
             build_new_window_sensor(settings.finetune_trigger_interval_s, enabled=drift.retrain_on == "new_window"),
             build_profile_sensor(settings.finetune_trigger_interval_s, enabled=drift.enabled),
             build_drift_sensor(settings.finetune_trigger_interval_s, drift.cooldown_s),
+            *build_source_sensors(settings),  # [sources.redis] / [sources.sse]: none unless configured
         ],
         schedules=[build_periodic_finetune(settings.finetune_cron)],
         resources=build_resources(settings),

@@ -18,6 +18,8 @@ No Dagster imports: the CLI and the Dagster code location both read settings her
     n_layer = 4
     [train]                         # training.config.TrainConfig
     epochs = 1.0
+    launcher = "inprocess"          # or "pipes": Dagster Pipes + torchrun over `nproc` processes (DDP)
+    nproc = 1
     [gate]                          # training.config.GateConfig
     retention_tolerance = 0.02
     [quality]                       # quality.suite.QualityConfig
@@ -26,6 +28,12 @@ No Dagster imports: the CLI and the Dagster code location both read settings her
     fraction = 0.25
     [drift]                         # quality.drift.DriftConfig
     false_alarm_rate = 0.05
+    [sources.redis]                 # optional stream sources (orchestration.sources); absent = no sensor
+    url = "redis://127.0.0.1:6379/0"
+    stream = "events"
+    [sources.sse]
+    url = "https://stream.wikimedia.org/v2/stream/recentchange"
+    text_field = "title"
 """
 
 from __future__ import annotations
@@ -139,6 +147,9 @@ class Settings:
     quality: dict[str, Any] = field(default_factory=dict)
     drift: dict[str, Any] = field(default_factory=dict)
     replay: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, Any] = field(default_factory=dict)
+    """[sources.redis] / [sources.sse]: stream sources that land windows (``orchestration.sources``);
+    each sensor exists only when its table is present."""
     """[replay]: training.config.ReplayConfig (window-balanced replay buffer: size, fraction, seed)."""
     """[drift]: quality.drift.DriftConfig (drift monitor and drift_sensor)."""
 
@@ -158,7 +169,27 @@ class Settings:
     def train_config(self):
         from training.config import TrainConfig
 
-        return TrainConfig(**self.train)
+        return TrainConfig(**{k: v for k, v in self.train.items() if k not in LAUNCH_KEYS})
+
+    def train_launch(self) -> tuple[str, int]:
+        """``(launcher, nproc)`` of the fine-tune from ``[train] launcher`` ("inprocess" | "pipes") and
+        ``[train] nproc`` (processes of a Pipes launch; DDP when > 1).
+
+        Raises:
+            ValueError: an unknown launcher or nproc < 1.
+        """
+        launcher = str(self.train.get("launcher", "inprocess"))
+        nproc = self.train.get("nproc", 1)
+        if launcher not in ("inprocess", "pipes"):
+            raise ValueError(f"[train] launcher must be 'inprocess' or 'pipes', got {launcher!r}")
+        if not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1:
+            raise ValueError(f"[train] nproc must be an int >= 1, got {nproc!r}")
+        return launcher, nproc
+
+    def source_config(self, name: str) -> dict[str, Any] | None:
+        """The ``[sources.<name>]`` table (``redis``, ``sse``), or None when that source is not configured."""
+        table = self.sources.get(name)
+        return dict(table) if table else None
 
     def gate_config(self):
         from training.config import GateConfig
@@ -181,7 +212,10 @@ class Settings:
         return DriftConfig(**self.drift)
 
 
-_SCALARS = {f.name: f for f in dataclasses.fields(Settings) if f.name not in {"home", "model", "train", "gate", "quality", "drift", "replay"}}
+LAUNCH_KEYS = ("launcher", "nproc")
+"""``[train]`` keys that choose how the fine-tune is launched (``Settings.train_launch``), not ``TrainConfig`` fields."""
+
+_SCALARS = {f.name: f for f in dataclasses.fields(Settings) if f.name not in {"home", "model", "train", "gate", "quality", "drift", "replay", "sources"}}
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -204,11 +238,11 @@ def load_settings(home: str | Path | None = None) -> Settings:
     if path.exists():
         with path.open("rb") as fh:
             data = tomllib.load(fh)
-        unknown = sorted(set(data) - set(_SCALARS) - {"model", "train", "gate", "quality", "drift", "replay"})
+        unknown = sorted(set(data) - set(_SCALARS) - {"model", "train", "gate", "quality", "drift", "replay", "sources"})
         if unknown:
-            raise ValueError(f"{path}: unknown settings {unknown}; known: {sorted(_SCALARS)} and [model] [train] [gate] [quality] [drift] [replay]")
+            raise ValueError(f"{path}: unknown settings {unknown}; known: {sorted(_SCALARS)} and [model] [train] [gate] [quality] [drift] [replay] [sources.*]")
         for key, value in data.items():
-            values[key] = dict(value) if key in {"model", "train", "gate", "quality", "drift", "replay"} else _coerce(key, value)
+            values[key] = dict(value) if key in {"model", "train", "gate", "quality", "drift", "replay", "sources"} else _coerce(key, value)
     for name in _SCALARS:
         env = os.environ.get(f"STREAMTUNE_{name.upper()}")
         if env is not None:
@@ -217,7 +251,7 @@ def load_settings(home: str | Path | None = None) -> Settings:
 
 
 def write_settings(home: Path, values: dict[str, Any]) -> Path:
-    """Write ``streamtune.toml`` (flat scalars and one level of tables) into a home."""
+    """Write ``streamtune.toml`` (flat scalars, tables and ``[table.sub]`` sub-tables) into a home."""
     lines: list[str] = []
     tables: dict[str, dict[str, Any]] = {}
     for key, value in values.items():
@@ -227,7 +261,11 @@ def write_settings(home: Path, values: dict[str, Any]) -> Path:
             lines.append(f"{key} = {_toml_value(value)}")
     for name, table in tables.items():
         lines.append(f"\n[{name}]")
-        lines.extend(f"{k} = {_toml_value(v)}" for k, v in table.items())
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in table.items() if not isinstance(v, dict))
+        for sub, subtable in table.items():  # [sources.redis] style sub-tables
+            if isinstance(subtable, dict):
+                lines.append(f"\n[{name}.{sub}]")
+                lines.extend(f"{k} = {_toml_value(v)}" for k, v in subtable.items())
     home.mkdir(parents=True, exist_ok=True)
     path = home / SETTINGS_FILE
     path.write_text("\n".join(lines) + "\n")

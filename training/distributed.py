@@ -138,7 +138,7 @@ def finetune_snapshot(
         matrix_eval={**snapshot_texts_by_window(snapshot, "retention_eval"), **new_by_window},
         checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir is not None else None,
         on_trained=on_trained,
-        on_progress=on_progress,
+        **({"on_progress": on_progress} if on_progress is not None else {}),
     )
 
 

@@ -141,6 +141,13 @@ def total_steps_for(cfg: TrainConfig, n_blocks: int) -> int:
     return max(1, math.ceil(cfg.epochs * n_blocks / batch))
 
 
+def _rank_world() -> tuple[int, int]:
+    """``(rank, world_size)`` of an initialised ``torch.distributed`` process group, else ``(0, 1)``."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
 def _is_within(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
@@ -193,6 +200,7 @@ def finetune(
     forward_eval: Mapping[str, Sequence[str]] | None = None,
     matrix_eval: Mapping[str, Sequence[str]] | None = None,
     checkpoint_dir: Path | None = None,
+    on_trained: Callable[[torch.nn.Module], None] | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``parent`` on ``train_texts`` and save the challenger to ``out_dir``.
 
@@ -208,6 +216,11 @@ def finetune(
     ``config.json``, ``model.safetensors``, tokenizer files and ``train_state.pt`` to ``out_dir``; delete
     the checkpoint. The parent directory is only read.
 
+    Inside an initialised ``torch.distributed`` process group (``training.distributed``, one process per
+    rank) the model is wrapped in ``DistributedDataParallel`` and every rank trains on its share of each
+    global batch (``fit(shard=...)``, same updates as one process); only rank 0 evaluates, checkpoints and
+    saves, so on the other ranks the evaluations of the result are None.
+
     Args:
         parent: champion directory (``save_pretrained`` layout, optionally with ``train_state.pt``)
             or a Hub id.
@@ -222,6 +235,8 @@ def finetune(
         matrix_eval: ``{window_key: held-out texts}`` of every window so far, scored after training.
         checkpoint_dir: where mid-update checkpoints live (``CHECKPOINT_FILE``); None = no checkpoints.
             Must not be inside ``parent``.
+        on_trained: called with the trained (LoRA-merged) model right after training, on every rank
+            (``training.distributed`` checks that the ranks' weights agree).
 
     Returns:
         ``FinetuneResult``; ``metrics()`` gives the flat numbers to log.
@@ -244,6 +259,7 @@ def finetune(
     torch.manual_seed(cfg.seed)
     threads = configure_threads(cfg.threads)
     device = select_device()
+    rank, world = _rank_world()  # data parallel (training.distributed): rank 0 scores and saves
     bf16 = bf16_supported(device) if cfg.bf16 is None else cfg.bf16
     fingerprint = update_fingerprint(parent, train_texts, cfg) if checkpoint_dir is not None else ""
     cfg = dataclasses.replace(cfg, bf16=bf16, threads=threads)  # record what actually ran
@@ -254,6 +270,8 @@ def finetune(
         raise ValueError(f"`seq_len` {cfg.seq_len} exceeds the parent's maximum positions {max_positions}")
 
     def score(texts: Sequence[str]) -> EvalResult | None:
+        if rank:  # data parallel: only rank 0 evaluates; the other ranks only train
+            return None
         return evaluate(
             model, tokenizer, texts, seq_len=cfg.seq_len, batch_size=cfg.eval_batch_size, device=device
         )
@@ -298,6 +316,8 @@ def finetune(
 
     def on_checkpoint(step: int, tokens: int) -> None:
         assert ckpt_path is not None
+        if rank:  # data parallel: ranks hold identical weights; rank 0 writes the checkpoint
+            return
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
         _save_checkpoint(ckpt_path, {"fingerprint": fingerprint, "step": step, "train_tokens": carried_tokens + tokens,
                                      "model": model.state_dict(), "optimizer": optimizer.state_dict()})
@@ -308,28 +328,36 @@ def finetune(
         parent, blocks.shape[0], cfg.seq_len + 1, total_steps, start_step, peak_lr, device.type, bf16, threads,
         resumed, lora,
     )
-    fit_result = fit(model, optimizer, blocks, cfg, device=device, total_steps=total_steps, on_step=on_step,
+    if world > 1 and min(cfg.batch_size, blocks.shape[0]) < world:
+        raise ValueError(f"data-parallel training over {world} processes needs a global batch of at least {world} "
+                         f"blocks, got min(batch_size={cfg.batch_size}, blocks={blocks.shape[0]})")
+    trained = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    fit_result = fit(trained, optimizer, blocks, cfg, device=device, total_steps=total_steps, on_step=on_step,
                      peak_lr=peak_lr, start_step=start_step,
-                     on_checkpoint=on_checkpoint if ckpt_path is not None else None)
+                     on_checkpoint=on_checkpoint if ckpt_path is not None else None,
+                     shard=(rank, world) if world > 1 else None)
     fit_result.train_tokens += carried_tokens
     if lora:
         model = model.merge_and_unload()  # register a plain model: adapters folded into the weights
+    if on_trained is not None:
+        on_trained(model)
 
     challenger_new, challenger_retention = score(new_eval_texts), score(retention_eval_texts)
     challenger_first = score(first_eval_texts)
     matrix_after = {k: r for k, v in (matrix_eval or {}).items() if (r := score(v)) is not None}
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
     global_step = parent_step + fit_result.steps
-    torch.save(
-        {"optimizer": optimizer.state_dict() if not lora else {}, "global_step": global_step,
-         "train_config": cfg.to_dict()},
-        out_dir / TRAIN_STATE_FILE,
-    )
-    if ckpt_path is not None:
-        ckpt_path.unlink(missing_ok=True)
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
+        torch.save(
+            {"optimizer": optimizer.state_dict() if not lora else {}, "global_step": global_step,
+             "train_config": cfg.to_dict()},
+            out_dir / TRAIN_STATE_FILE,
+        )
+        if ckpt_path is not None:
+            ckpt_path.unlink(missing_ok=True)
     return FinetuneResult(
         champion_new=champion_new,
         champion_retention=champion_retention,

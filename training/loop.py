@@ -152,6 +152,7 @@ def fit(
     peak_lr: float | None = None,
     start_step: int = 0,
     on_checkpoint: Callable[[int, int], None] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> FitResult:
     """Train ``model`` for ``total_steps`` AdamW steps on packed ``blocks``.
 
@@ -176,6 +177,12 @@ def fit(
             resumed run sees exactly the batches and learning rates of an uninterrupted one.
         on_checkpoint: called as ``on_checkpoint(steps_done, train_tokens)`` every ``cfg.checkpoint_every``
             steps (not after the last step), when ``cfg.checkpoint_every > 0``.
+        shard: ``(rank, world_size)`` for data-parallel training (``training.distributed``): every rank
+            draws the same global minibatch and trains on rows ``rank::world_size`` of it, with ``model``
+            wrapped in ``DistributedDataParallel``. The loss is the shard's token sum over the global
+            batch's target tokens times ``world_size`` (DDP averages gradients over ranks), so gradients,
+            clipping and updates equal those of one process on the whole batch; the logged loss is the
+            global batch mean (one all-reduce). Every shard must be non-empty.
 
     Returns:
         ``FitResult`` (``steps`` = total_steps; ``train_tokens`` counts only the steps run in this call).
@@ -210,11 +217,23 @@ def fit(
         for group in optimizer.param_groups:
             group["lr"] = lr
 
-        x, y = split_block(blocks[next(batches)].to(device))  # (B, T), (B, T)
+        idx = next(batches)
+        if shard is not None:  # data parallel: this rank's rows of the global batch
+            n_targets = int((blocks[idx, 1:] != IGNORE_INDEX).sum())
+            idx = idx[shard[0]::shard[1]]
+        x, y = split_block(blocks[idx].to(device))  # (B, T), (B, T)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(input_ids=x, use_cache=False).logits  # (B, T, V)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX)
-        loss_value = loss.item()
+        if shard is None:
+            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX)
+            loss_value = loss.item()
+        else:
+            loss_sum = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX,
+                                       reduction="sum")
+            loss = loss_sum * (shard[1] / max(1, n_targets))
+            total = loss_sum.detach().reshape(1).clone()
+            torch.distributed.all_reduce(total)
+            loss_value = float(total) / max(1, n_targets)
         if not math.isfinite(loss_value):
             raise FloatingPointError(f"training loss is {loss_value} at step {step + 1}/{total_steps} (lr={lr:.3g})")
         optimizer.zero_grad(set_to_none=True)
@@ -223,7 +242,7 @@ def fit(
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         optimizer.step()
 
-        train_tokens += int((y != IGNORE_INDEX).sum())
+        train_tokens += int((y != IGNORE_INDEX).sum()) if shard is None else n_targets
         pending.append(loss_value)
         if (step + 1) % cfg.log_every == 0 or step + 1 == total_steps:
             point = (step + 1, sum(pending) / len(pending), lr)
