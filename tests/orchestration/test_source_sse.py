@@ -168,3 +168,27 @@ def test_default_settings_add_no_source_sensor(tmp_path):
     assert build_source_sensors(home) == []
     with pytest.raises(ValueError, match="unknown keys"):
         SseConfig.from_dict({"url": "http://127.0.0.1:1/", "txt_field": "x"})
+
+
+def test_a_refused_request_fails_the_poll_instead_of_retrying(tmp_path):
+    import httpx
+
+    class Forbidden(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(403)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Forbidden)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        cfg = SseConfig(url=f"http://127.0.0.1:{httpd.server_address[1]}/stream", name="wiki", max_tick_seconds=5)
+        with pytest.raises(httpx.HTTPStatusError, match="403"):
+            SseSource(cfg).poll(tmp_path / "landing")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert not (tmp_path / "landing").exists() or not list((tmp_path / "landing").iterdir())
