@@ -16,7 +16,6 @@ from st_helpers import tiny_home, window_records
 
 from orchestration.definitions import build_definitions
 from orchestration.landing import closed_files_after, window_key_for
-from orchestration.partitions import WINDOWS_PARTITION
 from orchestration.resources import StreamtuneResource, build_resources
 from orchestration.sensors import build_landing_sensor
 from orchestration.sources.redis_stream import RedisStreamConfig, RedisStreamSource, cut_windows, Entry

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-import torch
 from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,4 +93,3 @@ def test_global_batch_smaller_than_world_is_refused(tmp_path, base_dir, corpus):
                           env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "needs a global batch of at least 2" in proc.stderr + proc.stdout
-    assert torch.distributed.is_available()
