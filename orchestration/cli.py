@@ -107,6 +107,7 @@ def status(home: HomeOpt = None, as_json: Annotated[bool, typer.Option("--json",
     _print_window_table(data["windows"])
     console.print(f"model versions: {len(data['versions'])}; champion: v{data['champion']}" if data["champion"]
                   else "no champion yet")
+    console.print(data["profile"])
 
 
 @app.command()
@@ -159,11 +160,18 @@ def ui(
     procs = [
         subprocess.Popen([str(bindir / "dagster"), "dev", "-m", "orchestration.definitions", "-h", "127.0.0.1",
                           "-p", str(dagster_port)], env=env, cwd=settings.home, start_new_session=True),
-        subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", settings.tracking_uri,
-                          "--artifacts-destination", str(settings.paths.mlartifacts), "--host", "127.0.0.1",
-                          "--port", str(mlflow_port), "--workers", "1"], env=env, cwd=settings.home, start_new_session=True),
     ]
-    console.print(f"Dagster UI: http://127.0.0.1:{dagster_port}   MLflow UI: http://127.0.0.1:{mlflow_port}   (Ctrl-C stops both)")
+    from orchestration.profiles import is_server_uri
+
+    if is_server_uri(settings.tracking_uri):  # team profile: the MLflow server already runs elsewhere
+        mlflow_url = settings.tracking_uri
+    else:
+        mlflow_url = f"http://127.0.0.1:{mlflow_port}"
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", settings.tracking_uri,
+             "--artifacts-destination", str(settings.paths.mlartifacts), "--host", "127.0.0.1",
+             "--port", str(mlflow_port), "--workers", "1"], env=env, cwd=settings.home, start_new_session=True))
+    console.print(f"Dagster UI: http://127.0.0.1:{dagster_port}   MLflow UI: {mlflow_url}   (Ctrl-C stops both)")
     try:
         while all(p.poll() is None for p in procs):
             time.sleep(1)
@@ -229,7 +237,10 @@ def _status_data(settings: Settings) -> dict:
             champion = str(client.get_model_version_by_alias(settings.model_name, "champion").version)
         except Exception:  # no registered model yet
             pass
-    return {"home": str(settings.home), "windows": windows, "versions": versions, "champion": champion}
+    from orchestration.profiles import profile_of
+
+    return {"home": str(settings.home), "windows": windows, "versions": versions, "champion": champion,
+            "profile": profile_of(settings).describe()}
 
 
 def _fmt(v, spec: str = ".3f") -> str:

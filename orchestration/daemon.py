@@ -41,6 +41,9 @@ def instance_env(settings: Settings) -> dict[str, str]:
     env.setdefault("GX_ANALYTICS_ENABLED", "false")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env.setdefault("PYTHONUNBUFFERED", "1")
+    from orchestration.profiles import profile_env
+
+    env.update(profile_env(settings))  # team profile: dagster.yaml reads the Postgres URL from the env
     if not settings.base_model:
         env.setdefault("HF_HUB_OFFLINE", "1")  # the local base needs no hub
     return env
@@ -54,7 +57,9 @@ def prepare_instance(settings: Settings) -> Path:
     """
     paths = settings.paths.ensure()
     template = resources.files("orchestration").joinpath("templates/dagster.yaml").read_text()
-    (paths.dagster_home / "dagster.yaml").write_text(template)
+    from orchestration.profiles import instance_yaml
+
+    (paths.dagster_home / "dagster.yaml").write_text(instance_yaml(settings, template))
     from orchestration.warehouse import Warehouse
 
     Warehouse(paths.warehouse).init_schema()
@@ -87,13 +92,22 @@ class _instance:
     def __enter__(self):
         from dagster import DagsterInstance
 
+        from orchestration.profiles import profile_env
+
         self._old = os.environ.get("DAGSTER_HOME")
         os.environ["DAGSTER_HOME"] = str(self.settings.paths.dagster_home)
+        self._old_profile = {k: os.environ.get(k) for k in profile_env(self.settings)}
+        os.environ.update(profile_env(self.settings))  # team profile: the Postgres URL dagster.yaml reads
         self.instance = DagsterInstance.get()
         return self.instance
 
     def __exit__(self, *exc) -> None:
         self.instance.dispose()
+        for key, value in self._old_profile.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         if self._old is None:
             os.environ.pop("DAGSTER_HOME", None)
         else:

@@ -8,10 +8,9 @@ without Dagster.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import dagster as dg
 
+from orchestration.profiles import artifact_location
 from orchestration.settings import Settings, load_settings
 from orchestration.warehouse import Warehouse
 
@@ -31,7 +30,8 @@ class MlflowResource(dg.ConfigurableResource):
     """MLflow tracking store and model registry (sqlite file by default, or a server URI)."""
 
     tracking_uri: str
-    artifact_location: str
+    artifact_location: str = ""
+    """Artifact root for a new experiment; "" = the tracking server's default (proxied artifacts)."""
     experiment: str = "streamtune"
     model_name: str = "streamtune-lm"
 
@@ -63,7 +63,7 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
         "warehouse": WarehouseResource(path=str(paths.warehouse)),
         "mlflow": MlflowResource(
             tracking_uri=settings.tracking_uri,
-            artifact_location=Path(paths.mlartifacts).as_uri(),
+            artifact_location=artifact_location(settings),  # "" with a tracking server: its proxied store
             experiment=settings.experiment,
             model_name=settings.model_name,
         ),

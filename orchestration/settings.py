@@ -138,7 +138,13 @@ class Settings:
     """Days a quarantined row keeps its raw text/metadata (curated.quarantine is the one place with
     raw values); older rows are blanked at the next curation (``streamtune quarantine purge``)."""
     mlflow_tracking_uri: str = ""
-    """"" = the home's sqlite store; else a tracking server URI."""
+    """"" = the home's sqlite store; else a tracking server URI (team profile: ``http://mlflow:5000``)."""
+    mlflow_artifact_location: str = ""
+    """Artifact root of a newly created experiment; "" = the home's mlartifacts folder, or with a tracking
+    server its own (proxied) artifact store. See ``orchestration.profiles``."""
+    dagster_pg_url: str = ""
+    """"" = the Dagster instance on sqlite files in the home; else a ``postgresql://`` URL (team profile,
+    dagster-postgres). Prefer the ``STREAMTUNE_DAGSTER_PG_URL`` environment variable for the password."""
     experiment: str = "streamtune"
     model_name: str = "streamtune-lm"
     model: dict[str, Any] = field(default_factory=dict)

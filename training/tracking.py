@@ -112,7 +112,7 @@ class ModelRegistry:
         model_name: str = "streamtune-lm",
     ) -> None:
         self.tracking_uri = tracking_uri
-        self.artifact_location = _as_uri(artifact_location)
+        self.artifact_location = _as_uri(artifact_location) if artifact_location else ""  # "": server default
         self.experiment = experiment
         self.model_name = model_name
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
@@ -132,7 +132,7 @@ class ModelRegistry:
         if exp is None:
             try:
                 self._experiment_id = self.client.create_experiment(
-                    self.experiment, artifact_location=self.artifact_location
+                    self.experiment, artifact_location=self.artifact_location or None
                 )
                 return self._experiment_id
             except MlflowException as e:  # another process created it first
@@ -144,7 +144,7 @@ class ModelRegistry:
             raise ValueError(
                 f"MLflow experiment {self.experiment!r} is deleted; restore it or choose another `experiment` name"
             )
-        if exp.artifact_location.rstrip("/") != self.artifact_location.rstrip("/"):
+        if self.artifact_location and exp.artifact_location.rstrip("/") != self.artifact_location.rstrip("/"):
             log.warning(
                 "experiment %r stores artifacts at %s, not %s", self.experiment, exp.artifact_location,
                 self.artifact_location,
