@@ -28,7 +28,9 @@ def curated_window(
     settings, wh, key = streamtune.settings(), warehouse.warehouse(), context.partition_key
     cfg = settings.quality_config()
     rows = wh.read_raw_window(key)
-    prior = wh.recent_norm_hashes(key, cfg.dedup_recent_windows) if cfg.dedup_exact else None
+    near = cfg.near_dup_threshold is not None
+    prior = (wh.recent_norm_hashes(key, cfg.dedup_recent_windows, with_text=near)
+             if (cfg.dedup_exact or near) and cfg.dedup_recent_windows else None)
     verdict = curate_window(rows, cfg, window_key=key, prior_hashes=prior, docs_dir=settings.paths.data_docs / key)
     wh.replace_curated_window(key, verdict.curated, verdict.quarantine, verdict.window_results, verdict.gx_run_id)
     purged = wh.purge_quarantine(settings.quarantine_retention_days)

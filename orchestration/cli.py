@@ -305,7 +305,9 @@ def quarantine_release(window: Annotated[str, typer.Option("--window", "-w", hel
     wh = Warehouse(settings.paths.warehouse)
     cfg = settings.quality_config()
     rows = wh.read_quarantined_raw(window, rule)
-    prior = wh.recent_norm_hashes(window, cfg.dedup_recent_windows, include_self=True) if cfg.dedup_exact else None
+    near = cfg.near_dup_threshold is not None
+    prior = (wh.recent_norm_hashes(window, cfg.dedup_recent_windows, include_self=True, with_text=near)
+             if cfg.dedup_exact or near else None)
     curated, still = rejudge_quarantined(rows, cfg, window_key=window, prior_hashes=prior)
     released = wh.release_quarantined(window, curated, still)
     console.print(f"{window} / {rule}: {rows.height} quarantined rows re-judged, {released} released into "

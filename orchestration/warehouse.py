@@ -401,11 +401,13 @@ class Warehouse:
             ).fetchall()
         return [{"rule": r, "success": bool(ok), "observed": obs} for r, ok, obs in rows]
 
-    def recent_norm_hashes(self, window_key: str, n_windows: int, include_self: bool = False) -> pl.DataFrame:
-        """``window_key, row_number, norm_hash`` of the curated rows of the ``n_windows`` windows
-        landed just before ``window_key`` (landing order: file mtime, then file name; so a rerun
-        sees the same windows), plus its own rows when ``include_self``.
-        The hash is ``quality.dedup.NORM_HASH_SQL``."""
+    def recent_norm_hashes(self, window_key: str, n_windows: int, include_self: bool = False,
+                           with_text: bool = False) -> pl.DataFrame:
+        """``window_key, row_number, norm_hash`` (and ``text`` when ``with_text``, for near-duplicate
+        detection) of the curated rows of the ``n_windows`` windows landed just before
+        ``window_key`` (landing order: file mtime, then file name; so a rerun sees the same
+        windows), plus its own rows when ``include_self``. The hash is
+        ``quality.dedup.NORM_HASH_SQL``; curated text is already PII-redacted."""
         from quality.dedup import NORM_HASH_SQL
 
         with self.connect() as con:
@@ -414,8 +416,8 @@ class Warehouse:
                 "recent AS (SELECT w.window_key FROM raw.windows w, me WHERE w.window_key <> ? AND "
                 "(coalesce(w.file_mtime_ns, 0) < me.m OR (coalesce(w.file_mtime_ns, 0) = me.m AND w.file_name < me.f)) "
                 "ORDER BY coalesce(w.file_mtime_ns, 0) DESC, w.file_name DESC LIMIT ?) "
-                f"SELECT window_key, row_number, {NORM_HASH_SQL} AS norm_hash FROM curated.events "
-                "WHERE window_key IN (SELECT window_key FROM recent) OR (? AND window_key = ?) "
+                f"SELECT window_key, row_number, {NORM_HASH_SQL} AS norm_hash{', text' if with_text else ''} "
+                "FROM curated.events WHERE window_key IN (SELECT window_key FROM recent) OR (? AND window_key = ?) "
                 "ORDER BY window_key, row_number",
                 params=[window_key, window_key, max(int(n_windows), 0), include_self, window_key],
             ).pl()

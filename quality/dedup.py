@@ -1,14 +1,16 @@
-"""Duplicate detection: exact (normalized-text hash, DuckDB) and near (MinHash LSH, datasketch).
+"""Duplicate detection: exact (normalized-text hash, DuckDB) and near (MinHash LSH, rensa).
 
 Exact: ``NORM_HASH_SQL`` = md5 of the NFC-normalized, lower-cased, trimmed text with whitespace
 runs collapsed to one space. Within a window the first row (lowest ``row_number``) is kept; a row
 whose hash already occurs in a recent window's curated rows is a duplicate of that (earliest) row.
 
-Near: datasketch ``MinHash`` over character 5-gram shingles of the normalized text (``num_perm``
-permutations), ``MinHashLSH`` at ``threshold`` (estimated Jaccard). Rows are visited in
-``row_number`` order; a row whose LSH candidates include a kept row with estimated Jaccard
-``>= threshold`` is a near duplicate of the first such kept row, else it is kept and indexed.
-Near-duplicates are looked for within the window only.
+Near: rensa ``RMinHash`` (Rust MinHash, ``num_perm`` permutations, fixed seed) over character
+5-gram shingles of the normalized text, ``RMinHashLSH`` with the band count that minimizes the
+equally weighted false-positive and false-negative probability at ``threshold`` (datasketch's
+rule). The curated rows of recent windows (when given) are indexed first, in window then
+row order; then this window's rows are visited in ``row_number`` order: a row whose LSH candidates
+include an indexed row with estimated Jaccard ``>= threshold`` is a near duplicate of the earliest
+such row (a recent window's row before this window's), else it is kept and indexed.
 
 Both link the dropped row to the kept one (``duplicate_of_window``, ``duplicate_of_row``).
 """
@@ -18,8 +20,16 @@ from __future__ import annotations
 import duckdb
 import polars as pl
 
-NORM_HASH_SQL = r"md5(trim(regexp_replace(lower(nfc_normalize(text)), '\s+', ' ', 'g')))"
-"""DuckDB expression over a ``text`` column: the normalized-text hash (32 hex chars)."""
+_NORM = "lower(nfc_normalize(text))"
+NORM_HASH_SQL = (
+    f"md5(trim(CASE WHEN contains({_NORM}, '  ') OR contains({_NORM}, chr(9)) OR contains({_NORM}, chr(10)) "
+    f"OR contains({_NORM}, chr(12)) OR contains({_NORM}, chr(13)) "
+    f"THEN regexp_replace({_NORM}, '\\s+', ' ', 'g') ELSE {_NORM} END))"
+)
+"""DuckDB expression over a ``text`` column: the normalized-text hash (32 hex chars), i.e.
+``md5(trim(regexp_replace(lower(nfc_normalize(text)), '\\s+', ' ', 'g')))``. RE2's ``\\s`` is
+``[\\t\\n\\f\\r ]``, so a text without a double space or one of those four characters is left
+as is by the replace: the CASE skips the regex there (most texts; the regex is most of the cost)."""
 
 DUP_SCHEMA = {
     "row_number": pl.Int64(),
@@ -50,6 +60,7 @@ def find_duplicates(
     exact: bool = True,
     near_threshold: float | None = 0.9,
     num_perm: int = 64,
+    hashes: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Duplicate rows of one window (``DUP_SCHEMA``), in ``row_number`` order.
 
@@ -57,10 +68,12 @@ def find_duplicates(
         rows: ``row_number`` (Int64, unique) and ``text`` (String, non-null), e.g. redacted curated rows.
         window_key: this window (for links to kept rows of the same window).
         prior: ``window_key``, ``row_number``, ``norm_hash`` of recent windows' curated rows
-            (cross-window exact duplicates); None or empty = within the window only.
+            (cross-window exact duplicates) and, for cross-window near duplicates, ``text``;
+            None or empty = within the window only.
         exact: look for exact duplicates at all.
         near_threshold: estimated Jaccard in (0, 1] for near duplicates; None disables.
         num_perm: MinHash permutations (more = more accurate, slower).
+        hashes: ``row_number, norm_hash`` of ``rows`` if already computed (``norm_hashes``).
 
     Returns: rule ``duplicate_exact`` (reason ``"duplicate_exact: same normalized text as row N
     of window W"``) or ``duplicate_near`` (``"duplicate_near: estimated Jaccard 0.93 >= 0.9 with
@@ -69,61 +82,106 @@ def find_duplicates(
     empty = pl.DataFrame(schema=DUP_SCHEMA)
     if rows.height == 0 or (not exact and near_threshold is None):
         return empty
-    hashed = norm_hashes(rows).join(rows.select("row_number", "text"), on="row_number").sort("row_number")
-    out: list[dict] = []
-    dropped: set[int] = set()
+    if hashes is None:
+        hashes = norm_hashes(rows)
+    hashed = hashes.select("row_number", "norm_hash").join(rows.select("row_number", "text"), on="row_number") \
+        .sort("row_number")
+    parts = [empty]
+    dropped = pl.Series("row_number", [], dtype=pl.Int64)
     if exact:
-        first = hashed.group_by("norm_hash").agg(kept=pl.col("row_number").min())
-        prev = None
+        j = hashed.select("row_number", "norm_hash").with_columns(
+            kept=pl.col("row_number").min().over("norm_hash"))
         if prior is not None and prior.height:
             prev = (prior.sort("window_key", "row_number").group_by("norm_hash", maintain_order=True)
                     .agg(pw=pl.col("window_key").first(), pr=pl.col("row_number").first()))
-        j = hashed.join(first, on="norm_hash", how="left")
-        if prev is not None:
             j = j.join(prev, on="norm_hash", how="left")
         else:
             j = j.with_columns(pw=pl.lit(None, pl.String), pr=pl.lit(None, pl.Int64))
         j = j.filter(pl.col("pw").is_not_null() | (pl.col("kept") != pl.col("row_number")))
-        for rn, kept, pw, pr in j.select("row_number", "kept", "pw", "pr").iter_rows():
-            if pw is not None:
-                out.append(_dup(rn, "duplicate_exact", f"same normalized text as row {pr} of window {pw}", pw, pr))
-            elif kept != rn:
-                out.append(_dup(rn, "duplicate_exact", f"same normalized text as row {kept} of window {window_key}",
-                                window_key, kept))
-            else:
-                continue
-            dropped.add(rn)
+        in_prior = pl.col("pw").is_not_null()
+        exact_dups = j.select(
+            "row_number",
+            rule=pl.lit("duplicate_exact"),
+            reason=pl.format("duplicate_exact: same normalized text as row {} of window {}",
+                             pl.when(in_prior).then(pl.col("pr")).otherwise(pl.col("kept")),
+                             pl.when(in_prior).then(pl.col("pw")).otherwise(pl.lit(window_key))),
+            duplicate_of_window=pl.when(in_prior).then(pl.col("pw")).otherwise(pl.lit(window_key)),
+            duplicate_of_row=pl.when(in_prior).then(pl.col("pr")).otherwise(pl.col("kept")),
+        )
+        parts.append(exact_dups)
+        dropped = exact_dups.get_column("row_number")
     if near_threshold is not None:
-        out += _near(hashed.filter(~pl.col("row_number").is_in(list(dropped))), window_key, near_threshold, num_perm)
-    if not out:
-        return empty
-    return pl.DataFrame(out, schema=DUP_SCHEMA).sort("row_number")
+        near_prior = prior if prior is not None and prior.height and "text" in prior.columns else None
+        out = _near(hashed.filter(~pl.col("row_number").is_in(dropped)), window_key, near_threshold, num_perm,
+                    near_prior)
+        if out:
+            parts.append(pl.DataFrame(out, schema=DUP_SCHEMA, orient="row"))
+    return pl.concat([p.cast(DUP_SCHEMA) for p in parts]).sort("row_number")
 
 
-def _dup(rn: int, rule: str, why: str, window: str, row: int) -> dict:
-    return {"row_number": rn, "rule": rule, "reason": f"{rule}: {why}", "duplicate_of_window": window,
-            "duplicate_of_row": row}
+def _dup(rn: int, rule: str, why: str, window: str, row: int) -> tuple:
+    return (rn, rule, f"{rule}: {why}", window, row)
 
 
-def _shingles(text: str, k: int = 5) -> set[bytes]:
-    t = " ".join(text.lower().split())
-    if len(t) <= k:
-        return {t.encode("utf-8", "surrogatepass")}
-    return {t[i : i + k].encode("utf-8", "surrogatepass") for i in range(len(t) - k + 1)}
+_SEED = 1729
+_SHINGLE = 5
 
 
-def _near(rows: pl.DataFrame, window_key: str, threshold: float, num_perm: int) -> list[dict]:
+def _shingle_lists(texts: pl.Series, k: int = _SHINGLE) -> list[list[str]]:
+    """Character k-gram shingles of each text after lower-casing and collapsing whitespace runs
+    (Python's ``str.split`` whitespace) to one space; a text of at most k chars is one shingle."""
+    norm = (texts.fill_null("").str.to_lowercase().str.replace_all(r"[\s\x1c-\x1f]+", " ")
+            .str.strip_chars(" ").to_list())
+    longest = max((len(t) for t in norm), default=0)
+    slices = [slice(i, i + k) for i in range(max(longest - k + 1, 0))]
+    return [list(map(t.__getitem__, slices[: len(t) - k + 1])) if len(t) > k else [t] for t in norm]
+
+
+def lsh_bands(threshold: float, num_perm: int) -> int:
+    """Band count b (rows per band r = num_perm // b, b * r <= num_perm) minimizing the false
+    positive plus false negative probability mass around ``threshold``, as datasketch does."""
+    import numpy as np
+
+    xs = np.linspace(0.0, 1.0, 1001)
+    best, best_err = 1, float("inf")
+    for b in range(1, num_perm + 1):
+        if num_perm % b:
+            continue  # rensa needs num_perm divisible by the band count
+        r = num_perm // b
+        p = 1 - (1 - xs**r) ** b
+        fp = np.trapezoid(np.where(xs < threshold, p, 0.0), xs)
+        fn = np.trapezoid(np.where(xs >= threshold, 1 - p, 0.0), xs)
+        if fp + fn < best_err:
+            best, best_err = b, fp + fn
+    return best
+
+
+def _near(rows: pl.DataFrame, window_key: str, threshold: float, num_perm: int,
+          prior: pl.DataFrame | None = None) -> list[tuple]:
     if not 0 < threshold <= 1:
         raise ValueError(f"near-duplicate threshold must be in (0, 1], got {threshold}")
-    from datasketch import MinHash, MinHashLSH
+    from rensa import RMinHash, RMinHashLSH
 
-    numbers = rows.get_column("row_number").to_list()
-    texts = rows.get_column("text").to_list()
-    sigs = MinHash.bulk([_shingles(t or "") for t in texts], num_perm=num_perm)
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    def signatures(texts: pl.Series) -> list:
+        out = []
+        for sh in _shingle_lists(texts):
+            m = RMinHash(num_perm=num_perm, seed=_SEED)
+            m.update(sh)
+            out.append(m)
+        return out
+
+    lsh = RMinHashLSH(threshold=threshold, num_perm=num_perm, num_bands=lsh_bands(threshold, num_perm))
+    kept: list = []  # index -> signature; keys into the LSH
+    where: list[tuple[str, int]] = []  # index -> (window_key, row_number)
+    if prior is not None:
+        prior = prior.filter(pl.col("text").is_not_null()).sort("window_key", "row_number")
+        for wk, rn, sig in zip(prior.get_column("window_key").to_list(), prior.get_column("row_number").to_list(),
+                               signatures(prior.get_column("text"))):
+            lsh.insert(len(kept), sig)
+            kept.append(sig)
+            where.append((wk, rn))
     out = []
-    kept: dict[int, MinHash] = {}
-    for rn, sig in zip(numbers, sigs):
+    for rn, sig in zip(rows.get_column("row_number").to_list(), signatures(rows.get_column("text"))):
         best = None
         for cand in sorted(lsh.query(sig)):
             score = sig.jaccard(kept[cand])
@@ -131,10 +189,11 @@ def _near(rows: pl.DataFrame, window_key: str, threshold: float, num_perm: int) 
                 best = (cand, score)
                 break
         if best is None:
-            lsh.insert(rn, sig)
-            kept[rn] = sig
+            lsh.insert(len(kept), sig)
+            kept.append(sig)
+            where.append((window_key, rn))
         else:
-            out.append(_dup(rn, "duplicate_near",
-                            f"estimated Jaccard {best[1]:.2f} >= {threshold} with row {best[0]} of window {window_key}",
-                            window_key, best[0]))
+            kw, kr = where[best[0]]
+            out.append(_dup(rn, "duplicate_near", f"estimated Jaccard {best[1]:.2f} >= {threshold} with row {kr} "
+                                                  f"of window {kw}", kw, kr))
     return out

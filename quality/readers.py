@@ -13,6 +13,20 @@ Record contract (docs/architecture.md): one JSON object per line (``.jsonl``, ``
 Nothing is dropped silently: every record of the file becomes a row or a reject, so
 ``ParsedWindow.source_rows`` equals the number of records (physical lines for JSON Lines, data rows
 for CSV and Parquet). Only a file that cannot be read at all raises ``WindowReadError``.
+
+Invalid UTF-8: a line (CSV: a field) with bytes that are not UTF-8 is decoded with U+FFFD in place
+of each bad byte sequence. If the line still parses as a record it becomes a *row*, and the quality
+gate quarantines it (rule ``valid_utf8``: any U+FFFD in ``record_id``, ``text`` or ``metadata``,
+reason with the byte offset); the bad bytes themselves are never stored anywhere, so a row can only
+re-enter the curated data through ``quarantine release`` after the rule is relaxed. If the bad
+bytes break the JSON structure the line is a reject (``"invalid UTF-8 at byte N"``, ``raw`` with
+U+FFFD replacement).
+
+Speed: JSON Lines records are decoded with orjson (Rust) when it accepts the line and the record
+holds no float of magnitude >= 9.2e18 (orjson reads integers beyond 64 bits as floats); anything
+else goes through the standard library decoder, whose error messages are the documented reject
+reasons. Metadata without floats is serialized by orjson, with floats by the stdlib encoder (float
+formatting differs; string escaping is identical). The result does not depend on the path.
 """
 
 import binascii
@@ -24,10 +38,11 @@ import math
 import re
 import zlib
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+import orjson
 import polars as pl
 
 from quality.schema import RAW_SCHEMA, REJECT_SCHEMA
@@ -38,6 +53,11 @@ _BOM = b"\xef\xbb\xbf"
 _GZIP_CHUNK = 1 << 16
 _CSV_FIELD_LIMIT = 1 << 28  # characters
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_BIG_FLOAT = 9.2e18  # orjson reads integers beyond 64 bits as floats of at least this size: use json there
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+_TS_CACHE_MAX = 65536
+_META_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 _JSON_TYPE = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number",
               bool: "a boolean", type(None): "null"}
 
@@ -104,9 +124,10 @@ def read_window_file(
         row index + 1 for Parquet. An empty file gives zero rows and zero rejects.
 
         Rejected records (``error`` text): JSON Lines: ``"blank line"``, ``"invalid UTF-8 at byte
-        N"`` (0-based offset in the line), ``"invalid JSON: <msg> at column N"``, ``"JSON value is
+        N"`` (0-based offset in the line; only when the line does not parse as a record once the bad
+        bytes are replaced by U+FFFD, else it is a row for the ``valid_utf8`` rule), ``"invalid JSON: <msg> at column N"``, ``"JSON value is
         an array, expected an object"``; CSV: ``"blank row"``, ``"row has 3 fields, header has
-        2"``, ``"invalid UTF-8 in field 'x'"``; Parquet: ``"column 'text' has type Int64, expected
+        2"``; Parquet: ``"column 'text' has type Int64, expected
         string"``; all formats: ``"field 'text' has type int, expected string"``, ``"field 'id'
         has type float, expected string or integer"``, ``"field 'ts' is not an ISO-8601
         timestamp: '...'"``, ``"field 'text' is not valid Unicode (unpaired surrogate)"``.
@@ -216,7 +237,9 @@ class _Builder:
         self.row_numbers: list[int] = []
         self.ids: list[str] = []
         self.texts: list[str | None] = []
-        self.ts: list[datetime] = []
+        self.ts: list[int] = []  # microseconds since the epoch (UTC)
+        self.ts_cache: dict[str, datetime | str] = {}  # ISO string -> UTC datetime, or the error
+        self.default_ts_us = (ingested_at - _EPOCH) // _MICROSECOND
         self.metadata: list[str] = []
         self.reject_numbers: list[int] = []
         self.reject_raw: list[str] = []
@@ -227,28 +250,32 @@ class _Builder:
         self.reject_raw.append(raw)
         self.reject_errors.append(error)
 
-    def record(self, row_number: int, rec: dict[str, Any], raw: str | Callable[[], str]) -> None:
+    def record(self, row_number: int, rec: dict[str, Any], raw: str | Callable[[], str],
+               unicode_checked: bool = False, orjson_meta: bool = False) -> None:
         """Validate one parsed record; append it as a row or a reject.
 
-        ``raw`` is the record verbatim, or a function building it (only called when needed)."""
-        error = self._add(row_number, rec, raw)
+        ``raw`` is the record verbatim, or a function building it (only called when needed).
+        ``unicode_checked``: the decoder already guarantees no unpaired surrogates (orjson).
+        ``orjson_meta``: the record holds no float, so orjson may serialize its metadata."""
+        error = self._add(row_number, rec, raw, unicode_checked, orjson_meta)
         if error is not None:
             self.reject(row_number, raw if isinstance(raw, str) else raw(), error)
 
-    def _add(self, row_number: int, rec: dict[str, Any], raw: str | Callable[[], str]) -> str | None:
+    def _add(self, row_number: int, rec: dict[str, Any], raw: str | Callable[[], str],
+             unicode_checked: bool = False, orjson_meta: bool = False) -> str | None:
         f = self.fields
         text = rec.get(f.text)
         if text is not None:
             if not isinstance(text, str):
                 return f"field {f.text!r} has type {type(text).__name__}, expected string"
-            if _SURROGATE.search(text):
+            if not unicode_checked and _SURROGATE.search(text):
                 return f"field {f.text!r} is not valid Unicode (unpaired surrogate)"
 
         rid = rec.get(f.id)
         if rid is None:
             rid = content_hash(text if text is not None else raw if isinstance(raw, str) else raw())
         elif isinstance(rid, str):
-            if _SURROGATE.search(rid):
+            if not unicode_checked and _SURROGATE.search(rid):
                 return f"field {f.id!r} is not valid Unicode (unpaired surrogate)"
         elif isinstance(rid, int) and not isinstance(rid, bool):
             rid = str(rid)
@@ -257,26 +284,39 @@ class _Builder:
 
         ts = rec.get(f.ts)
         if ts is None:
-            ts = self.ingested_at
+            ts_us = self.default_ts_us
         elif isinstance(ts, str):
-            try:
-                ts = datetime.fromisoformat(ts)
-            except ValueError:
-                return f"field {f.ts!r} is not an ISO-8601 timestamp: {_short_repr(ts)}"
-            ts = _as_utc(ts)
+            parsed = self.ts_cache.get(ts)
+            if parsed is None:
+                try:
+                    parsed = _as_utc(datetime.fromisoformat(ts))
+                except ValueError:
+                    parsed = f"field {f.ts!r} is not an ISO-8601 timestamp: {_short_repr(ts)}"
+                if len(self.ts_cache) >= _TS_CACHE_MAX:
+                    self.ts_cache.clear()
+                self.ts_cache[ts] = parsed
+            if isinstance(parsed, str):
+                return parsed
+            ts_us = (parsed - _EPOCH) // _MICROSECOND
         elif isinstance(ts, datetime):
-            ts = _as_utc(ts)
+            ts_us = (_as_utc(ts) - _EPOCH) // _MICROSECOND
         elif isinstance(ts, date):
-            ts = datetime(ts.year, ts.month, ts.day, tzinfo=timezone.utc)
+            ts_us = (datetime(ts.year, ts.month, ts.day, tzinfo=timezone.utc) - _EPOCH) // _MICROSECOND
         else:
             return f"field {f.ts!r} has type {type(ts).__name__}, expected an ISO-8601 string"
 
-        extra = {k: v for k, v in rec.items() if k not in (f.text, f.id, f.ts)}
+        extra = {k: v for k, v in rec.items() if k != f.text and k != f.id and k != f.ts}
+        if not extra:
+            meta = "{}"
+        elif orjson_meta:
+            meta = orjson.dumps(extra).decode()
+        else:
+            meta = _metadata_json(extra, unicode_checked)
         self.row_numbers.append(row_number)
         self.ids.append(rid)
         self.texts.append(text)
-        self.ts.append(ts)
-        self.metadata.append(_metadata_json(extra))
+        self.ts.append(ts_us)
+        self.metadata.append(meta)
         return None
 
     def rows(self) -> pl.DataFrame:
@@ -287,7 +327,7 @@ class _Builder:
                 "row_number": self.row_numbers,
                 "record_id": self.ids,
                 "text": self.texts,
-                "ts": self.ts,
+                "ts": pl.Series("ts", self.ts, dtype=pl.Int64).cast(RAW_SCHEMA["ts"]),
                 "metadata": self.metadata,
             },
             schema=RAW_SCHEMA,
@@ -332,14 +372,14 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _metadata_json(extra: dict[str, Any]) -> str:
+def _metadata_json(extra: dict[str, Any], unicode_checked: bool = False) -> str:
     if not extra:
         return "{}"
     try:
-        out = json.dumps(extra, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        out = _META_ENCODER.encode(extra)
     except (TypeError, ValueError):
         out = json.dumps(_json_safe(extra), ensure_ascii=False, separators=(",", ":"), default=str)
-    if _SURROGATE.search(out):  # an unpaired "\udXXX" escape in the source: keep it escaped
+    if not unicode_checked and _SURROGATE.search(out):  # an unpaired "\udXXX" escape in the source: keep it escaped
         out = json.dumps(_json_safe(extra), ensure_ascii=True, separators=(",", ":"), default=str)
     return out
 
@@ -365,40 +405,82 @@ def _parse_jsonl(data: bytes, b: _Builder) -> None:
     lines = data.split(b"\n")
     if lines[-1] == b"":  # the terminator of the last line does not start a new line
         lines.pop()
+    orjson_loads = orjson.loads
     for n, bline in enumerate(lines, start=1):
         if bline.endswith(b"\r"):
             bline = bline[:-1]
+        # fast path: orjson accepts the line (valid UTF-8, valid JSON, no NaN, no lone surrogate)
         try:
-            line = bline.decode("utf-8")
-        except UnicodeDecodeError as e:
-            b.reject(n, bline.decode("utf-8", "backslashreplace"), f"invalid UTF-8 at byte {e.start}")
-            continue
-        if not line.strip(" \t\r\f\v"):
-            b.reject(n, line, "blank line")
-            continue
-        try:
-            obj = json.loads(line, parse_constant=_no_constants)
-        except json.JSONDecodeError as e:
-            at = "" if e.msg.endswith(" at") else " at"  # "Unterminated string starting at"
-            b.reject(n, line, f"invalid JSON: {e.msg}{at} column {e.colno}")
-            continue
-        except _InvalidConstant as e:
-            b.reject(n, line, f"invalid JSON: {e}")
-            continue
-        except RecursionError:
-            b.reject(n, line, "invalid JSON: nested too deeply")
-            continue
+            obj = orjson_loads(bline)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            if type(obj) is dict:
+                floats = _float_kind(obj)
+                if floats < 2:
+                    b.record(n, obj, lambda bline=bline: bline.decode("utf-8"), unicode_checked=True,
+                             orjson_meta=floats == 0)
+                    continue
+        _parse_json_line(n, bline, b)
+
+
+def _float_kind(obj: Any, depth: int = 0) -> int:
+    """0: no float in ``obj``; 1: floats; 2: a float orjson may have made from a >64-bit integer."""
+    kind = 0
+    for v in obj.values() if type(obj) is dict else obj:
+        t = type(v)
+        if t is float:
+            if not -_BIG_FLOAT < v < _BIG_FLOAT:
+                return 2
+            kind = 1
+        elif t is dict or t is list:
+            if depth > 200:
+                return 2
+            k = _float_kind(v, depth + 1)
+            if k == 2:
+                return 2
+            kind |= k
+    return kind
+
+
+def _parse_json_line(n: int, bline: bytes, b: _Builder) -> None:
+    """The standard-library path for one line: exact reject reasons, invalid UTF-8 handling."""
+    bad_utf8 = None
+    try:
+        line = bline.decode("utf-8")
+    except UnicodeDecodeError as e:
+        bad_utf8 = e.start
+        line = bline.decode("utf-8", "replace")  # never store the bad bytes themselves
+    if not line.strip(" \t\r\f\v"):
+        b.reject(n, line, "blank line")
+        return
+    error = None
+    try:
+        obj = json.loads(line, parse_constant=_no_constants)
+    except json.JSONDecodeError as e:
+        at = "" if e.msg.endswith(" at") else " at"  # "Unterminated string starting at"
+        error = f"invalid JSON: {e.msg}{at} column {e.colno}"
+    except _InvalidConstant as e:
+        error = f"invalid JSON: {e}"
+    except RecursionError:
+        error = "invalid JSON: nested too deeply"
+    else:
         if not isinstance(obj, dict):
-            b.reject(n, line, f"JSON value is {_JSON_TYPE.get(type(obj), type(obj).__name__)}, expected an object")
-            continue
-        b.record(n, obj, line)
+            error = f"JSON value is {_JSON_TYPE.get(type(obj), type(obj).__name__)}, expected an object"
+    if error is not None:
+        if bad_utf8 is not None:  # the bad bytes are the first cause
+            error = f"invalid UTF-8 at byte {bad_utf8} ({error} after U+FFFD replacement)"
+        b.reject(n, line, error)
+        return
+    # A record with replaced bytes becomes a row: the gate's valid_utf8 rule quarantines it.
+    b.record(n, obj, line)
 
 
 def _parse_csv(data: bytes, b: _Builder, path: Path) -> None:
     """Python ``csv`` (excel dialect: quoted fields may hold commas, quotes and newlines)."""
     if data.startswith(_BOM):
         data = data[len(_BOM) :]
-    # surrogateescape keeps undecodable bytes visible per row instead of failing the file.
+    # surrogateescape keeps undecodable bytes detectable per row (then U+FFFD) instead of failing the file.
     reader = csv.reader(io.StringIO(data.decode("utf-8", "surrogateescape"), newline=""))
     limit = csv.field_size_limit(_CSV_FIELD_LIMIT)  # default 128 KiB would fail the whole file
     try:
@@ -418,10 +500,9 @@ def _parse_csv(data: bytes, b: _Builder, path: Path) -> None:
             if len(row) != len(header):
                 b.reject(n, _csv_raw(row), f"row has {len(row)} fields, header has {len(header)}")
                 continue
-            bad = next((h for h, v in zip(header, row) if _SURROGATE.search(v)), None)
-            if bad is not None:
-                b.reject(n, _csv_raw(row), f"invalid UTF-8 in field {bad!r}")
-                continue
+            if any(_SURROGATE.search(v) for v in row):
+                # invalid UTF-8 bytes (surrogate-escaped): U+FFFD, quarantined by the gate (valid_utf8)
+                row = [v.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for v in row]
             # CSV cannot say null: an empty id or ts means "absent"; an empty text stays "".
             rec = {h: (None if v == "" and h in optional else v) for h, v in zip(header, row)}
             b.record(n, rec, lambda row=row: _csv_raw(row))
@@ -434,7 +515,7 @@ def _parse_csv(data: bytes, b: _Builder, path: Path) -> None:
 def _csv_raw(row: list[str]) -> str:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="").writerow(row)
-    return buf.getvalue().encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return buf.getvalue().encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _parse_parquet(data: bytes, b: _Builder, path: Path) -> None:

@@ -10,8 +10,11 @@ GX is imported lazily (2.5-5 s) and a single ephemeral context is kept per proce
 results are not kept in it, so calling ``curate_window`` for every window of a long-running process
 does not grow memory. Analytics and progress bars are off.
 
-Scores (lengths) are computed with polars; GX makes the decisions, as NeMo-Curator separates
-``score_document`` from ``keep_document``.
+Scores (lengths, control-character and U+FFFD counts, a 60-bit key of the normalized-text hash) are
+computed with polars and GX makes the decisions on them, as NeMo-Curator separates
+``score_document`` from ``keep_document``. The frame GX validates is all integers (no text): GX
+hashes the whole batch and evaluates map expectations vectorized on int64/float64 columns only, so
+this keeps the GX stage proportional to the row count at numpy speed.
 """
 
 import hashlib
@@ -26,7 +29,7 @@ import polars as pl
 
 from quality.schema import QUARANTINE_SCHEMA, RAW_SCHEMA
 
-RULES = ("text_missing", "text_too_short", "text_too_long", "text_control_chars")
+RULES = ("text_missing", "valid_utf8", "text_too_short", "text_too_long", "text_control_chars")
 """Row-level GX rule ids, in priority order (a quarantined row's ``rule`` is its first failing one)."""
 
 WINDOW_RULES = ("schema_columns", "record_id_not_null", "window_row_count", "duplicate_rate")
@@ -37,6 +40,9 @@ LATER_RULES = ("pii_<entity>", "duplicate_exact", "duplicate_near")
 
 CONTROL_CHARS_REGEX = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
 """Unicode category Cc (C0, DEL, C1) except tab, LF and CR."""
+
+REPLACEMENT_CHAR = "\ufffd"
+"""U+FFFD: what the reader puts where a record had invalid UTF-8 bytes (``valid_utf8`` rule)."""
 
 RESULT_FORMAT = {
     "result_format": "COMPLETE",
@@ -69,6 +75,11 @@ class QualityConfig:
     """Maximum text length in characters (code points), not stripped."""
     forbid_control_chars: bool = True
     """Quarantine texts containing C0/C1 control characters (``CONTROL_CHARS_REGEX``)."""
+    require_valid_utf8: bool = True
+    """Quarantine rows whose source had invalid UTF-8 bytes: any U+FFFD in ``record_id``, ``text`` or
+    ``metadata`` (the reader replaces bad bytes by U+FFFD and never stores them; a U+FFFD already
+    present in valid input means an upstream decoder lost bytes, and is quarantined the same way).
+    Rule ``valid_utf8``; set False and ``quarantine release --rule valid_utf8`` to accept them."""
     min_window_rows: int = 1
     """Window level: a curated window with fewer rows fails ``check_window_not_empty``."""
     max_window_rows: int | None = None
@@ -77,14 +88,15 @@ class QualityConfig:
     """Window level (GX ``ExpectColumnProportionOfUniqueValuesToBeBetween`` on the normalized-text
     hash of the parsed rows): above this share of duplicate texts the window fails the blocking
     ``window_expectations`` check. None disables."""
-    dedup_exact: bool = False
+    dedup_exact: bool = True
     """Quarantine exact duplicates (normalized-text hash) within the window and against the
-    ``dedup_recent_windows`` most recent other windows (rule ``duplicate_exact``)."""
+    ``dedup_recent_windows`` most recent other windows (rule ``duplicate_exact``). On by default."""
     dedup_recent_windows: int = 3
-    """How many recently ingested windows the cross-window exact dedup looks at (0 = none)."""
+    """How many recently ingested windows the cross-window dedup (exact and near) looks at (0 = none)."""
     near_dup_threshold: float | None = None
-    """Quarantine near duplicates within the window (MinHash LSH, estimated Jaccard of character
-    5-grams >= this; rule ``duplicate_near``). None disables."""
+    """Quarantine near duplicates (MinHash LSH, estimated Jaccard of character 5-grams >= this; rule
+    ``duplicate_near``) within the window and against the curated rows of the
+    ``dedup_recent_windows`` most recent windows. None disables."""
     near_dup_num_perm: int = 64
     """MinHash permutations for near-duplicate detection."""
     pii: bool = True
@@ -194,12 +206,15 @@ def curate_window(
         cfg: thresholds; rules whose threshold is None/False are not evaluated (count 0).
         window_key: the window (for duplicate links); defaults to the rows' ``window_key``.
         prior_hashes: ``window_key, row_number, norm_hash`` of recent windows' curated rows
-            (``cfg.dedup_exact`` cross-window); None = within the window only.
+            (cross-window dedup), plus ``text`` when ``cfg.near_dup_threshold`` is set (near
+            duplicates against recent windows); None = within the window only.
         docs_dir: build GX Data Docs for this validation into this directory (PII-free: results
             hold row numbers and counts only).
 
     Rules and their exact ``reason`` parts:
         - ``text_missing``: ``"text_missing: text is null"``
+        - ``valid_utf8``: ``"valid_utf8: invalid UTF-8 replaced by U+FFFD at byte 4 of text"`` (first
+          U+FFFD; field ``record_id``, ``text`` or ``metadata``; byte offset in the stored field)
         - ``text_too_short``: ``"text_too_short: 0 chars after stripping whitespace, min_chars=1"``
         - ``text_too_long``: ``"text_too_long: 2345 chars, max_chars=2000"``
         - ``text_control_chars``: ``"text_control_chars: contains C0/C1 control characters"``
@@ -222,9 +237,8 @@ def curate_window(
     if window_key is None:
         window_key = rows.get_column("window_key")[0] if rows.height else ""
     hashes = norm_hashes(rows)
-    scored = _score(rows).with_columns(record_id=rows.get_column("record_id"),
-                                       norm_hash=hashes.get_column("norm_hash"))
-    specs = _row_specs(cfg) + [("record_id_missing", "ExpectColumnValuesToNotBeNull", {"column": "record_id"})]
+    scored = _score(rows).with_columns(norm_hash_key=_hash_key(hashes.get_column("norm_hash")))
+    specs = _row_specs(cfg) + [("record_id_missing", "ExpectColumnValuesToNotBeNull", {"column": "record_id_bytes"})]
     wspecs = _window_specs(cfg, list(scored.columns))
     run = _gx().validate("curate_window", specs + wspecs, scored, docs_dir=docs_dir)
 
@@ -238,6 +252,8 @@ def curate_window(
     flags = {rule: pl.col("row_number").is_in(pl.Series(failing[rule], dtype=pl.Int64)) for rule in gx_rules}
     reasons = {
         "text_missing": pl.lit("text_missing: text is null"),
+        "valid_utf8": pl.format("valid_utf8: invalid UTF-8 replaced by U+FFFD at byte {} of {}",
+                                pl.col("_fffd_at"), pl.col("_fffd_field")),
         "text_too_short": pl.format(
             "text_too_short: {} chars after stripping whitespace, min_chars={}",
             pl.col("_stripped_chars"), pl.lit(cfg.min_chars)),
@@ -251,6 +267,7 @@ def curate_window(
     judged = rows.with_columns(
         _chars=scored.get_column("text_chars"),
         _stripped_chars=scored.get_column("text_stripped_chars"),
+        **_fffd_position(),
     ).with_columns(
         rule=rule_expr.otherwise(pl.lit(None, dtype=pl.String)),
         reason=pl.concat_str([pl.when(flags[r]).then(reasons[r]) for r in gx_rules], separator="; ", ignore_nulls=True),
@@ -275,10 +292,19 @@ def curate_window(
         parts.append(_quarantine_rows(passed, qrows, run.run_id))
         redacted = redacted.filter(~pl.col("row_number").is_in(qrows.get_column("row_number")))
 
-    # Dedup on the redacted texts (no PII in hashes or links).
+    # Dedup on the redacted texts (no PII in hashes or links): hashes of unchanged texts are reused.
+    redacted_hashes = None
+    if cfg.dedup_exact or cfg.near_dup_threshold is not None:
+        redone = redacted.join(passed.select("row_number", raw_text="text"), on="row_number") \
+            .filter(pl.col("text") != pl.col("raw_text")).select("row_number", "text")
+        redacted_hashes = pl.concat([
+            hashes.join(redacted.select("row_number"), on="row_number")
+                  .filter(~pl.col("row_number").is_in(redone.get_column("row_number"))),
+            norm_hashes(redone),
+        ])
     dups = find_duplicates(redacted, window_key, prior_hashes if cfg.dedup_recent_windows else None,
                            exact=cfg.dedup_exact, near_threshold=cfg.near_dup_threshold,
-                           num_perm=cfg.near_dup_num_perm)
+                           num_perm=cfg.near_dup_num_perm, hashes=redacted_hashes)
     if dups.height:
         parts.append(_quarantine_rows(passed, dups, run.run_id))
         redacted = redacted.filter(~pl.col("row_number").is_in(dups.get_column("row_number")))
@@ -337,7 +363,7 @@ def _window_specs(cfg: QualityConfig, columns: list[str]) -> list[tuple[str, str
                   {"min_value": 0, "max_value": cfg.max_window_rows}))
     if cfg.max_duplicate_rate is not None:
         specs.append(("duplicate_rate", "ExpectColumnProportionOfUniqueValuesToBeBetween",
-                      {"column": "norm_hash", "min_value": 1 - cfg.max_duplicate_rate}))
+                      {"column": "norm_hash_key", "min_value": 1 - cfg.max_duplicate_rate}))
     return specs
 
 
@@ -416,14 +442,14 @@ def check_pii_free(curated: pl.DataFrame) -> CheckOutcome:
 
 
 def check_text_not_null(curated: pl.DataFrame) -> CheckOutcome:
-    """GX ``ExpectColumnValuesToNotBeNull`` on ``text`` of a curated (RAW_SCHEMA) frame.
+    """GX ``ExpectColumnValuesToNotBeNull`` on the text length (null iff ``text`` is) of a curated frame.
 
     Metadata: ``row_count``, ``unexpected_count`` (null texts), ``gx_run_id``.
     Raises ValueError if the frame does not match RAW_SCHEMA, QualityGateError if GX fails.
     """
     _check_raw_frame(curated)
     run = _gx().validate(
-        "check_text_not_null", [("text_missing", "ExpectColumnValuesToNotBeNull", {"column": "text"})], _score(curated)
+        "check_text_not_null", [("text_missing", "ExpectColumnValuesToNotBeNull", {"column": "text_chars"})], _score(curated)
     )
     n, bad = curated.height, len(run.failing_rows("text_missing"))
     passed = bad == 0 and run.success
@@ -517,8 +543,11 @@ def check_rows_conserved(raw_rows: int, curated_rows: int, quarantined_rows: int
 def _row_specs(cfg: QualityConfig) -> list[tuple[str, str, dict]]:
     """(rule id, GX expectation class, kwargs) for every enabled row-level rule, RULES order.
     Columns are those of ``_score``."""
-    # text_missing is always on: a null text can never be curated.
-    specs = [("text_missing", "ExpectColumnValuesToNotBeNull", {"column": "text"})]
+    # text_missing is always on: a null text can never be curated (text_chars is null iff text is).
+    specs = [("text_missing", "ExpectColumnValuesToNotBeNull", {"column": "text_chars"})]
+    if cfg.require_valid_utf8:
+        specs.append(("valid_utf8", "ExpectColumnValuesToBeBetween",
+                      {"column": "invalid_utf8_chars", "max_value": 0}))
     if cfg.min_chars is not None:
         specs.append(("text_too_short", "ExpectColumnValuesToBeBetween",
                       {"column": "text_stripped_chars", "min_value": cfg.min_chars}))
@@ -526,8 +555,8 @@ def _row_specs(cfg: QualityConfig) -> list[tuple[str, str, dict]]:
         specs.append(("text_too_long", "ExpectColumnValuesToBeBetween",
                       {"column": "text_chars", "max_value": cfg.max_chars}))
     if cfg.forbid_control_chars:
-        specs.append(("text_control_chars", "ExpectColumnValuesToNotMatchRegex",
-                      {"column": "text", "regex": CONTROL_CHARS_REGEX}))
+        specs.append(("text_control_chars", "ExpectColumnValuesToBeBetween",
+                      {"column": "text_control_chars", "max_value": 0}))
     return specs
 
 
@@ -547,14 +576,38 @@ def _check_raw_frame(rows: pl.DataFrame) -> None:
 
 
 def _score(rows: pl.DataFrame) -> pl.DataFrame:
-    """(row_number Int64, text String, text_chars UInt32, text_stripped_chars UInt32); lengths in
-    Unicode code points, null where text is null."""
+    """The frame GX validates, all Int64 (vectorized in GX's pandas engine; no text values):
+    ``row_number``; ``text_chars`` and ``text_stripped_chars`` (Unicode code points; null where
+    text is null); ``text_control_chars`` (matches of ``CONTROL_CHARS_REGEX``, null where text is
+    null); ``invalid_utf8_chars`` (U+FFFD in record_id, text and metadata; 0 if none);
+    ``record_id_bytes`` (null where record_id is null)."""
+    fffd = [pl.col(c).str.count_matches(REPLACEMENT_CHAR, literal=True).fill_null(0)
+            for c in ("record_id", "text", "metadata")]
     return rows.select(
         "row_number",
-        "text",
-        text_chars=pl.col("text").str.len_chars(),
-        text_stripped_chars=pl.col("text").str.strip_chars().str.len_chars(),
+        text_chars=pl.col("text").str.len_chars().cast(pl.Int64),
+        text_stripped_chars=pl.col("text").str.strip_chars().str.len_chars().cast(pl.Int64),
+        text_control_chars=pl.col("text").str.count_matches(CONTROL_CHARS_REGEX).cast(pl.Int64),
+        invalid_utf8_chars=pl.sum_horizontal(fffd).cast(pl.Int64),
+        record_id_bytes=pl.col("record_id").str.len_bytes().cast(pl.Int64),
     )
+
+
+def _fffd_position() -> dict[str, pl.Expr]:
+    """``_fffd_field`` (first of record_id, text, metadata holding U+FFFD) and ``_fffd_at`` (its
+    byte offset there): the ``valid_utf8`` reason. Positions only, never values."""
+    field, at = pl.lit(None, dtype=pl.String), pl.lit(None, dtype=pl.Int64)
+    for col in ("metadata", "text", "record_id"):  # reversed: the first field wins
+        pos = pl.col(col).str.find(REPLACEMENT_CHAR, literal=True).cast(pl.Int64)
+        field = pl.when(pos.is_not_null()).then(pl.lit(col)).otherwise(field)
+        at = pl.when(pos.is_not_null()).then(pos).otherwise(at)
+    return {"_fffd_field": field, "_fffd_at": at}
+
+
+def _hash_key(norm_hash: pl.Series) -> pl.Series:
+    """Int64 key of the normalized-text hash (its first 15 hex digits, 60 bits) for GX's
+    uniqueness metric: an integer column keeps the GX frame free of strings."""
+    return norm_hash.str.slice(0, 15).str.to_integer(base=16).cast(pl.Int64)
 
 
 @dataclass(frozen=True)

@@ -34,13 +34,16 @@ def build(directory: Path = FILES) -> None:
     w("malformed-json.jsonl", "\n".join([
         good(1, "mal"), "{bad json", "[1, 2]", '"just a string"', '{"text": "unterminated', good(2, "mal"),
         "", '{"text": NaN}', good(3, "mal")]) + "\n")
+    # bad bytes inside a value: a row, quarantined by valid_utf8; bad bytes breaking the JSON: a reject
     w("invalid-utf8.jsonl", (good(1, "utf") + "\n").encode()
-      + b'{"id": "bad-bytes", "text": "caf\xe9 latin-1 bytes \xff\xfe"}\n' + (good(2, "utf") + "\n").encode())
+      + b'{"id": "bad-bytes", "text": "caf\xe9 latin-1 bytes \xff\xfe"}\n'
+      + b'{"id": "bad-structure", \xff\xfe "text": "bytes where a key should start"}\n'
+      + (good(2, "utf") + "\n").encode())
     w("nul-bytes.jsonl", "\n".join([
         good(1, "nul"), json.dumps({"id": "nul-escaped", "text": "a\u0000b escaped NUL inside the text"}),
         '{"id": "nul-raw", "text": "raw\x00byte"}', good(2, "nul")]) + "\n")
     w("empty.jsonl", b"")
-    full = gzip.compress(("\n".join(good(i, "gz") for i in range(50)) + "\n").encode())
+    full = gzip.compress(("\n".join(good(i, "gz") for i in range(50)) + "\n").encode(), mtime=0)
     w("truncated.jsonl.gz", full[: len(full) // 2])
     w("embedded.csv", 'id,text,source\r\n'
       'c1,"a text with a newline\ninside it and ""quotes""",web\r\n'

@@ -26,11 +26,12 @@ THINGS = ["data", "cloud", "kafka", "redis", "postgres", "web", "ml", "image", "
 
 
 def window_records(index: int, n: int = 60) -> list[dict]:
-    """Deterministic PyPI-like summaries for window ``index``."""
+    """Deterministic PyPI-like summaries for window ``index``; every text is distinct (within and
+    across windows) so the default exact dedup keeps them all."""
     rows = []
     for i in range(n):
         topic = TOPICS[(i + index) % len(TOPICS)]
-        rows.append({"id": f"w{index}-{i}", "text": topic.format(x=THINGS[(i * 7 + index) % len(THINGS)]) + f" v{i % 5}",
+        rows.append({"id": f"w{index}-{i}", "text": topic.format(x=THINGS[(i * 7 + index) % len(THINGS)]) + f" v{index}.{i}",
                      "ts": f"2025-{index + 1:02d}-01T00:00:00Z", "package": f"pkg{i}"})
     return rows
 

@@ -36,8 +36,10 @@ def ingest(settings, instance, name, records, extra_lines=()):
 def test_metadata_docs_checks_and_cross_window_dedup(tmp_path):
     home = tiny_home(tmp_path / "home", quality={"dedup_exact": True, "near_dup_threshold": 0.85,
                                                  "max_chars": 300})
-    first = unique_records(1, 20)
+    base = "Command line tool to manage kubernetes deployments across many clusters with ease and safety"
+    first = unique_records(1, 20) + [{"id": "base", "text": base}]
     second = unique_records(2, 20) + [
+        {"id": "near", "text": base + "!"},  # near duplicate of window 1 row 21 (cross-window MinHash)
         {"id": "again", "text": first[3]["text"].upper()},  # exact duplicate of window 1 row 4
         {"id": "dup", "text": "window 2 record 0: async tooling for data teams"},  # exact, within window
         {"id": "mail", "text": "contact jane.roe.1987@example.org for access"},
@@ -52,7 +54,8 @@ def test_metadata_docs_checks_and_cross_window_dedup(tmp_path):
         assert checks["pii_free"] and checks["window_expectations"] and checks["rows_conserved"]
         meta = {k: v.value for k, v in r2.asset_materializations_for_node("curated_window")[0].metadata.items()}
     assert meta["dagster/row_count"] == 21
-    assert meta["quarantined_by_rule"] == {"duplicate_exact": 2, "pii_private_key": 1, "text_too_long": 1}
+    assert meta["quarantined_by_rule"] == {"duplicate_exact": 2, "duplicate_near": 1, "pii_private_key": 1,
+                                           "text_too_long": 1}
     assert meta["redactions_by_entity"] == {"EMAIL_ADDRESS": 1}
     assert meta["duplicates_exact"] == 2 and meta["duplicate_rate"] > 0
     docs = meta["gx_data_docs"]
@@ -65,6 +68,8 @@ def test_metadata_docs_checks_and_cross_window_dedup(tmp_path):
     links = {(r["rule"], r["duplicate_of_window"], r["duplicate_of_row"]) for r in q.iter_rows(named=True)
              if r["rule"] == "duplicate_exact"}
     assert links == {("duplicate_exact", k1, 4), ("duplicate_exact", k2, 1)}
+    near = q.filter(q["rule"] == "duplicate_near")
+    assert near.select("record_id", "duplicate_of_window", "duplicate_of_row").rows() == [("near", k1, 21)]
     with wh.connect(read_only=True) as con:
         raw_texts = [t for (t,) in con.execute("SELECT text FROM raw.events WHERE window_key = ?", [k2]).fetchall()]
         rejects = [r for (r,) in con.execute("SELECT raw FROM raw.rejects WHERE window_key = ?", [k2]).fetchall()]

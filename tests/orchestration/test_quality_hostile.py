@@ -49,7 +49,7 @@ def failure_messages(result):
 
 def test_hostile_corpus_end_to_end(tmp_path):
     expected = {k: v for k, v in json.loads((HOSTILE / "expected.json").read_text()).items() if not k.startswith("_")}
-    home = tiny_home(tmp_path / "home", quality={"dedup_exact": True})
+    home = tiny_home(tmp_path / "home")  # default quality settings: exact dedup on
     landing = home.paths.landing
     for p in (HOSTILE / "files").iterdir():
         shutil.copyfile(p, landing / p.name)
@@ -104,6 +104,12 @@ def test_hostile_corpus_end_to_end(tmp_path):
             errors = [row[3] for row in snap["rejects"]]
             for part in exp.get("errors", []):
                 assert any(part in e for e in errors), (name, part, errors)
+            if name == "invalid-utf8.jsonl":  # U+FFFD in quarantine and rejects; the bad bytes nowhere
+                (q,) = snap["quarantine"]
+                assert "\ufffd" in q[3] and q[7] == "valid_utf8: invalid UTF-8 replaced by U+FFFD at byte 3 of text"
+                assert "\ufffd" in snap["rejects"][0][2] and "\\x" not in snap["rejects"][0][2]
+                mat = result.asset_materializations_for_node("curated_window")[0]
+                assert mat.metadata["quarantined_by_rule"].value == {"valid_utf8": 1}
             if "same_file_as" in exp:
                 mat = result.asset_materializations_for_node("raw_window")[0]
                 assert mat.metadata["same_file_as"].value == exp["same_file_as"]

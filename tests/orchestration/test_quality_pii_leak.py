@@ -36,7 +36,9 @@ REJECT_VALUE = "carol.reject@example.net"  # PII in a line that cannot be parsed
 
 
 def pii_records(index):
-    return [{"id": f"pii{index}-{name}", "text": text, "owner": META_VALUE} for name, (_, text) in INJECTED.items()]
+    # distinct texts per window: exact dedup (on by default) would otherwise quarantine window 2's copies
+    return [{"id": f"pii{index}-{name}", "text": f"{text} (window {index})", "owner": META_VALUE}
+            for name, (_, text) in INJECTED.items()]
 
 
 def values():

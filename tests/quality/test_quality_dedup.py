@@ -61,3 +61,31 @@ def test_duplicate_rate_bound_is_a_window_expectation():
     assert res["duplicate_rate"] is False and res["schema_columns"] and res["window_row_count"]
     ok = curate_window(rows("a", "b"), QualityConfig(max_duplicate_rate=0.25))
     assert all(r["success"] for r in ok.window_results)
+
+
+def test_near_duplicates_against_recent_windows_link_the_kept_copy():
+    base = "Async client library for the kafka API with retries, batching and schema registry support"
+    prior = norm_hashes(rows("unrelated text about image codecs", base, key="w0")).with_columns(
+        window_key=pl.lit("w0"), text=pl.Series(["unrelated text about image codecs", base]))
+    cur = rows("Brand new text about audio synthesis", base + " (fork)", base.replace("kafka", "Kafka  "))
+    d = find_duplicates(cur, "w1", prior.select("window_key", "row_number", "norm_hash", "text"),
+                        exact=True, near_threshold=0.8, num_perm=128)
+    # row 3 is an exact duplicate (normalized), row 2 a near duplicate: both link to w0 row 2
+    assert d.select("row_number", "rule", "duplicate_of_window", "duplicate_of_row").rows() == [
+        (2, "duplicate_near", "w0", 2), (3, "duplicate_exact", "w0", 2)]
+    assert d["reason"][0].startswith("duplicate_near: estimated Jaccard ") and d["reason"][0].endswith("with row 2 of window w0")
+    # without prior texts only exact duplicates cross windows
+    d2 = find_duplicates(cur, "w1", prior.select("window_key", "row_number", "norm_hash"), near_threshold=0.8,
+                         num_perm=128)
+    assert d2.select("row_number", "rule").rows() == [(3, "duplicate_exact")]
+
+
+def test_gate_near_dedups_against_prior_texts_and_defaults_dedup_exact_on():
+    assert QualityConfig().dedup_exact is True
+    base = "Command line tool to manage postgres deployments across many clusters with ease"
+    prior = norm_hashes(rows(base, key="w0")).with_columns(window_key=pl.lit("w0"), text=pl.lit(base))
+    v = curate_window(rows(base + "!!", "something else entirely, about graph layouts", key="w1"),
+                      QualityConfig(near_dup_threshold=0.8, near_dup_num_perm=128), prior_hashes=prior)
+    assert v.quarantine.select("row_number", "rule", "duplicate_of_window", "duplicate_of_row").rows() == [
+        (1, "duplicate_near", "w0", 1)]
+    assert v.curated["row_number"].to_list() == [2]

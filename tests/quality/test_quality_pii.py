@@ -90,3 +90,22 @@ def test_policy_validation():
     with pytest.raises(ValueError, match="actions must be one of"):
         PiiPolicy(actions={"EMAIL_ADDRESS": "drop"})
     assert set(SAMPLES) | {"PRIVATE_KEY"} == set(ENTITIES)
+
+
+def test_entity_routing_finds_exactly_what_a_full_analysis_finds():
+    """Each candidate is analyzed only for the entities whose trigger it matches: same findings."""
+    from quality import pii
+
+    texts = [f"see {v} today" for v in SAMPLES.values()] + [
+        PEM, "mail a@b.co or call 020 7946 0958", "phone 415.555.0132, ip 2001:db8::8a2e:370:7334",
+        "social security number 536-22-8726 and card 4111-1111-1111-1111", "ghp_" + "a" * 36 + " and x@y.org",
+        "iban GB82 WEST 1234 5698 7654 32 and +44 20 7946 0958", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.abcdefghijk",
+        "no pii here at all", "version 1.2.3 released 2024-01-01", "call me maybe at 555 0100", "::1 and 10.0.0.1",
+    ]
+    engine = pii._engine()
+    routes = pii._routes(pl.Series(texts), pii.PREFILTER_REGEX)
+    for i, t in enumerate(texts):
+        full = sorted((r.entity_type, r.start, r.end, r.score) for r in engine.analyze(t))
+        ents = routes.get(i)
+        routed = sorted((r.entity_type, r.start, r.end, r.score) for r in engine.analyze(t, ents)) if ents else []
+        assert routed == full, t

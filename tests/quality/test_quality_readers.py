@@ -104,8 +104,31 @@ def test_jsonl_non_object_json_is_rejected(tmp_path, line, kind):
     check_reject(tmp_path, line, line, f"JSON value is {kind}, expected an object")
 
 
-def test_jsonl_invalid_utf8_line_is_rejected_with_bytes_visible(tmp_path):
-    check_reject(tmp_path, b'{"text": "caf\xe9"}', '{"text": "caf\\xe9"}', "invalid UTF-8 at byte 13")
+def test_jsonl_invalid_utf8_in_a_value_is_a_row_with_replacement_chars(tmp_path):
+    # the gate (rule valid_utf8) quarantines it; the bad bytes are stored nowhere
+    parsed = read(tmp_path, "w.jsonl", b'{"text": "ok"}\n{"id": "x", "text": "caf\xe9 \xff\xfe", "k\xe9": 1}\n')
+    assert parsed.rejects.height == 0
+    assert_frame_equal(parsed.rows, rows((1, sha("ok"), "ok", INGESTED, "{}"),
+                                         (2, "x", "caf\ufffd \ufffd\ufffd", INGESTED, '{"k\ufffd":1}')))
+
+
+def test_jsonl_invalid_utf8_breaking_the_json_is_rejected_without_the_bytes(tmp_path):
+    check_reject(tmp_path, b'{"text": "a", \xff "b": 1}', '{"text": "a", \ufffd "b": 1}',
+                 "invalid UTF-8 at byte 14 (invalid JSON: Expecting property name enclosed in double quotes "
+                 "at column 15 after U+FFFD replacement)")
+
+
+def test_jsonl_orjson_and_stdlib_paths_agree(tmp_path):
+    # 19+ digit integers, exponents, nesting, escapes: the same rows whichever decoder read the line
+    lines = ['{"text": "big", "n": 123456789012345678901234567890}', '{"text": "f", "x": 1e-7, "y": -0.0}',
+             '{"text": "esc \\u00e9\\n", "nested": {"a": [1, 2.5, null, true]}}', '{"text": "dup", "text": "last"}',
+             '{"id": 9007199254740993, "text": "int id"}']
+    parsed = read(tmp_path, "w.jsonl", "\n".join(lines) + "\n")
+    assert parsed.rejects.height == 0
+    assert parsed.rows.get_column("text").to_list() == ["big", "f", "esc \u00e9\n", "last", "int id"]
+    assert parsed.rows.get_column("metadata").to_list() == [
+        '{"n":123456789012345678901234567890}', '{"x":1e-07,"y":-0.0}', '{"nested":{"a":[1,2.5,null,true]}}', "{}", "{}"]
+    assert parsed.rows.get_column("record_id").to_list()[4] == "9007199254740993"
 
 
 def test_jsonl_unpaired_surrogate_escape_is_rejected(tmp_path):
@@ -288,15 +311,10 @@ def test_csv_missing_text_column_gives_null_text(tmp_path):
     assert_frame_equal(parsed.rows, rows((1, sha("hello,en"), None, INGESTED, '{"summary":"hello","lang":"en"}')))
 
 
-def test_csv_invalid_utf8_and_bad_ts_are_rejected(tmp_path):
+def test_csv_invalid_utf8_is_replaced_and_bad_ts_is_rejected(tmp_path):
     parsed = read(tmp_path, "w.csv", b"text,ts\ncaf\xe9,\ngood,tomorrow\n")
-    assert_frame_equal(
-        parsed.rejects,
-        rejects(
-            (1, "caf\\xe9,", "invalid UTF-8 in field 'text'"),
-            (2, "good,tomorrow", "field 'ts' is not an ISO-8601 timestamp: 'tomorrow'"),
-        ),
-    )
+    assert_frame_equal(parsed.rows, rows((1, sha("caf\ufffd"), "caf\ufffd", INGESTED, "{}")))
+    assert_frame_equal(parsed.rejects, rejects((2, "good,tomorrow", "field 'ts' is not an ISO-8601 timestamp: 'tomorrow'")))
 
 
 def test_csv_header_only_and_duplicate_header(tmp_path):

@@ -92,17 +92,33 @@ def test_multiple_failing_rules_are_all_listed_first_one_is_the_rule():
     check_rule("\x01\x02\x03\x04\x05", "text_too_long",
                "text_too_long: 5 chars, max_chars=3; text_control_chars: contains C0/C1 control characters", cfg)
     verdict = curate_window(window("\x01\x02\x03\x04\x05", "\x01"), cfg)
-    assert verdict.counts == {"text_missing": 0, "text_too_short": 0, "text_too_long": 1, "text_control_chars": 2}
+    assert verdict.counts == {"text_missing": 0, "valid_utf8": 0, "text_too_short": 0, "text_too_long": 1,
+                              "text_control_chars": 2}
+
+
+def test_invalid_utf8_replacement_is_quarantined_by_a_gx_expectation():
+    check_rule("caf\ufffd", "valid_utf8", "valid_utf8: invalid UTF-8 replaced by U+FFFD at byte 3 of text")
+    rows = window("ok", "fine text", "also fine").with_columns(
+        record_id=pl.Series(["id1", "i\ufffdd", "id3"]), metadata=pl.Series(['{"k":1}', '{"k":1}', '{"k\ufffd":1}']))
+    verdict = curate_window(rows)
+    assert verdict.quarantine.select("row_number", "rule", "reason").rows() == [
+        (2, "valid_utf8", "valid_utf8: invalid UTF-8 replaced by U+FFFD at byte 1 of record_id"),
+        (3, "valid_utf8", "valid_utf8: invalid UTF-8 replaced by U+FFFD at byte 3 of metadata")]
+    gx = {r["rule"]: r for r in verdict.gx_results}
+    assert gx["valid_utf8"]["unexpected_count"] == 2 and gx["valid_utf8"]["success"] is False
+    # relaxing the rule lets them through (what `quarantine release --rule valid_utf8` relies on)
+    assert curate_window(rows, QualityConfig(require_valid_utf8=False)).quarantine.height == 0
 
 
 def test_null_text_fails_only_text_missing():
     verdict = curate_window(window(None))
-    assert verdict.counts == {"text_missing": 1, "text_too_short": 0, "text_too_long": 0, "text_control_chars": 0}
+    assert verdict.counts == {"text_missing": 1, "valid_utf8": 0, "text_too_short": 0, "text_too_long": 0,
+                              "text_control_chars": 0}
 
 
 def test_none_disables_rules():
-    cfg = QualityConfig(min_chars=None, max_chars=None, forbid_control_chars=False)
-    rows = window("", "x" * 5000, "a\x00b")
+    cfg = QualityConfig(min_chars=None, max_chars=None, forbid_control_chars=False, require_valid_utf8=False)
+    rows = window("", "x" * 5000, "a\x00b", "caf\ufffd")
     verdict = curate_window(rows, cfg)
     assert_frame_equal(verdict.curated, rows)
     assert verdict.counts == dict.fromkeys(RULES, 0)
@@ -114,19 +130,20 @@ def test_none_disables_rules():
 
 
 def test_verdict_frames_conservation_and_order():
-    texts = ["keep 1", None, "keep 2", "", "x" * 2001, "keep 3", "ctl\x1b", "keep 4"]
+    texts = ["keep 1", None, "keep 2", "", "x" * 2001, "keep 3", "ctl\x1b", "keep 4", "caf\u00e9\ufffd bytes"]
     rows = window(*texts)
     verdict = curate_window(rows)
     assert_frame_equal(verdict.curated, rows.filter(pl.col("row_number").is_in([1, 3, 6, 8])))
     expected_quarantine = (
-        rows.filter(pl.col("row_number").is_in([2, 4, 5, 7]))
+        rows.filter(pl.col("row_number").is_in([2, 4, 5, 7, 9]))
         .with_columns(
-            rule=pl.Series(["text_missing", "text_too_short", "text_too_long", "text_control_chars"]),
+            rule=pl.Series(["text_missing", "text_too_short", "text_too_long", "text_control_chars", "valid_utf8"]),
             reason=pl.Series([
                 "text_missing: text is null",
                 "text_too_short: 0 chars after stripping whitespace, min_chars=1",
                 "text_too_long: 2001 chars, max_chars=2000",
                 "text_control_chars: contains C0/C1 control characters",
+                "valid_utf8: invalid UTF-8 replaced by U+FFFD at byte 5 of text",
             ]),
             gx_run_id=pl.lit(verdict.gx_run_id),
             duplicate_of_window=pl.lit(None, dtype=pl.String),
@@ -138,9 +155,9 @@ def test_verdict_frames_conservation_and_order():
     assert verdict.curated.height + verdict.quarantine.height == rows.height
     assert verdict.counts == dict.fromkeys(RULES, 1)
     assert verdict.gx_success is False
-    # 4 failing row rules + record_id_missing, schema_columns, window_row_count (passing)
-    assert verdict.gx_statistics == {"evaluated_expectations": 7, "successful_expectations": 3,
-                                     "unsuccessful_expectations": 4, "success_percent": 3 / 7 * 100}
+    # 5 failing row rules + record_id_missing, schema_columns, window_row_count (passing)
+    assert verdict.gx_statistics == {"evaluated_expectations": 8, "successful_expectations": 3,
+                                     "unsuccessful_expectations": 5, "success_percent": 3 / 8 * 100}
     assert verdict.gx_run_id.startswith("curate_window-")
 
 
