@@ -50,7 +50,25 @@ def curated_window(
     description="A curated window whose blocking checks passed, recorded in curated.windows: eligible for training.",
 )
 def approved_window(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    counts = warehouse.warehouse().approve_window(context.partition_key, context.run_id)
+    wh = warehouse.warehouse()
+    counts = wh.approve_window(context.partition_key, context.run_id)
     return dg.MaterializeResult(
-        metadata={"dagster/row_count": counts.curated_rows, "quarantined_rows": counts.quarantined_rows}
+        metadata={"dagster/row_count": counts.curated_rows, "quarantined_rows": counts.quarantined_rows,
+                  # curated rows passed the blocking pii_free check upstream: safe to show
+                  "preview": _preview(wh.read_curated_window(context.partition_key))}
     )
+
+
+PREVIEW_ROWS = 5
+PREVIEW_CHARS = 120
+
+
+def _preview(curated) -> dg.TableMetadataValue:
+    """The first few curated rows (record id, timestamp, text cut to PREVIEW_CHARS) as a Dagster table."""
+    head = curated.sort("row_number").head(PREVIEW_ROWS)
+    schema = dg.TableSchema(columns=[dg.TableColumn("record_id", "string"), dg.TableColumn("ts", "string"),
+                                     dg.TableColumn("text", "string")])
+    records = [dg.TableRecord({"record_id": str(r["record_id"]), "ts": "" if r["ts"] is None else str(r["ts"]),
+                               "text": r["text"] if len(r["text"]) <= PREVIEW_CHARS else r["text"][:PREVIEW_CHARS] + "…"})
+               for r in head.iter_rows(named=True)]
+    return dg.MetadataValue.table(records=records, schema=schema)

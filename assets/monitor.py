@@ -16,11 +16,12 @@ DRIFT_METADATA_KEYS = ("drift", "confirmed", "exceeded", "reason")
     deps=["approved_window"],
     partitions_def=windows_partitions,
     pool="duckdb",
-    group_name="monitor",
+    group_name="monitoring",
     kinds={"duckdb", "mlflow"},
     description="Drift statistics of an approved window against the recent windows before it (unigram JS, OOV, "
-    "length KS, bytes/token and champion bits/byte shift, MiniLM MMD², quarantine share), each with a calibrated "
-    "p-value; drift is confirmed when an exceedance is also a change of the series (ADWIN / new extreme). Stored "
+    "length KS, emerging-term log-odds z with the top emerging terms, bytes/token and champion bits/byte shift, MiniLM MMD², quarantine share), each with a calibrated "
+    "p-value (permutation null, and once enough history exists also the windows' own month-to-month churn); drift "
+    "is confirmed when an exceedance is also a change of the series (churn null, ADWIN or new extreme). Stored "
     "in monitor.window_profile and logged to the MLflow '<experiment>-drift' experiment.",
 )
 def window_profile(
@@ -47,15 +48,28 @@ def window_profile(
             "champion_version": row["champion_version"] or "",
             "mlflow_run_id": out.mlflow_run_id or "",
             "dagster/row_count": int(row["rows"]),
+            # top emerging terms (Fightin' Words z), already through the PII redaction
+            "emerging_terms": dg.MetadataValue.md(_terms_markdown(out.profile.emerging)),
+            "emerging_terms_over_threshold": int(out.profile.emerging_over_threshold),
+            "calibration": dg.MetadataValue.json(out.profile.calibration),
             **stats,
         }
     )
 
 
+def _terms_markdown(terms: list[dict]) -> str:
+    """Markdown table of a profile's emerging terms (term, z, texts containing it in reference / window)."""
+    if not terms:
+        return "no emerging terms (nothing tested)"
+    lines = ["| term | z | reference texts | window texts |", "|---|---|---|---|"]
+    lines += [f"| {t['term']} | {t['z']:.2f} | {t['reference_texts']} | {t['current_texts']} |" for t in terms]
+    return "\n".join(lines)
+
+
 @dg.asset(
     deps=[window_profile],
     pool="duckdb",
-    group_name="monitor",
+    group_name="monitoring",
     kinds={"duckdb", "matplotlib"},
     description="History of every drift statistic over windows with thresholds, exceedances and confirmed drift "
     "marked (PNG under <home>/monitor/ and inline in the metadata), plus a table of the recent windows.",

@@ -8,11 +8,13 @@ run ends failed with the gate's reason, while the windows are not retried (they 
 """
 
 
+import json
 import shutil
 from pathlib import Path
 
 import dagster as dg
 
+from orchestration.progress import PROGRESS_FILE, ProgressFile
 from orchestration.resources import MlflowResource, StreamtuneResource, WarehouseResource
 
 TRIGGER_TAG = "streamtune/trigger"
@@ -132,20 +134,34 @@ def challenger_model(
     def on_step(step: int, loss: float, lr: float) -> None:
         context.log.info(f"step {step}: train loss {loss:.4f}, lr {lr:.2e}")
 
+    progress = ProgressFile(settings.paths.logs / PROGRESS_FILE, run_id=context.run_id)
+    first, last = manifest.window_keys[0], manifest.window_keys[-1]
+    run_name = f"update {first}" if first == last else f"update {first}..{last}"
+    # the run exists during training so MLflow records system metrics (CPU, memory, GPU) beside it
+    run_id = registry.start_run(run_name, tags={"dagster.run_id": context.run_id, "streamtune.trigger": _trigger(context)})
     new_by_window = manifest.texts_by_window("new_eval")
     replay = manifest.texts("replay")
-    if launcher == "pipes":  # external processes (torchrun; DDP when nproc > 1), rank 0 reports back
-        from orchestration.pipes_launch import finetune_via_pipes
+    try:
+        with registry.system_metrics(run_id):
+            if launcher == "pipes":  # external processes (torchrun; DDP when nproc > 1), rank 0 reports back
+                from orchestration.pipes_launch import finetune_via_pipes
 
-        result, launch_metadata = finetune_via_pipes(
-            context, parent_dir=parent_dir, snapshot_dir=manifest.directory, cfg=cfg, out_dir=out_dir,
-            checkpoint_dir=work_dir / "checkpoint", nproc=nproc)
-    else:
-        result = finetune(parent_dir, manifest.texts("train") + replay, manifest.texts("new_eval"),
-                          manifest.texts("retention_eval"), cfg, out_dir, on_step=on_step,
-                          first_eval_texts=manifest.texts("first_eval"), forward_eval=new_by_window,
-                          matrix_eval={**manifest.texts_by_window("retention_eval"), **new_by_window},
-                          checkpoint_dir=work_dir / "checkpoint")
+                result, launch_metadata = finetune_via_pipes(
+                    context, parent_dir=parent_dir, snapshot_dir=manifest.directory, cfg=cfg, out_dir=out_dir,
+                    checkpoint_dir=work_dir / "checkpoint", nproc=nproc, mlflow_tracking_uri=registry.tracking_uri,
+                    mlflow_run_id=run_id, progress_file=progress.path)
+            else:
+                result = finetune(parent_dir, manifest.texts("train") + replay, manifest.texts("new_eval"),
+                                  manifest.texts("retention_eval"), cfg, out_dir, on_step=on_step,
+                                  first_eval_texts=manifest.texts("first_eval"), forward_eval=new_by_window,
+                                  matrix_eval={**manifest.texts_by_window("retention_eval"), **new_by_window},
+                                  checkpoint_dir=work_dir / "checkpoint", on_progress=progress.update)
+        samples = _sample_generations(out_dir, manifest.texts("new_eval"), settings.samples_per_update, cfg.seed)
+    except BaseException:
+        registry.fail_run(run_id)
+        raise
+    finally:
+        progress.clear()
     if result.resumed_from_step:
         context.log.info(f"resumed a killed update at step {result.resumed_from_step}")
     metrics = result.metrics()
@@ -160,10 +176,13 @@ def challenger_model(
         metrics.get("champion_new_bpb"), metrics["challenger_new_bpb"],
         metrics.get("champion_retention_bpb"), metrics.get("challenger_retention_bpb"), settings.gate_config(),
     )
-    first, last = manifest.window_keys[0], manifest.window_keys[-1]
     manifest_file = Path(manifest.directory) / "manifest.json"
+    samples_file = work_dir / "generations.json"
+    samples_file.write_text(json.dumps(samples, indent=2, ensure_ascii=False))
     run_id, version = registry.log_update(
-        run_name=f"update {first}" if first == last else f"update {first}..{last}",
+        run_id=run_id,
+        run_name=run_name,
+        datasets=_dataset_refs(manifest),
         model_dir=out_dir,
         params={
             **{f"train.{k}": v for k, v in cfg.to_dict().items()},
@@ -176,10 +195,10 @@ def challenger_model(
             **{f"replay.{k}": v for k, v in settings.replay_config().to_dict().items()},
         },
         metrics={**metrics, **matrix_metrics},
-        curve=result.fit.curve,
+        curve=result.fit.curve if launcher == "inprocess" else [],  # a Pipes launch's rank 0 logged it live
         tags={"dagster.run_id": context.run_id, "dagster.asset": "challenger_model", "streamtune.trigger": _trigger(context),
               "streamtune.windows": ",".join(manifest.window_keys), "streamtune.parent_version": parent},
-        artifacts={"snapshot": manifest_file},
+        artifacts={"snapshot": manifest_file, "samples": samples_file},
         description=f"Fine-tuned from v{parent} on windows {', '.join(manifest.window_keys)}. Gate preview: {decision.reason}",
     )
     shutil.rmtree(work_dir, ignore_errors=True)  # the registry holds the model now
@@ -195,6 +214,10 @@ def challenger_model(
             "windows": dg.MetadataValue.json(manifest.window_keys),
             "gate": decision.reason,
             "eval": dg.MetadataValue.md(_eval_table(metrics)),
+            "eval_matrix": dg.MetadataValue.md(_matrix_table(matrix)),
+            "sample_generations": dg.MetadataValue.md(_samples_table(samples)),
+            "mlflow_run": dg.MetadataValue.url(mlflow_links(settings, registry, run_id)),
+            "mlflow_model_version": dg.MetadataValue.url(mlflow_links(settings, registry, run_id, version)),
             **{k: float(v) for k, v in metrics.items()},
             **launch_metadata,
         },
@@ -242,6 +265,65 @@ def champion_model(context: dg.AssetExecutionContext, challenger_model: dict, ml
         metadata={"champion_version": champion, "challenger_version": version,
                   "promoted": challenger_model["promote"], "reason": challenger_model["reason"]}
     )
+
+
+def mlflow_links(settings, registry, run_id: str, version: str | None = None) -> str:
+    """URL of an MLflow run (or, with ``version``, of the registered model version) in the MLflow UI."""
+    base = settings.mlflow_ui_url.rstrip("/")
+    if version is not None:
+        return f"{base}/#/models/{registry.model_name}/versions/{version}"
+    return f"{base}/#/experiments/{registry.experiment_id()}/runs/{run_id}"
+
+
+def _dataset_refs(manifest) -> list:
+    """The snapshot's Parquet splits as MLflow dataset inputs (name, sha256 digest, path, rows, windows)."""
+    import hashlib
+
+    import polars as pl
+
+    from training.tracking import DatasetRef
+
+    refs = []
+    for split, context in (("train", "training"), ("replay", "training"), ("new_eval", "evaluation"),
+                           ("retention_eval", "evaluation")):
+        path = manifest.path(split)
+        if not path.exists():
+            continue
+        windows = tuple(pl.read_parquet(path, columns=["window_key"])["window_key"].unique(maintain_order=True).to_list())
+        refs.append(DatasetRef(name=f"{split}", digest=hashlib.sha256(path.read_bytes()).hexdigest(),
+                               source=path.resolve().as_uri(), rows=manifest.rows.get(split, 0), windows=windows,
+                               context=context))
+    return refs
+
+
+def _sample_generations(model_dir: Path, texts: list[str], n: int, seed: int) -> list[dict[str, str]]:
+    """A few continuations by the challenger, prompted with held-out rows' first words, PII-redacted again."""
+    if n <= 0:
+        return []
+    from quality.pii import redact_values
+    from training.generate import prompts_from_texts, sample_generations
+
+    samples = sample_generations(model_dir, prompts_from_texts(texts, n=n), seed=seed)
+    completions = redact_values([s["completion"] for s in samples])
+    return [{"prompt": s["prompt"], "completion": c or ""} for s, c in zip(samples, completions)]
+
+
+def _samples_table(samples: list[dict[str, str]]) -> str:
+    if not samples:
+        return "no samples (samples_per_update = 0)"
+    esc = lambda t: t.replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    return "\n".join(["| prompt | challenger's continuation |", "|---|---|",
+                      *[f"| {esc(s['prompt'])} | {esc(s['completion'])} |" for s in samples]])
+
+
+def _matrix_table(matrix: dict) -> str:
+    """Bits/byte per evaluated window, champion (before) and challenger (after)."""
+    before, after = matrix.get("before", {}), matrix.get("after", {})
+    lines = ["| window | champion bits/byte | challenger bits/byte |", "|---|---|---|"]
+    for w in sorted(set(before) | set(after)):
+        b, a = before.get(w, {}).get("bpb"), after.get(w, {}).get("bpb")
+        lines.append(f"| {w} | {'' if b is None else f'{b:.4f}'} | {'' if a is None else f'{a:.4f}'} |")
+    return "\n".join(lines)
 
 
 def _eval_table(metrics: dict[str, float]) -> str:

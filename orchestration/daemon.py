@@ -178,18 +178,19 @@ class Daemon:
         that has held for ``settle_s`` seconds (long enough for every sensor to tick again).
 
         Args:
-            progress: optional callable(str) told about state changes.
+            progress: optional callable(LoopState), called about once a second.
 
         Raises:
             DaemonError: the daemon died or ``timeout_s`` passed first.
         """
-        from dagster import DagsterRunStatus, RunsFilter
+        from dagster import AssetKey, DagsterRunStatus, RunsFilter
+
+        from orchestration.progress import PROGRESS_FILE, read_progress
 
         settle_s = settle_s if settle_s is not None else 3 * max(self.settings.landing_interval_s,
                                                                   self.settings.finetune_trigger_interval_s) + 10
         start = time.time()
         quiet_since: float | None = None
-        last_msg = ""
         with open_instance(self.settings) as instance:
             while True:
                 self.check_alive()
@@ -200,9 +201,13 @@ class Daemon:
                 landed = {window_key_for(f.name) for f in closed_files_after(self.settings.paths.landing, None)}
                 waiting = len(landed - known)
                 msg = f"{active} run(s) active, {waiting} landed file(s) not yet seen, {len(known)} window(s) known"
-                if progress and msg != last_msg:
-                    progress(msg)
-                    last_msg = msg
+                if progress:
+                    progress(LoopState(
+                        message=msg, active_runs=active, landed=len(landed | known),
+                        ingested=len(instance.get_materialized_partitions(AssetKey("approved_window"))),
+                        updates=_materializations_since(instance, "challenger_model", start),
+                        training=read_progress(self.settings.paths.logs / PROGRESS_FILE),
+                    ))
                 if active == 0 and waiting == 0:
                     quiet_since = quiet_since or time.time()
                     if time.time() - quiet_since >= settle_s:
@@ -219,6 +224,31 @@ class Daemon:
                 if run.status == DagsterRunStatus.FAILURE:
                     summary.failures.append(_failure_line(instance, run))
         return summary
+
+
+@dataclass
+class LoopState:
+    """What the loop is doing, for progress bars: counts only."""
+
+    message: str
+    active_runs: int
+    landed: int
+    """Windows landed (or already known as partitions)."""
+    ingested: int
+    """Windows whose approved_window partition is materialized (gated and approved)."""
+    updates: int
+    """Fine-tunes (challenger_model materializations) since waiting began."""
+    training: dict | None
+    """The running fine-tune's progress (``orchestration.progress.read_progress``), or None."""
+
+
+def _materializations_since(instance, asset: str, since: float) -> int:
+    from dagster import AssetKey, AssetRecordsFilter
+
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey(asset), after_timestamp=since), limit=1000
+    ).records
+    return len(records)
 
 
 def _utc(ts: float):

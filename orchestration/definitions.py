@@ -24,19 +24,27 @@ from orchestration.settings import Settings, load_settings
 from orchestration.sources.sensors import build_source_sensors
 
 
+def with_owners(assets: list, owners: str) -> list:
+    """The assets with ``owners`` (comma-separated e-mails or ``team:<name>``) shown in the Dagster UI."""
+    names = [o.strip() for o in owners.split(",") if o.strip()]
+    return dg.map_asset_specs(lambda spec: spec.replace_attributes(owners=names), assets) if names else assets
+
+
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     """Definitions for one streamtune home (tests pass their own settings)."""
     settings = settings or load_settings()
     drift = settings.drift_config()
     return dg.Definitions(
-        assets=[raw_window, curated_window, approved_window, *TRAINING_ASSETS, *MONITOR_ASSETS],
+        assets=with_owners([raw_window, curated_window, approved_window, *TRAINING_ASSETS, *MONITOR_ASSETS],
+                           settings.owners),
         asset_checks=[*WINDOW_CHECKS, challenger_beats_champion],
         jobs=[ingest_job, finetune_job, monitor_job, drift_report_job],
         sensors=[
             build_landing_sensor(settings.landing_interval_s),
             build_new_window_sensor(settings.finetune_trigger_interval_s, enabled=drift.retrain_on == "new_window"),
             build_profile_sensor(settings.finetune_trigger_interval_s, enabled=drift.enabled),
-            build_drift_sensor(settings.finetune_trigger_interval_s, drift.cooldown_s),
+            build_drift_sensor(settings.finetune_trigger_interval_s, drift.cooldown_s,
+                               drift.max_windows_without_retrain),
             *build_source_sensors(settings),  # [sources.redis] / [sources.sse]: none unless configured
         ],
         schedules=[build_periodic_finetune(settings.finetune_cron)],

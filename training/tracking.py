@@ -28,6 +28,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # before mlflow is imported
@@ -35,18 +36,51 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # before mlflow is im
 import mlflow  # noqa: E402
 import mlflow.transformers  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
-from mlflow.entities import Metric, Param  # noqa: E402
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.models import Model  # noqa: E402
 
 from training.modeling import load_model  # noqa: E402
 
-__all__ = ["TRAIN_STATE_ARTIFACT", "ModelRegistry", "pip_requirements"]
+__all__ = ["TRAIN_STATE_ARTIFACT", "DatasetRef", "ModelRegistry", "pip_requirements"]
 
 log = logging.getLogger(__name__)
 
 TRAIN_STATE_ARTIFACT = "train_state/train_state.pt"
 """Run-relative artifact path of the optimizer state written by ``finetune``."""
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """A dataset an update used, logged as an MLflow dataset input (never its rows).
+
+    Attributes:
+        name: e.g. ``"train"``, ``"new_eval"``; MLflow shows it in the run's Datasets column.
+        digest: content hash (hex), so two runs on the same data show the same digest.
+        source: URI of the data (e.g. the snapshot's Parquet file).
+        rows: number of rows (int >= 0).
+        windows: window keys the rows come from.
+        context: MLflow's ``mlflow.data.context`` input tag: ``"training"`` or ``"evaluation"``.
+    """
+
+    name: str
+    digest: str
+    source: str
+    rows: int
+    windows: tuple[str, ...] = ()
+    context: str = "training"
+
+    def to_input(self) -> DatasetInput:
+        """The MLflow entity: schema = one ``text`` string column, profile = rows and windows."""
+        import json
+
+        dataset = Dataset(
+            name=self.name, digest=self.digest[:36], source_type="local",
+            source=json.dumps({"uri": self.source}),
+            schema=json.dumps({"mlflow_colspec": [{"type": "string", "name": "text", "required": True}]}),
+            profile=json.dumps({"num_rows": int(self.rows), "windows": list(self.windows)}),
+        )
+        return DatasetInput(dataset=dataset, tags=[InputTag("mlflow.data.context", self.context)])
 
 
 def pip_requirements() -> list[str]:
@@ -163,6 +197,8 @@ class ModelRegistry:
         tags: dict[str, str],
         artifacts: dict[str, Path] | None = None,
         description: str = "",
+        run_id: str | None = None,
+        datasets: list[DatasetRef] | None = None,
     ) -> tuple[str, str]:
         """Log one update as a run, register its model as a new version and alias it ``challenger``.
 
@@ -174,15 +210,58 @@ class ModelRegistry:
         ``tags`` and ``description``. The run ends FINISHED, or FAILED if anything raises.
         Takes ~1-2 s for a few-MB model on a local sqlite store.
 
+        Args:
+            run_id: log into this RUNNING run (from ``start_run``, e.g. one that recorded system metrics
+                during training) instead of creating one.
+            datasets: logged as the run's dataset inputs (name, digest, source, row count; no rows).
+
         Returns:
             ``(run_id, version)``.
         """
         run_id, version = self._log_and_register(
             run_name=run_name, model_dir=model_dir, params=params, metrics=metrics, curve=curve,
-            tags=tags, artifacts=artifacts, description=description,
+            tags=tags, artifacts=artifacts, description=description, run_id=run_id, datasets=datasets,
         )
         self.set_alias("challenger", version)
         return run_id, version
+
+    def start_run(self, run_name: str, tags: dict[str, str] | None = None) -> str:
+        """Create a RUNNING run in the experiment (for ``log_update(run_id=...)``); returns its id."""
+        tags = {str(k): str(v) for k, v in (tags or {}).items()}
+        return self.client.create_run(self.experiment_id(), run_name=run_name, tags=tags).info.run_id
+
+    def fail_run(self, run_id: str) -> None:
+        """Mark a run FAILED (an update that raised before ``log_update``)."""
+        self.client.set_terminated(run_id, "FAILED")
+
+    @contextlib.contextmanager
+    def system_metrics(self, run_id: str, interval_s: float = 5.0) -> Iterator[None]:
+        """Log MLflow system metrics (``system/cpu_utilization_percentage``, memory, disk, network, GPU
+        when present) into ``run_id`` every ``interval_s`` seconds while the block runs.
+
+        Uses ``mlflow.system_metrics.SystemMetricsMonitor`` (needs ``psutil``; a missing psutil
+        logs a warning and records nothing). The run must be RUNNING.
+        """
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        try:
+            monitor = SystemMetricsMonitor(run_id, sampling_interval=interval_s, tracking_uri=self.tracking_uri)
+        except Exception as e:  # psutil missing or an unsupported platform: training goes on without
+            log.warning("system metrics disabled: %s", e)
+            yield
+            return
+        monitor.start()
+        try:
+            yield
+        finally:
+            monitor.finish()
+            if getattr(monitor, "_logging_step", 1) == 0:  # shorter than one interval: log one sample anyway
+                try:
+                    monitor.collect_metrics()
+                    monitor.publish_metrics(monitor.aggregate_metrics())
+                    monitor.mlflow_logger.flush()
+                except Exception as e:  # best effort, never fail an update over system metrics
+                    log.warning("could not log system metrics: %s", e)
 
     def register_base(self, *, model_dir: Path, params: dict, tags: dict) -> tuple[str, str]:
         """Log the base model as run ``base-model`` and register it with aliases ``base`` and ``champion``.
@@ -219,6 +298,8 @@ class ModelRegistry:
         tags: dict[str, str],
         artifacts: dict[str, Path] | None,
         description: str,
+        run_id: str | None = None,
+        datasets: list[DatasetRef] | None = None,
     ) -> tuple[str, str]:
         model_dir = Path(model_dir)
         if not (model_dir / "config.json").is_file():
@@ -227,8 +308,14 @@ class ModelRegistry:
         run_tags = dict(str_tags)
         if description:
             run_tags["mlflow.note.content"] = description
-        run_id = self.client.create_run(self.experiment_id(), run_name=run_name, tags=run_tags).info.run_id
+        if run_id is None:
+            run_id = self.client.create_run(self.experiment_id(), run_name=run_name, tags=run_tags).info.run_id
+        else:
+            for key, value in run_tags.items():
+                self.client.set_tag(run_id, key, value)
         try:
+            if datasets:
+                self.client.log_inputs(run_id, datasets=[d.to_input() for d in datasets])
             now = int(time.time() * 1000)
             param_list = [Param(str(k), str(v)) for k, v in params.items()]
             metric_list = [Metric(str(k), float(v), now, 0) for k, v in metrics.items()]

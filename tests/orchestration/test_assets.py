@@ -1,5 +1,8 @@
 """Assets and checks materialized for real: DuckDB file, sqlite MLflow store, Dagster instance in tmp_path."""
 
+import json
+from pathlib import Path
+
 import dagster as dg
 import pytest
 from mlflow.tracking import MlflowClient
@@ -50,6 +53,10 @@ def test_ingest_quarantines_rejects_and_approves_a_window(home):
     assert wh.pending_windows() == [key]
     mat = result.asset_materializations_for_node("curated_window")[0]
     assert mat.metadata["dagster/row_count"].value == 40
+    preview = result.asset_materializations_for_node("approved_window")[0].metadata["preview"].value
+    curated = wh.read_curated_window(key)
+    assert [r.data["record_id"] for r in preview.records] == curated["record_id"].head(5).to_list()
+    assert all(len(r.data["text"]) <= 121 for r in preview.records)
 
 
 def test_failing_blocking_check_keeps_the_window_out_of_training(home):
@@ -73,6 +80,11 @@ def test_finetune_registers_versions_and_moves_champion_only_when_better(home):
         k2, _ = ingest(home, instance, "s-02.jsonl", window_records(1, 80))
         second = finetune(home, instance)
         assert second.success
+        meta = second.asset_materializations_for_node("challenger_model")[0].metadata
+        assert meta["mlflow_run"].value.startswith(home.mlflow_ui_url + "/#/experiments/")
+        assert meta["mlflow_model_version"].value.endswith(f"/#/models/{home.model_name}/versions/3")
+        assert meta["sample_generations"].value.count("\n") == 1 + home.samples_per_update  # header + rows
+        assert k1 in meta["eval_matrix"].value
         # nothing pending: the snapshot skips, and so does the rest of the job
         third = finetune(home, instance)
         assert third.asset_materializations_for_node("challenger_model") == []
@@ -88,6 +100,13 @@ def test_finetune_registers_versions_and_moves_champion_only_when_better(home):
     assert run.data.params["windows"] == k1
     assert {"champion_new_loss", "challenger_new_loss", "challenger_new_bpb", "tokens_per_s"} <= set(run.data.metrics)
     assert len(client.get_metric_history(v2.run_id, "train_loss")) >= 2
+    assert any(k.startswith("system/cpu_utilization") for k in run.data.metrics)  # recorded during training
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert {"train", "new_eval", "retention_eval"} <= set(inputs)
+    assert json.loads(inputs["train"].dataset.profile)["windows"] == [k1]
+    assert json.loads(inputs["train"].dataset.profile)["num_rows"] == int(run.data.params["train_rows"])
+    samples = json.loads(Path(client.download_artifacts(v2.run_id, "samples/generations.json", str(home.home / "dl"))).read_text())
+    assert len(samples) == home.samples_per_update and all(s["prompt"] for s in samples)
     champion = str(client.get_model_version_by_alias(name, "champion").version)
     v3 = client.get_model_version(name, "3")
     assert champion == ("3" if v3.tags["gate.decision"] == "promoted" else "2")

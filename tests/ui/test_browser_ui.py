@@ -84,13 +84,25 @@ def shots(tmp_path_factory):
     return d
 
 
-def _dismiss_community_modal(page):
-    """Dagster's first-visit "Join the community" dialog covers the page; a person clicks Skip."""
+def _dismiss_community_modal(page, timeout_ms: int = 5_000):
+    """Dagster's "Join the community" dialog covers the page (again after a reload); a person clicks Skip."""
     skip = page.get_by_role("button", name="Skip")
     try:
-        skip.click(timeout=5_000)
+        skip.click(timeout=timeout_ms)
     except playwright_api.TimeoutError:
         pass
+
+
+def _shot(page, path, **kw):
+    """Screenshot what a person sees: the community dialog dismissed first if it is up."""
+    if "127.0.0.1" in page.url and "#/" not in page.url:  # Dagster pages (MLflow's use hash routes)
+        _dismiss_community_modal(page, timeout_ms=2_000)
+    try:  # let charts finish loading; a busy machine may never go fully idle, so do not insist
+        page.wait_for_load_state("networkidle", timeout=15_000)
+    except playwright_api.TimeoutError:
+        pass
+    page.wait_for_timeout(1_500)
+    page.screenshot(path=str(path), **kw)
 
 
 def test_asset_graph_shows_every_asset_of_the_loop(page, servers, shots):
@@ -99,18 +111,18 @@ def test_asset_graph_shows_every_asset_of_the_loop(page, servers, shots):
     _dismiss_community_modal(page)
     for name in LOOP_ASSETS:
         page.get_by_text(name, exact=True).first.wait_for()
-    page.screenshot(path=str(shots / "dagster-lineage.png"))
+    _shot(page, shots / "dagster-lineage.png")
 
 
 def test_a_windows_checks_and_metadata_are_visible(page, servers, shots):
     page.goto(f"{servers['dagster']}/assets/curated_window?view=checks")
     for check in ["text_not_null", "text_length_bounds", "window_not_empty", "rows_conserved"]:
         page.get_by_text(check, exact=True).first.wait_for()
-    page.screenshot(path=str(shots / "dagster-window-checks.png"))
+    _shot(page, shots / "dagster-window-checks.png")
     page.goto(f"{servers['dagster']}/assets/curated_window?view=partitions&partition=s-2025-02")
     page.get_by_text("quarantined_by_rule").first.wait_for()
     page.get_by_text("dagster/row_count").first.wait_for()
-    page.screenshot(path=str(shots / "dagster-window-metadata.png"))
+    _shot(page, shots / "dagster-window-metadata.png")
 
 
 def test_mlflow_compare_view_shows_two_runs_with_their_metrics(page, servers, home, shots):
@@ -124,11 +136,30 @@ def test_mlflow_compare_view_shows_two_runs_with_their_metrics(page, servers, ho
         page.get_by_text(r.info.run_name).first.wait_for()
     page.get_by_text("challenger_new_bpb").first.wait_for()
     page.get_by_text("champion_new_bpb").first.wait_for()
-    page.screenshot(path=str(shots / "mlflow-compare.png"), full_page=True)
+    _shot(page, shots / "mlflow-compare.png", full_page=True)
 
 
 def test_registered_model_shows_the_champion_alias(page, servers, home, shots):
     page.goto(f"{servers['mlflow']}/#/models/{home.model_name}")
     page.get_by_text("champion").first.wait_for()
     page.get_by_text("challenger").first.wait_for()
-    page.screenshot(path=str(shots / "mlflow-registry.png"))
+    _shot(page, shots / "mlflow-registry.png")
+
+
+def test_challenger_metadata_shows_samples_and_links_to_mlflow(page, servers, shots):
+    page.goto(f"{servers['dagster']}/assets/challenger_model?view=events")
+    for key in ["sample_generations", "mlflow_run", "mlflow_model_version", "eval_matrix"]:
+        page.get_by_text(key, exact=True).first.wait_for()
+    _shot(page, shots / "dagster-challenger-metadata.png", full_page=True)
+
+
+def test_mlflow_run_lists_its_datasets_and_system_metrics(page, servers, home, shots):
+    client = MlflowClient(home.tracking_uri)
+    exp = client.get_experiment_by_name(home.experiment)
+    run = next(r for r in client.search_runs([exp.experiment_id]) if r.info.run_name.startswith("update"))
+    assert {d.dataset.name for d in run.inputs.dataset_inputs} >= {"train", "new_eval", "retention_eval"}
+    page.goto(f"{servers['mlflow']}/#/experiments/{exp.experiment_id}/runs/{run.info.run_id}")
+    page.get_by_text("retention_eval").first.wait_for()
+    page.goto(f"{servers['mlflow']}/#/experiments/{exp.experiment_id}/runs/{run.info.run_id}/system-metrics")
+    page.get_by_text("cpu_utilization_percentage").first.wait_for()
+    _shot(page, shots / "mlflow-run-system-metrics.png")
