@@ -15,9 +15,11 @@ One ``poll``:
 5. Land each closed window as ``redis-<stream>-<first id>-<last id>.jsonl`` (``sources.base.land_records``:
    atomic, never overwritten), then ``XACK`` its entries.
 
-A crash anywhere before the XACK leaves the entries pending, so the next poll re-reads the same entries
-from the same first id, cuts the same window and finds its file already landed: the window reaches the
-landing folder, and through the ``landing_sensor`` (run key = window key) DuckDB, exactly once.
+A crash anywhere before the XACK leaves the entries pending, so the next poll re-reads them. If the
+crash came after the landing, a landed file of this stream covers the first pending entry: its entries
+are acknowledged without landing anything (even if some were deleted from the stream meanwhile);
+otherwise the same entries are cut into the same window from the same first id. Either way the window
+reaches the landing folder, and through the ``landing_sensor`` (run key = window key) DuckDB, exactly once.
 
 Record shape: the entry's fields (decoded as UTF-8) are the record, or, with ``payload_field`` set,
 the JSON object in that field; ``stream_id`` (the entry id) is added unless present.
@@ -156,9 +158,24 @@ class RedisStreamSource:
         self.config = config
         self.client = client or redis.Redis.from_url(config.url, decode_responses=True)
 
+    @property
+    def prefix(self) -> str:
+        return f"redis-{_SAFE.sub('_', self.config.stream).strip('_')[:24] or 'stream'}-"
+
     def window_name(self, window: list[Entry]) -> str:
-        stream = _SAFE.sub("_", self.config.stream).strip("_")[:24] or "stream"
-        return f"redis-{stream}-{window[0].id}-{window[-1].id}.jsonl"
+        return f"{self.prefix}{window[0].id}-{window[-1].id}.jsonl"
+
+    def landed_window_covering(self, landing: Path, entry_id: str) -> tuple[str, str] | None:
+        """``(file name, last entry id)`` of an already landed window whose id range holds ``entry_id``."""
+        if not landing.is_dir():
+            return None
+        pattern = re.compile(re.escape(self.prefix) + r"(\d+-\d+)-(\d+-\d+)\.jsonl")
+        key = parse_id(entry_id)
+        for path in landing.glob(f"{self.prefix}*.jsonl"):
+            m = pattern.fullmatch(path.name)
+            if m and parse_id(m.group(1)) <= key <= parse_id(m.group(2)):
+                return path.name, m.group(2)
+        return None
 
     def record(self, entry: Entry) -> dict[str, Any]:
         if self.config.payload_field:
@@ -245,8 +262,20 @@ class RedisStreamSource:
         entries, now_ms, complete = self.read_entries()
         if on_stage is not None:
             on_stage("read")
+        result = PollResult()
+        # a window landed before a crash (not acknowledged) holds the first pending entry: it is committed, so
+        # acknowledge its entries as landed, even if some were deleted from the stream meanwhile (XDEL/trim
+        # would otherwise shift the re-cut window's boundaries and land its rows twice)
+        while entries and (landed := self.landed_window_covering(landing, entries[0].id)) is not None:
+            name, last = landed
+            done = [e.id for e in entries if parse_id(e.id) <= parse_id(last)]
+            entries = entries[len(done):]
+            self._ack(done)
+            result.windows.append(name)
+            result.acked += len(done)
+            result.last_acked_id = max_id(result.last_acked_id, done[-1])
         windows, tail = cut_windows(entries, c.window_count, c.window_seconds, now_ms, complete)
-        result = PollResult(open_entries=len(tail))
+        result.open_entries = len(tail)
         for window in windows:
             path, created = land_records(landing, self.window_name(window), [self.record(e) for e in window])
             if created:
@@ -254,12 +283,15 @@ class RedisStreamSource:
             if on_stage is not None:
                 on_stage("landed")
             ids = [e.id for e in window]
-            for i in range(0, len(ids), 1000):
-                self.client.xack(c.stream, c.group, *ids[i : i + 1000])
+            self._ack(ids)
             result.windows.append(path.name)
             result.acked += len(ids)
             result.last_acked_id = max_id(result.last_acked_id, ids[-1])
         return result
+
+    def _ack(self, ids: list[str]) -> None:
+        for i in range(0, len(ids), 1000):
+            self.client.xack(self.config.stream, self.config.group, *ids[i : i + 1000])
 
     def pending_count(self) -> int:
         """Entries of the group delivered but not acknowledged (all consumers)."""
