@@ -79,7 +79,22 @@ def profile_row(profile: WindowProfile, decision: DriftDecision, champion_versio
         "champion_version": champion_version,
         "info": json.dumps(profile.info, sort_keys=True),
         "dagster_run_id": run_id,
+        "emerging_terms": json.dumps(profile.emerging),
     }
+
+
+def redact_emerging_terms(profile: WindowProfile) -> None:
+    """Run the emerging terms of a profile through the PII redaction (``quality.pii.redact_values``), in place.
+
+    Terms are ``\\w+`` vocabulary (public words, not PII), but they are raw text of the window and go
+    to Dagster metadata, DuckDB and MLflow, so they take the same path as any other free text.
+    """
+    if not profile.emerging:
+        return
+    from quality.pii import redact_values
+
+    for item, term in zip(profile.emerging, redact_values([t["term"] for t in profile.emerging])):
+        item["term"] = term
 
 
 def profile_and_record(
@@ -120,6 +135,10 @@ def profile_and_record(
             from quality.lm_shift import ChampionScorer
 
             scorer = ChampionScorer(directory)
+    history = [
+        {k: r.get(k) for k in STAT_NAMES}
+        for r in warehouse.window_profiles(before=window_key).to_dicts()
+    ]
     profile = profile_window(
         window_key,
         inputs["current"],
@@ -130,13 +149,11 @@ def profile_and_record(
         embed=embedder or None,
         count_tokens=scorer.count_tokens if scorer else None,
         score_bits=scorer.bits if scorer else None,
+        history=history,
     )
+    redact_emerging_terms(profile)  # before the reason (which names them) is built
     if inputs["pre_update_bpb"] is not None:
         profile.info["lm_bpb_pre_update"] = inputs["pre_update_bpb"]
-    history = [
-        {k: r.get(k) for k in STAT_NAMES}
-        for r in warehouse.window_profiles(before=window_key).to_dicts()
-    ]
     decision = confirm_drift(profile, history, cfg, inputs["earlier_windows"])
     row = profile_row(profile, decision, version, run_id)
     warehouse.record_window_profile(row)
@@ -167,6 +184,7 @@ def log_profile_to_mlflow(registry, settings: Settings, row: dict) -> str:
         "streamtune.drift_confirmed": ",".join(row["confirmed"]), "streamtune.drift_exceeded": ",".join(row["exceeded"]),
         "streamtune.drift_reason": row["reason"][:4000], "streamtune.reference_windows": ",".join(row["reference_keys"]),
         "dagster.run_id": row.get("dagster_run_id") or "", "streamtune.champion_version": row.get("champion_version") or "",
+        "streamtune.emerging_terms": ", ".join(f"{t['term']} ({t['z']:.1f})" for t in json.loads(row.get("emerging_terms") or "[]"))[:4000],
     })
     import time
 

@@ -17,7 +17,8 @@ requests a ``drift_report`` redraw for each batch of new profiles and, when a pr
 drift, the ``finetune`` job with ``streamtune/trigger=drift`` and the confirmed statistics as tags.
 A cooldown (``drift.cooldown_s``, measured between the profiles' event timestamps) keeps alarms in
 quick succession from starting a retrain storm; the periodic schedule and ``new_window_sensor`` are
-independent of it.
+independent of it. With ``drift.max_windows_without_retrain`` = K it also bounds staleness: after K
+profiled windows without a request it asks for a fine-tune with ``streamtune/trigger=staleness``.
 """
 
 import json
@@ -143,8 +144,17 @@ def _meta_value(metadata: dict, key: str, default=None):
     return getattr(v, "value", v)
 
 
-def build_drift_sensor(interval_s: int, cooldown_s: float) -> dg.SensorDefinition:
-    """The drift sensor; cursor = JSON ``{"after": storage id, "last_request_ts": event time of the last drift request}``."""
+def build_drift_sensor(interval_s: int, cooldown_s: float, max_windows_without_retrain: int = 0) -> dg.SensorDefinition:
+    """The drift sensor; cursor = JSON ``{"after": storage id, "last_request_ts": event time of the last drift
+    request, "since_retrain": [windows profiled since the last request]}``.
+
+    ``max_windows_without_retrain`` = K > 0 (``[drift] max_windows_without_retrain``) bounds staleness: once K
+    distinct windows were profiled since this sensor's last fine-tune request, the K-th one requests a
+    fine-tune tagged ``streamtune/trigger=staleness`` (no drift, or drift suppressed by the cooldown). A
+    drift request resets the count too. The cooldown is measured between *drift* requests only (it
+    stops alarm storms; the staleness bound fires at most once per K windows by construction).
+    Fine-tunes from the schedule or ``new_window_sensor`` do not reset the count.
+    """
 
     @dg.sensor(
         name="drift_sensor",
@@ -164,14 +174,23 @@ def build_drift_sensor(interval_s: int, cooldown_s: float) -> dg.SensorDefinitio
         if not result.records:
             return dg.SensorResult(skip_reason="no new window profiles")
         last_ts = float(state.get("last_request_ts", float("-inf")))
+        since = list(state.get("since_retrain", []))
         requests, suppressed = [], []
         for r in result.records:
             md = r.asset_materialization.metadata if r.asset_materialization else {}
-            if not _meta_value(md, "drift", False):
-                continue
             window = r.partition_key or ""
-            if r.timestamp - last_ts < cooldown_s:
+            if window not in since:
+                since.append(window)
+            drift = bool(_meta_value(md, "drift", False))
+            if drift and r.timestamp - last_ts < cooldown_s:
                 suppressed.append(window)
+            if not drift or r.timestamp - last_ts < cooldown_s:
+                if max_windows_without_retrain and len(since) >= max_windows_without_retrain:
+                    requests.append(dg.RunRequest(
+                        run_key=f"staleness-{r.storage_id}", job_name=finetune_job.name,
+                        tags={TRIGGER_TAG: "staleness", "streamtune/window": window,
+                              "streamtune/windows_since_retrain": str(len(since))}))
+                    since = []
                 continue
             confirmed = list(_meta_value(md, "confirmed", []) or [])
             tags = {TRIGGER_TAG: "drift", "streamtune/window": window,
@@ -181,14 +200,16 @@ def build_drift_sensor(interval_s: int, cooldown_s: float) -> dg.SensorDefinitio
                 p = _meta_value(md, f"{stat}_p")
                 if p is not None:
                     tags[f"{DRIFT_TAG_PREFIX}{stat}_p"] = f"{float(p):.4g}"
+            tags["streamtune/windows_since_retrain"] = str(len(since))
             requests.append(dg.RunRequest(run_key=f"drift-{r.storage_id}", job_name=finetune_job.name, tags=tags))
-            last_ts = r.timestamp
+            last_ts, since = r.timestamp, []
         if suppressed:
             context.log.info(f"drift in {suppressed} within the {cooldown_s:.0f} s cooldown: no extra fine-tune")
         last = result.records[-1].storage_id
         requests.append(dg.RunRequest(run_key=f"drift-report-{last}", job_name=drift_report_job.name,
                                       tags={TRIGGER_TAG: "monitor"}))
-        cursor = {"after": last, "last_request_ts": last_ts if last_ts != float("-inf") else None}
+        cursor = {"after": last, "last_request_ts": last_ts if last_ts != float("-inf") else None,
+                  "since_retrain": since[-200:]}  # bounded cursor; K > 200 is not a staleness bound
         if cursor["last_request_ts"] is None:
             del cursor["last_request_ts"]
         return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor))

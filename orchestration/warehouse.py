@@ -202,6 +202,10 @@ CREATE TABLE IF NOT EXISTS monitor.window_profile (
     dagster_run_id VARCHAR,
     profiled_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
+ALTER TABLE monitor.window_profile ADD COLUMN IF NOT EXISTS emerging_z DOUBLE;  -- quality.drift emerging terms
+ALTER TABLE monitor.window_profile ADD COLUMN IF NOT EXISTS emerging_z_p DOUBLE;
+ALTER TABLE monitor.window_profile ADD COLUMN IF NOT EXISTS emerging_z_threshold DOUBLE;
+ALTER TABLE monitor.window_profile ADD COLUMN IF NOT EXISTS emerging_terms VARCHAR;  -- JSON, PII-redacted terms
 """
 
 _LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "database is locked")

@@ -16,6 +16,11 @@ statistic              value                                                    
                        vocabulary (in [0, 1])
 ``length_ks``          two-sample Kolmogorov–Smirnov statistic of text lengths     same permutations
                        (characters)
+``emerging_z``         largest per-term z-score of the log-odds ratio with an      same permutations (max-T:
+                       informative Dirichlet prior, current vs reference, over     the null of the *maximum*
+                       terms (Monroe, Colaresi & Quinn 2008, sec. 3.5): the most   over terms, so the count of
+                       strongly *emerging* word of the window                      terms above it is
+                                                                                   family-wise over terms)
 ``bytes_per_token``    change of UTF-8 bytes per token under the current           permutation of texts
                        tokenizer (current − reference; optional)                   between the two samples
 ``lm_bpb``             change of the champion's bits per byte (current −           permutation of texts
@@ -27,17 +32,33 @@ statistic              value                                                    
 
 A window *exceeds* on a statistic when its p-value is below ``false_alarm_rate / k`` (Bonferroni over
 the ``k`` statistics computed), so without drift at most ``false_alarm_rate`` of windows exceed on
-anything. Drift is *confirmed* only when the exceedance is also a change of the per-window series:
+anything.
+
+*Churn calibration.* A real stream always moves a little, so the permutation null (which only knows
+sampling noise) is exceeded by the lexical statistics almost every month. When at least
+``churn_min_windows`` earlier windows have a value of a lexical statistic (``CHURN_STATS``; each of
+them measured against *its* reference the same way, i.e. the stream's own month-to-month variation),
+the statistic gets a second null: a one-sided Student-t prediction interval for the next value of
+log(statistic) from the last ``churn_windows`` values (exact for i.i.d. log-normal values; see
+``churn_test``). The p-value used is then the larger of the two (the window must be unusual both
+against sampling noise and against ordinary churn), and the threshold the larger of the two
+quantiles. A statistic calibrated this way is confirmed as soon as it exceeds (the churn null already
+is a comparison with the series); the others keep the second stage below. Drift is *confirmed* only when the exceedance is also a change of the per-window series:
 ADWIN (Bifet & Gavaldà, "Learning from time-changing data with adaptive windowing", SDM 2007; the
 ``river`` implementation) runs over each statistic's history of values and must flag the current
-window, or the current value must exceed every earlier value of that statistic (a new extreme). This
+window, or the current value must exceed every earlier value of that statistic (a new extreme);
+this stage applies to statistics without a churn null (too little history, or not lexical). This
 second stage keeps a stream that drifts slowly and steadily (every month differs a bit from the
 last) from asking for a retrain every window.
 
 MMD: Gretton, Borgwardt, Rasch, Schölkopf, Smola, "A kernel two-sample test", JMLR 13 (2012),
 unbiased estimator (eq. 3) with a permutation null. Jensen–Shannon: Lin, IEEE Trans. Inf. Theory 37
 (1991). Token-frequency JS, cross-entropy and embedding distances as drift families: Chang et al.,
-"Characterizing and measuring linguistic dataset drift", ACL 2023.
+"Characterizing and measuring linguistic dataset drift", ACL 2023. Log-odds with an informative
+Dirichlet prior: Monroe, Colaresi, Quinn, "Fightin' words: lexical feature selection and evaluation
+for identifying the content of political conflict", Political Analysis 16(4), 2008, sec. 3.5
+(eqs. 16–22). Max-T permutation thresholds over many terms: Westfall & Young, "Resampling-based
+multiple testing", 1993.
 """
 
 from __future__ import annotations
@@ -60,11 +81,19 @@ __all__ = [
     "mmd2_permutation_test",
     "mean_difference_permutation_test",
     "quarantine_test",
+    "log_odds_dirichlet",
+    "lexical_tests",
+    "churn_test",
     "STAT_NAMES",
+    "CHURN_STATS",
 ]
 
-STAT_NAMES = ("token_js", "oov_rate", "length_ks", "bytes_per_token", "lm_bpb", "embedding_mmd2", "quarantine_rate")
+STAT_NAMES = ("token_js", "oov_rate", "length_ks", "emerging_z", "bytes_per_token", "lm_bpb", "embedding_mmd2",
+              "quarantine_rate")
 """Every statistic a profile can hold, in report order."""
+
+CHURN_STATS = ("token_js", "oov_rate", "length_ks", "emerging_z")
+"""Statistics (all > 0) that also get the churn null from the earlier windows' values (``churn_test``)."""
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -91,6 +120,16 @@ class DriftConfig:
         adwin_delta: confidence of the ADWIN change detector over each statistic's series.
         cooldown_s: ``drift_sensor`` requests at most one drift-triggered fine-tune per this many
             seconds.
+        prior_scale: weight of the informative Dirichlet prior of ``emerging_z``: ``alpha_w =
+            prior_scale * (reference + current texts containing w)`` (1.0 = the pooled sample as the
+            background corpus, as in Monroe et al. 2008 sec. 3.5).
+        top_terms: emerging terms (highest z) kept per window for the report and metadata.
+        churn_windows: the churn null uses at most this many most recent earlier values of a statistic.
+        churn_min_windows: the churn null is used once at least this many earlier values exist (below
+            it, only the permutation null and the ADWIN / new-extreme confirmation apply).
+        max_windows_without_retrain: staleness bound of ``drift_sensor``: it also requests a fine-tune
+            (reason ``staleness``) once this many profiled windows passed since its last request,
+            drift or not; 0 disables the bound.
         retrain_on: ``"new_window"`` (default): ``new_window_sensor`` requests a fine-tune for every
             approved window and ``drift_sensor`` adds one on confirmed drift; ``"drift"``: new
             windows only accumulate, and fine-tunes come from confirmed drift and the periodic
@@ -109,6 +148,11 @@ class DriftConfig:
     false_alarm_rate: float = 0.05
     adwin_delta: float = 0.05
     cooldown_s: float = 3600.0
+    prior_scale: float = 1.0
+    top_terms: int = 10
+    churn_windows: int = 12
+    churn_min_windows: int = 6
+    max_windows_without_retrain: int = 0
     retrain_on: str = "new_window"
     seed: int = 0
 
@@ -121,6 +165,12 @@ class DriftConfig:
             raise ValueError(f"drift.retrain_on must be 'new_window' or 'drift', got {self.retrain_on!r}")
         if min(self.sample_rows, self.embed_rows, self.lm_rows, self.null_splits, self.permutations) < 1:
             raise ValueError("drift sample sizes, null_splits and permutations must be >= 1")
+        if self.prior_scale <= 0 or self.top_terms < 0:
+            raise ValueError("drift.prior_scale must be > 0 and drift.top_terms >= 0")
+        if self.churn_min_windows < 3 or self.churn_windows < self.churn_min_windows:
+            raise ValueError("drift.churn_min_windows must be >= 3 and <= drift.churn_windows")
+        if self.max_windows_without_retrain < 0:
+            raise ValueError("drift.max_windows_without_retrain must be >= 0 (0 = no staleness bound)")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -150,7 +200,17 @@ class WindowProfile:
         stats: statistic name -> ``StatResult`` (only the statistics that could be computed).
         alpha: per-statistic significance level (``false_alarm_rate / len(stats)``).
         exceeded: statistics with ``p_value < alpha``.
-        info: descriptive numbers that are not tested (sizes, raw rates, seconds per part).
+        info: descriptive numbers that are not tested (sizes, raw rates, seconds per part, and for
+            churn-calibrated statistics ``<stat>_p_permutation`` / ``<stat>_p_churn`` and the two
+            thresholds).
+        emerging: the ``top_terms`` terms with the highest ``emerging_z`` z-scores, highest first:
+            dicts ``{"term": str, "z": float, "reference_texts": int, "current_texts": int}``
+            (texts of the two samples containing the term). Terms are raw vocabulary: redact them
+            (``quality.pii.redact_values``) before they leave the process.
+        emerging_over_threshold: number of terms whose z is above the final ``emerging_z`` threshold
+            (family-wise over terms at ``alpha``; 0 when not tested).
+        calibration: statistic -> ``"permutation"`` or ``"permutation+churn"`` (which nulls set its
+            p-value).
     """
 
     window_key: str
@@ -161,6 +221,9 @@ class WindowProfile:
     alpha: float = 0.0
     exceeded: list[str] = field(default_factory=list)
     info: dict[str, float] = field(default_factory=dict)
+    emerging: list[dict] = field(default_factory=list)
+    emerging_over_threshold: int = 0
+    calibration: dict[str, str] = field(default_factory=dict)
 
     def flat(self) -> dict[str, float | None]:
         """``{name: value, name_p: p_value, name_threshold: threshold}`` for every statistic in ``STAT_NAMES``."""
@@ -183,6 +246,11 @@ def words(text: str) -> list[str]:
 
 def _doc_term(texts: Sequence[str]) -> sp.csr_matrix:
     """Sparse (n_texts, n_words) count matrix, int64."""
+    return _doc_term_vocab(texts)[0]
+
+
+def _doc_term_vocab(texts: Sequence[str]) -> tuple[sp.csr_matrix, list[str]]:
+    """Sparse (n_texts, n_words) int64 count matrix and its vocabulary (column order)."""
     vocab: dict[str, int] = {}
     indptr, indices = [0], []
     for t in texts:
@@ -192,7 +260,7 @@ def _doc_term(texts: Sequence[str]) -> sp.csr_matrix:
     data = np.ones(len(indices), dtype=np.int64)
     m = sp.csr_matrix((data, np.asarray(indices, dtype=np.int64), np.asarray(indptr)), shape=(len(texts), len(vocab)))
     m.sum_duplicates()
-    return m
+    return m, list(vocab)
 
 
 def _js_bits(p_counts: np.ndarray, q_counts: np.ndarray) -> float:
@@ -232,6 +300,185 @@ def _lexical(x: sp.csr_matrix, lengths: np.ndarray, ref_idx: np.ndarray, cur_idx
     return _js_bits(ref, cur), _oov(ref, cur), _ks(lengths[ref_idx], lengths[cur_idx])
 
 
+def _presence(x: sp.csr_matrix) -> sp.csr_matrix:
+    """0/1 copy of a count matrix (a text contains the term or not), int64."""
+    b = x.copy()
+    b.data = np.ones_like(b.data)
+    return b
+
+
+def log_odds_dirichlet(
+    ref_counts: np.ndarray, cur_counts: np.ndarray, prior: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-term log-odds ratio (current vs reference) with an informative Dirichlet prior, and its z-score.
+
+    Monroe, Colaresi & Quinn (2008), sec. 3.5, eqs. 16–22: with counts ``y`` of term ``w`` in
+    each group, group totals ``n`` and prior ``alpha_w`` (``alpha_0 = sum alpha``),
+
+        delta_w = log((y_cur + a_w) / (n_cur + a_0 - y_cur - a_w)) - log((y_ref + a_w) / (n_ref + a_0 - y_ref - a_w))
+        var_w  ~= 1 / (y_cur + a_w) + 1 / (y_ref + a_w),      z_w = delta_w / sqrt(var_w).
+
+    Args:
+        ref_counts: (V,) non-negative counts of each term in the reference (float or int).
+        cur_counts: (V,) counts in the current sample, same vocabulary.
+        prior: (V,) Dirichlet pseudo-counts ``alpha_w`` > 0 (terms with prior 0 get z = 0).
+
+    Returns:
+        ``(delta, z)``, two (V,) float64 arrays; z > 0 = more frequent in the current sample
+        (emerging), z < 0 = fading.
+
+    Raises:
+        ValueError: if the three arrays differ in shape.
+    """
+    ref = np.asarray(ref_counts, np.float64)
+    cur = np.asarray(cur_counts, np.float64)
+    a = np.asarray(prior, np.float64)
+    if not (ref.shape == cur.shape == a.shape):
+        raise ValueError(f"counts and prior must have one shape, got {ref.shape}, {cur.shape}, {a.shape}")
+    a0 = a.sum()
+    ok = a > 0
+    delta = np.zeros_like(a)
+    z = np.zeros_like(a)
+    yc, yr, aw = cur[ok], ref[ok], a[ok]
+    d = np.log((yc + aw) / (cur.sum() + a0 - yc - aw)) - np.log((yr + aw) / (ref.sum() + a0 - yr - aw))
+    delta[ok] = d
+    z[ok] = d / np.sqrt(1.0 / (yc + aw) + 1.0 / (yr + aw))
+    return delta, z
+
+
+def _max_z_rows(ref: np.ndarray, cur: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """``max_w z_w`` of ``log_odds_dirichlet`` for each row of (B, V) count arrays (vectorised null)."""
+    a0 = a.sum()
+    nr, nc = ref.sum(axis=1, keepdims=True), cur.sum(axis=1, keepdims=True)
+    d = np.log((cur + a) / (nc + a0 - cur - a)) - np.log((ref + a) / (nr + a0 - ref - a))
+    return (d / np.sqrt(1.0 / (cur + a) + 1.0 / (ref + a))).max(axis=1)
+
+
+@dataclass
+class LexicalResult:
+    """``lexical_tests`` output: statistics plus the per-term emerging table of the observed split.
+
+    Attributes:
+        stats: ``{"token_js", "oov_rate", "length_ks", "emerging_z"}`` -> ``StatResult`` (permutation null).
+        terms: vocabulary, (V,) list of str.
+        z: (V,) float64 z-scores of the observed split (``log_odds_dirichlet``).
+        ref_texts, cur_texts: (V,) int64 texts of each sample containing the term.
+    """
+
+    stats: dict[str, StatResult]
+    terms: list[str]
+    z: np.ndarray
+    ref_texts: np.ndarray
+    cur_texts: np.ndarray
+
+    def top(self, k: int, threshold: float | None = None) -> tuple[list[dict], int]:
+        """The ``k`` highest-z terms (z > 0) and the number of terms with z above ``threshold``."""
+        order = np.argsort(-self.z, kind="stable")[:k]
+        top = [{"term": self.terms[i], "z": round(float(self.z[i]), 3), "reference_texts": int(self.ref_texts[i]),
+                "current_texts": int(self.cur_texts[i])} for i in order if self.z[i] > 0]
+        over = int(np.sum(self.z > threshold)) if threshold is not None else 0
+        return top, over
+
+
+def lexical_tests(
+    reference: Sequence[str],
+    current: Sequence[str],
+    *,
+    splits: int,
+    alpha: float,
+    seed: int = 0,
+    prior_scale: float = 1.0,
+) -> LexicalResult:
+    """Unigram JS, OOV rate, length KS and emerging-term max z of ``current`` vs ``reference``, permutation p-values.
+
+    ``emerging_z`` works on *text presence* (how many texts contain the term, so one long text or a
+    repeated word cannot dominate) with the prior ``alpha_w = prior_scale * (texts of both samples
+    containing w)`` (Monroe et al. 2008 sec. 3.5; the prior is invariant under relabelling, so it is
+    the same in every permutation). Its null is the permutation distribution of the *maximum* z over
+    the vocabulary (Westfall–Young max-T), so its ``threshold`` is a per-term z cut-off with
+    family-wise level ``alpha`` over all terms.
+
+    Args:
+        reference: reference texts (>= 2).
+        current: current texts (>= 1).
+        splits: number of relabellings of the pooled texts.
+        alpha: level whose null quantile is reported as ``threshold``.
+        seed: RNG seed.
+        prior_scale: weight of the Dirichlet prior (> 0).
+
+    Returns:
+        ``LexicalResult``.
+
+    Raises:
+        ValueError: if ``reference`` has fewer than 2 texts or ``current`` is empty.
+    """
+    if len(reference) < 2 or len(current) < 1:
+        raise ValueError(f"need >= 2 reference and >= 1 current texts, got {len(reference)} and {len(current)}")
+    rng = np.random.default_rng(seed)
+    texts = list(reference) + list(current)
+    n_ref = len(reference)
+    x, vocab = _doc_term_vocab(texts)
+    xb = _presence(x).tocsc().astype(np.float64)
+    prior = prior_scale * np.asarray(xb.sum(axis=0)).ravel()
+    lengths = np.fromiter((len(t) for t in texts), dtype=np.float64, count=len(texts))
+    ref_idx, cur_idx = np.arange(n_ref), np.arange(n_ref, len(texts))
+    observed = list(_lexical(x, lengths, ref_idx, cur_idx))
+    ref_b = np.asarray(xb[ref_idx].sum(axis=0)).ravel()
+    cur_b = np.asarray(xb[cur_idx].sum(axis=0)).ravel()
+    _, z = log_odds_dirichlet(ref_b, cur_b, prior)
+    observed.append(float(z.max()) if len(z) else 0.0)
+    null = np.empty((splits, 4))
+    # relabellings as a (splits, n) 0/1 membership matrix: the presence sums of all of them in one product
+    perms = [rng.permutation(len(texts)) for _ in range(splits)]
+    member = np.zeros((splits, len(texts)))
+    for b, perm in enumerate(perms):
+        null[b, :3] = _lexical(x, lengths, perm[:n_ref], perm[n_ref:])
+        member[b, perm[:n_ref]] = 1.0
+    total_b = ref_b + cur_b
+    ref_null = np.asarray(xb.T.dot(member.T).T) if len(total_b) else np.zeros((splits, 0))
+    for lo in range(0, splits, 64):  # (64, V) blocks keep memory flat for large vocabularies
+        r = ref_null[lo:lo + 64]
+        null[lo:lo + 64, 3] = _max_z_rows(r, total_b[None, :] - r, prior[None, :]) if len(total_b) else 0.0
+    stats = {}
+    for j, name in enumerate(("token_js", "oov_rate", "length_ks", "emerging_z")):
+        p = (1 + int(np.sum(null[:, j] >= observed[j] - 1e-12))) / (splits + 1)
+        stats[name] = StatResult(float(observed[j]), p, float(np.quantile(null[:, j], 1 - alpha, method="higher")))
+    return LexicalResult(stats, vocab, z, ref_b.astype(np.int64), cur_b.astype(np.int64))
+
+
+def churn_test(value: float, past: Sequence[float], alpha: float) -> StatResult:
+    """Is ``value`` unusual against the stream's own window-to-window variation of the statistic?
+
+    Null: ``log(value)`` and the ``H`` earlier values ``log(past)`` are i.i.d. normal (the statistic
+    of each earlier window against its own reference = ordinary churn). Then
+    ``(log v - mean) / (sd * sqrt(1 + 1/H))`` follows Student's t with ``H - 1`` degrees of freedom
+    (the one-sided prediction interval for a new observation), which gives the p-value and the
+    threshold ``exp(mean + t_{1-alpha, H-1} * sd * sqrt(1 + 1/H))``.
+
+    Args:
+        value: the current value (> 0).
+        past: earlier values (> 0), at least 3; non-positive or non-finite ones are dropped.
+        alpha: level of the threshold.
+
+    Returns:
+        ``StatResult(value, p_value, threshold)``.
+
+    Raises:
+        ValueError: fewer than 3 usable past values.
+    """
+    from scipy.stats import t as student_t
+
+    logs = np.log([v for v in past if v is not None and math.isfinite(v) and v > 0])
+    h = len(logs)
+    if h < 3:
+        raise ValueError(f"churn_test needs >= 3 positive past values, got {h}")
+    m, sd = float(logs.mean()), float(logs.std(ddof=1))
+    scale = max(sd, 1e-12) * math.sqrt(1 + 1 / h)
+    lv = math.log(value) if value > 0 else -math.inf
+    p = float(student_t.sf((lv - m) / scale, df=h - 1))
+    return StatResult(float(value), p, float(math.exp(m + student_t.ppf(1 - alpha, df=h - 1) * scale)))
+
+
 def token_js_null(
     reference: Sequence[str], current: Sequence[str], *, splits: int, alpha: float, seed: int = 0
 ) -> dict[str, StatResult]:
@@ -258,23 +505,8 @@ def token_js_null(
     Raises:
         ValueError: if ``reference`` has fewer than 2 texts or ``current`` is empty.
     """
-    if len(reference) < 2 or len(current) < 1:
-        raise ValueError(f"need >= 2 reference and >= 1 current texts, got {len(reference)} and {len(current)}")
-    rng = np.random.default_rng(seed)
-    texts = list(reference) + list(current)
-    n_ref = len(reference)
-    x = _doc_term(texts)
-    lengths = np.fromiter((len(t) for t in texts), dtype=np.float64, count=len(texts))
-    observed = _lexical(x, lengths, np.arange(n_ref), np.arange(n_ref, len(texts)))
-    null = np.empty((splits, 3))
-    for b in range(splits):
-        perm = rng.permutation(len(texts))
-        null[b] = _lexical(x, lengths, perm[:n_ref], perm[n_ref:])
-    out = {}
-    for j, name in enumerate(("token_js", "oov_rate", "length_ks")):
-        p = (1 + int(np.sum(null[:, j] >= observed[j] - 1e-12))) / (splits + 1)
-        out[name] = StatResult(observed[j], p, float(np.quantile(null[:, j], 1 - alpha, method="higher")))
-    return out
+    res = lexical_tests(reference, current, splits=splits, alpha=alpha, seed=seed)
+    return {k: res.stats[k] for k in ("token_js", "oov_rate", "length_ks")}
 
 
 # -- permutation tests ----------------------------------------------------------------------------
@@ -403,6 +635,7 @@ def profile_window(
     count_tokens: Callable[[Sequence[str]], np.ndarray] | None = None,
     score_bits: Callable[[Sequence[str]], np.ndarray] | None = None,
     timer: Callable[[], float] | None = None,
+    history: Sequence[Mapping[str, float | None]] | None = None,
 ) -> WindowProfile:
     """All statistics of one window against its reference pool.
 
@@ -421,9 +654,14 @@ def profile_window(
         score_bits: texts -> (n,) total bits the champion assigns to each text (eos-prefixed, as in
             training.evaluate), or None to skip ``lm_bpb`` (no champion yet).
         timer: monotonic clock for the per-part seconds in ``info`` (default ``time.perf_counter``).
+        history: ``WindowProfile.flat()`` rows of the earlier windows, oldest first, or None. With at
+            least ``cfg.churn_min_windows`` values of a ``CHURN_STATS`` statistic, the last
+            ``cfg.churn_windows`` of them give its churn null (``churn_test``): p-value = max(permutation
+            p, churn p), threshold = max of the two thresholds.
 
     Returns:
-        ``WindowProfile`` with p-values, ``alpha`` and ``exceeded`` filled in.
+        ``WindowProfile`` with p-values, ``alpha``, ``exceeded``, ``calibration`` and the emerging
+        terms filled in.
     """
     import time
 
@@ -433,7 +671,7 @@ def profile_window(
     prof = WindowProfile(window_key, list(reference_keys), len(current), len(cur))
     prof.info.update({"reference_rows": len(reference), "reference_sample_rows": len(ref)})
     stats: dict[str, StatResult] = {}
-    n_planned = 3 + sum(f is not None for f in (embed, count_tokens, score_bits)) + (quarantine is not None)
+    n_planned = 4 + sum(f is not None for f in (embed, count_tokens, score_bits)) + (quarantine is not None)
     alpha = cfg.false_alarm_rate / n_planned
     if quarantine is not None:
         rq, rt, cq, ct = quarantine
@@ -441,7 +679,21 @@ def profile_window(
         prof.info["quarantine_share"] = cq / ct if ct else 0.0
     if len(ref) >= 2 and len(cur) >= 2:
         t0 = timer()
-        stats.update(token_js_null(ref, cur, splits=cfg.null_splits, alpha=alpha, seed=cfg.seed))
+        lex = lexical_tests(ref, cur, splits=cfg.null_splits, alpha=alpha, seed=cfg.seed, prior_scale=cfg.prior_scale)
+        for name, res in lex.stats.items():
+            stats[name] = res
+            prof.calibration[name] = "permutation"
+            past = [float(h[name]) for h in (history or []) if h.get(name) is not None
+                    and math.isfinite(float(h[name])) and float(h[name]) > 0][-cfg.churn_windows:]
+            if name in CHURN_STATS and len(past) >= cfg.churn_min_windows:
+                churn = churn_test(res.value, past, alpha)
+                prof.info.update({f"{name}_p_permutation": res.p_value, f"{name}_p_churn": churn.p_value,
+                                  f"{name}_threshold_permutation": res.threshold,
+                                  f"{name}_threshold_churn": churn.threshold})
+                stats[name] = StatResult(res.value, max(res.p_value, churn.p_value), max(res.threshold, churn.threshold))
+                prof.calibration[name] = "permutation+churn"
+        prof.emerging, prof.emerging_over_threshold = lex.top(cfg.top_terms, stats["emerging_z"].threshold)
+        prof.info["emerging_terms_over_threshold"] = prof.emerging_over_threshold
         prof.info["seconds_lexical"] = timer() - t0
         if count_tokens is not None:
             t0 = timer()
@@ -477,6 +729,8 @@ def profile_window(
                 e[: len(rs)], e[len(rs) :], permutations=cfg.permutations, seed=cfg.seed
             )
             prof.info["seconds_mmd"] = timer() - t0
+    for k in stats:
+        prof.calibration.setdefault(k, "permutation" if k != "quarantine_rate" else "fisher")
     prof.stats = {k: stats[k] for k in STAT_NAMES if k in stats}
     prof.alpha = alpha
     prof.exceeded = [k for k, r in prof.stats.items() if r.p_value < alpha]
@@ -532,8 +786,10 @@ def confirm_drift(
 
     Returns:
         ``DriftDecision``. A statistic is confirmed when it exceeded its calibrated threshold and
-        either ADWIN over ``history + [current]`` values flags the current window, or the current
-        value is above every earlier value of the statistic (or there are fewer than 3 earlier values).
+        either its threshold already includes the churn null (``profile.calibration[name] ==
+        "permutation+churn"``: the value is unusual against the earlier windows' own variation), or
+        ADWIN over ``history + [current]`` values flags the current window, or the current value is
+        above every earlier value of the statistic (or there are fewer than 3 earlier values).
     """
     if n_reference_windows < cfg.min_reference_windows:
         return DriftDecision(False, [], [], f"only {n_reference_windows} earlier windows (< {cfg.min_reference_windows})")
@@ -545,11 +801,14 @@ def confirm_drift(
         changed = _adwin_flags(past_v + [value], cfg.adwin_delta) if past_v else False
         if changed:
             adwin.append(name)
-        if name in profile.exceeded and (changed or len(past_v) < 3 or value > max(past_v)):
+        churned = profile.calibration.get(name) == "permutation+churn"
+        if name in profile.exceeded and (churned or changed or len(past_v) < 3 or value > max(past_v)):
             confirmed.append(name)
     if confirmed:
         parts = [f"{n}={profile.stats[n].value:.4g} (p={profile.stats[n].p_value:.3g})" for n in confirmed]
         reason = "drift: " + ", ".join(parts)
+        if "emerging_z" in confirmed and profile.emerging:
+            reason += "; emerging terms: " + ", ".join(t["term"] for t in profile.emerging[:5])
     elif profile.exceeded:
         reason = "exceeded but not a change of the series: " + ", ".join(profile.exceeded)
     else:

@@ -19,6 +19,7 @@ LABELS = {
     "token_js": "unigram JS divergence (bits)",
     "oov_rate": "OOV rate vs reference",
     "length_ks": "length KS statistic",
+    "emerging_z": "top emerging-term z (log-odds)",
     "bytes_per_token": "Δ bytes/token",
     "lm_bpb": "Δ champion bits/byte",
     "embedding_mmd2": "MiniLM MMD²",
@@ -95,13 +96,19 @@ def png_data_uri(path: str | Path) -> str:
 
 
 def history_markdown(rows: Sequence[dict], image_uri: str | None = None, last: int = 24) -> str:
-    """Markdown: the plot (if given) and a table of the last ``last`` windows: drift, exceeded statistics, reason."""
+    """Markdown: the plot (if given) and a table of the last ``last`` windows: drift, exceeded statistics,
+    the top 5 emerging terms (``emerging_terms`` JSON column, already PII-redacted) and the reason."""
+    import json
+
     lines = []
     if image_uri:
         lines += [f"![drift history]({image_uri})", ""]
-    lines += ["| window | drift | exceeded | reason |", "|---|---|---|---|"]
+    lines += ["| window | drift | exceeded | top emerging terms (z) | reason |", "|---|---|---|---|---|"]
     for r in list(rows)[-last:]:
         exc = ", ".join(r.get("exceeded") or []) or "-"
         reason = str(r.get("reason", "")).replace("|", "/")
-        lines.append(f"| {r['window_key']} | {'**yes**' if r.get('drift') else 'no'} | {exc} | {reason} |")
+        terms = r.get("emerging_terms")
+        terms = json.loads(terms) if isinstance(terms, str) else (terms or [])
+        top = ", ".join(f"{t['term']} ({t['z']:.1f})" for t in terms[:5]).replace("|", "/") or "-"
+        lines.append(f"| {r['window_key']} | {'**yes**' if r.get('drift') else 'no'} | {exc} | {top} | {reason} |")
     return "\n".join(lines)

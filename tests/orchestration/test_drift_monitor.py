@@ -6,7 +6,7 @@ import dagster as dg
 import duckdb
 import pytest
 from mlflow.tracking import MlflowClient
-from st_helpers import tiny_home, window_records, write_window
+from st_helpers import THINGS, TOPICS, tiny_home, write_window
 
 from assets.checks import WINDOW_CHECKS
 from assets.curate import approved_window, curated_window
@@ -23,6 +23,19 @@ DRIFT = {"sample_rows": 100, "embed_rows": 40, "lm_rows": 32, "null_splits": 200
          "reference_windows": 3, "min_reference_windows": 2, "cooldown_s": 3600.0}
 NEW_TOPIC = ["Quantum circuit simulator for {x} qubits with noise models",
              "Bindings to the {x} quantum annealer and its QUBO solver"]
+
+
+def stable_records(index: int, n: int = 60) -> list[dict]:
+    """Windows from one distribution (no drift by construction), every text distinct so exact dedup keeps it:
+    the topic/thing mix is the same in every window and the distinguishing suffix is a pseudo-random
+    number, unique per text, with no window-specific token (``st_helpers.window_records`` puts the
+    window index into every text, which *is* a lexical change between windows)."""
+    rows = []
+    for i in range(n):
+        j = index * n + i
+        rows.append({"id": f"w{index}-{i}", "text": TOPICS[i % len(TOPICS)].format(x=THINGS[(i * 7) % len(THINGS)])
+                     + f" rev {(j * 7919 + 13) % 100003}", "ts": f"2025-{index + 1:02d}-01T00:00:00Z"})
+    return rows
 
 
 def ingest(settings, instance, name, records):
@@ -53,7 +66,7 @@ def home(tmp_path):
 def test_window_profile_report_and_drift_sensor(home):
     moved = [{"id": f"q{i}", "text": NEW_TOPIC[i % 2].format(x=f"lab{i % 7}") + f" rev {i % 3}"} for i in range(60)]
     with dg.instance_for_test() as instance:
-        keys = [ingest(home, instance, f"s-0{i + 1}.jsonl", window_records(i, 60)) for i in range(3)]
+        keys = [ingest(home, instance, f"s-0{i + 1}.jsonl", stable_records(i, 60)) for i in range(3)]
         # profile requests follow approvals
         req = tick(build_profile_sensor(1), instance, home)
         assert [r.partition_key for r in req.run_requests] == keys
@@ -82,6 +95,16 @@ def test_window_profile_report_and_drift_sensor(home):
         assert tags["streamtune/drift_stats"] == ",".join(confirmed)
         assert all(f"streamtune/drift.{s}" in tags for s in confirmed)
         cursor = result.cursor
+        # the same profiles under a staleness bound of 2 windows: s-02 is the 2nd window without a retrain,
+        # s-04's drift resets the count
+        stale = tick(build_drift_sensor(1, cooldown_s=3600.0, max_windows_without_retrain=2), instance, home)
+        fts = [(r.tags["streamtune/trigger"], r.tags["streamtune/window"]) for r in stale.run_requests
+               if r.job_name == "finetune"]
+        assert fts == [("staleness", keys[1]), ("drift", keys[3])]
+        assert json.loads(stale.cursor)["since_retrain"] == []
+        # emerging terms reach the metadata (redacted) and the report table
+        assert "| term | z |" in md["emerging_terms"].value and md["emerging_terms_over_threshold"].value >= 0
+        assert md["calibration"].value["emerging_z"] == "permutation"
         assert tick(sensor, instance, home, cursor).run_requests == []
         # the same drift again inside the cooldown: a report, no second fine-tune
         profile(home, instance, keys[3])
@@ -112,10 +135,43 @@ def test_window_profile_report_and_drift_sensor(home):
 def test_retrain_on_drift_silences_the_new_window_sensor(tmp_path):
     home = tiny_home(tmp_path / "home", drift={**DRIFT, "retrain_on": "drift"})
     with dg.instance_for_test() as instance:
-        ingest(home, instance, "s-01.jsonl", window_records(0, 20))
+        ingest(home, instance, "s-01.jsonl", stable_records(0, 20))
         quiet = tick(build_new_window_sensor(1, enabled=False), instance, home)
         loud = tick(build_new_window_sensor(1), instance, home)
     assert quiet.run_requests == [] and quiet.cursor == loud.cursor and len(loud.run_requests) == 1
     defs = build_definitions(home)
     assert {s.name for s in defs.sensors} >= {"drift_sensor", "profile_sensor", "new_window_sensor"}
     defs.get_repository_def().load_all_definitions()  # what the daemon's code server does (unique op/job names)
+
+
+def report_profile(instance, key, drift):
+    """A ``window_profile`` materialization event in the real instance, with the metadata the asset writes."""
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        asset_key="window_profile", partition=key,
+        metadata={"drift": drift, "confirmed": dg.MetadataValue.json(["emerging_z"] if drift else []),
+                  "emerging_z": 7.5 if drift else 2.0, "emerging_z_p": 0.001 if drift else 0.5}))
+
+
+def test_staleness_bound_and_cooldown_through_evaluate_tick(home):
+    """K = 3: a fine-tune after 3 windows without one; drift resets the count; cooldown-suppressed drift still counts."""
+    keys = [f"w-{i:02d}" for i in range(1, 11)]
+    drift = {"w-04": True, "w-05": True}  # w-05 falls in w-04's cooldown
+    sensor = build_drift_sensor(1, cooldown_s=3600.0, max_windows_without_retrain=3)
+    got, cursor = [], None
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(WINDOWS_PARTITION, keys)
+        for batch in (keys[:2], keys[2:5], keys[5:]):  # the cursor carries the count across ticks
+            for k in batch:
+                report_profile(instance, k, drift.get(k, False))
+            res = tick(sensor, instance, home, cursor)
+            cursor = res.cursor
+            got += [(r.tags["streamtune/trigger"], r.tags["streamtune/window"], r.tags["streamtune/windows_since_retrain"])
+                    for r in res.run_requests if r.job_name == "finetune"]
+            assert [r.job_name for r in res.run_requests].count("redraw_drift_report") == 1
+        # w-03: 3rd window; w-04: drift (count 1, resets); w-05: drift inside the cooldown, suppressed but
+        # counted; w-07 completes 3 windows since w-04's retrain; w-10 the next 3
+        assert got == [("staleness", "w-03", "3"), ("drift", "w-04", "1"), ("staleness", "w-07", "3"),
+                       ("staleness", "w-10", "3")], got
+        # without the bound only the drift request remains
+        plain = tick(build_drift_sensor(1, cooldown_s=3600.0), instance, home)
+        assert [r.tags["streamtune/trigger"] for r in plain.run_requests if r.job_name == "finetune"] == ["drift"]

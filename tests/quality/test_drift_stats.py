@@ -8,7 +8,10 @@ import pytest
 
 from quality.drift import (
     DriftConfig,
+    churn_test,
     confirm_drift,
+    lexical_tests,
+    log_odds_dirichlet,
     mean_difference_permutation_test,
     mmd2_permutation_test,
     profile_window,
@@ -61,7 +64,7 @@ def test_false_alarm_rate_on_shuffled_windows_is_controlled():
     for i, cur in enumerate(windows):
         ref = [t for w in windows[max(0, i - 3):i] for t in w]
         prof = profile_window(f"w{i}", cur, ref, reference_keys=[str(j) for j in range(max(0, i - 3), i)], cfg=cfg,
-                              quarantine=(len(ref) // 100, len(ref), 1, len(cur)))
+                              quarantine=(len(ref) // 100, len(ref), 1, len(cur)), history=history)
         dec = confirm_drift(prof, history, cfg, i)
         exceed += bool(prof.exceeded) and i >= 2
         drift += dec.drift
@@ -100,3 +103,87 @@ def test_minilm_is_pinned_and_separates_topics(tmp_path):
     with pytest.raises(ValueError, match="vocab.txt"):
         verify_model_files(bad)
     assert set(PINNED_SHA256) >= {"model.safetensors", "tokenizer.json"}
+
+
+# -- emerging vocabulary (Monroe et al. 2008 sec. 3.5) and the churn null ---------------------------
+
+ZIPF = [f"tok{i}" for i in range(3000)]
+ZIPF_W = [1.0 / (i + 1) for i in range(3000)]
+
+
+def zipf_texts(n, p_term, seed, term="zorblax"):
+    """Texts of 8 Zipf-distributed words; each contains ``term`` with probability ``p_term``."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        ws = rng.choices(ZIPF, weights=ZIPF_W, k=8)
+        if rng.random() < p_term:
+            ws.insert(rng.randrange(9), term)
+        out.append(" ".join(ws))
+    return out
+
+
+def test_log_odds_dirichlet_matches_the_formula():
+    ref, cur, prior = np.array([10.0, 0.0, 5.0]), np.array([2.0, 8.0, 5.0]), np.array([1.0, 2.0, 3.0])
+    delta, z = log_odds_dirichlet(ref, cur, prior)
+    a0, nr, nc = prior.sum(), ref.sum(), cur.sum()
+    w = 1  # the emerging term, by hand
+    d = np.log((8 + 2) / (nc + a0 - 8 - 2)) - np.log((0 + 2) / (nr + a0 - 0 - 2))
+    assert delta[w] == pytest.approx(d) and z[w] == pytest.approx(d / np.sqrt(1 / 10 + 1 / 2))
+    assert z[1] > 0 > z[0]  # emerging vs fading
+    with pytest.raises(ValueError):
+        log_odds_dirichlet(ref, cur[:2], prior)
+
+
+def test_a_term_that_jumps_from_0_1_to_3_percent_is_detected_and_unchanged_text_is_not():
+    ref = zipf_texts(1000, 0.001, 1)
+    jump = lexical_tests(ref, zipf_texts(1000, 0.03, 2), splits=300, alpha=0.01, seed=0)
+    same = lexical_tests(ref, zipf_texts(1000, 0.001, 3), splits=300, alpha=0.01, seed=0)
+    e = jump.stats["emerging_z"]
+    assert e.p_value < 0.01 and e.value > e.threshold
+    top, over = jump.top(5, e.threshold)
+    assert top[0]["term"] == "zorblax" and over >= 1 and top[0]["current_texts"] >= 20
+    assert top[0]["reference_texts"] <= 5
+    # the unigram JS over the whole vocabulary does not see a 3% term in 8-word texts: this is what emerging_z is for
+    assert jump.stats["token_js"].p_value > 0.01
+    s = same.stats["emerging_z"]
+    assert s.p_value > 0.05 and same.top(5, s.threshold)[1] == 0
+
+
+def test_churn_null_keeps_its_false_alarm_rate_and_flags_a_jump():
+    rng = np.random.default_rng(0)
+    hits = 0
+    for _ in range(2000):
+        v = np.exp(rng.normal(0.0, 0.3, size=13))  # i.i.d. log-normal churn, 12 past values + the current one
+        hits += churn_test(float(v[-1]), list(v[:-1]), 0.05).p_value < 0.05
+    assert 0.03 < hits / 2000 < 0.07  # exact 5% for this null, +- Monte Carlo error
+    past = list(np.exp(rng.normal(0.0, 0.1, size=12)))
+    r = churn_test(3.0, past, 0.01)
+    assert r.p_value < 0.001 and r.threshold < 3.0
+    assert churn_test(1.0, past, 0.01).p_value > 0.05
+    with pytest.raises(ValueError):
+        churn_test(1.0, [1.0, 2.0], 0.05)
+
+
+def test_profile_uses_the_churn_null_once_history_exists():
+    cfg = DriftConfig(sample_rows=300, null_splits=200, churn_min_windows=6, churn_windows=12)
+    ref = texts(OLD, 300, 1)
+    cur = texts(OLD, 200, 2) + texts(NEW, 100, 3)
+    cold = profile_window("w", cur, ref, reference_keys=["a"], cfg=cfg)
+    assert cold.calibration["emerging_z"] == "permutation" and "emerging_z" in cold.exceeded
+    assert cold.emerging[0]["term"] in {"mcp", "agent", "agents", "ai", "llm", "server", "exposing", "tools", "framework",
+                                        "lets", "call"}
+    # a history in which the same JS / emerging z are ordinary month-to-month churn: the churn p-value wins
+    steady = [{k: (r.value * f if r.value > 0 else None) for k, r in cold.stats.items()}
+              for f in (0.9, 1.1, 1.0, 0.95, 1.05, 1.2, 0.85)]
+    warm = profile_window("w", cur, ref, reference_keys=["a"], cfg=cfg, history=steady)
+    assert warm.calibration["emerging_z"] == "permutation+churn"
+    assert warm.info["emerging_z_p_churn"] > 0.05 and "emerging_z" not in warm.exceeded
+    assert warm.stats["emerging_z"].p_value == max(warm.info["emerging_z_p_permutation"], warm.info["emerging_z_p_churn"])
+    assert not confirm_drift(warm, steady, cfg, 7).drift
+    # a calm history: the same window is now unusual against churn too, and confirmed without ADWIN
+    calm = [{k: (r.value * f * 0.3 if r.value > 0 else None) for k, r in cold.stats.items()}
+            for f in (0.9, 1.1, 1.0, 0.95, 1.05, 1.2, 0.85)]
+    hot = profile_window("w", cur, ref, reference_keys=["a"], cfg=cfg, history=calm)
+    decision = confirm_drift(hot, calm, cfg, 7)
+    assert decision.drift and "emerging_z" in decision.confirmed and "emerging terms:" in decision.reason
