@@ -6,8 +6,8 @@ instead of ``training.finetune.finetune``: a ``PipesSubprocessClient`` starts
 DDP over N processes (gloo on CPU). Rank 0 reports step logs and the result back through Pipes; the
 asset then scores, logs and registers the challenger exactly as in-process.
 
-The same call works with ``dagster_k8s.PipesK8sClient`` (pass ``client=`` and the pod's ``image``
-through ``client_kwargs``): the command and the extras are the same; the pod must mount the
+The same call works with ``dagster_k8s.PipesK8sClient`` (pass ``client=``, the pod's ``image`` through
+``client_kwargs`` and the image's ``python``): the command and the extras are the same; the pod must mount the
 streamtune home (snapshots and models folders) at the same path, e.g. one ReadWriteMany volume.
 """
 
@@ -45,8 +45,12 @@ def finetune_via_pipes(
     progress_file: Path | None = None,
     client=None,
     client_kwargs: dict | None = None,
+    python: str | None = None,
 ) -> tuple[FinetuneResult, dict]:
     """Run one update in ``nproc`` external processes; ``(rank 0's FinetuneResult, reported metadata)``.
+
+    ``client`` defaults to ``PipesSubprocessClient``; with ``PipesK8sClient`` pass ``client_kwargs={"image":
+    ...}`` and ``python="python"`` (the interpreter inside the image; default: this one).
 
     Raises:
         dagster.DagsterPipesExecutionError: the external process failed (its error is in the message).
@@ -66,7 +70,8 @@ def finetune_via_pipes(
         "progress_file": str(progress_file) if progress_file is not None else "",
     }
     context.log.info(f"launching the fine-tune through Dagster Pipes on {nproc} process(es)")
-    invocation = client.run(context=context, extras=extras, command=torchrun_command(nproc), **(client_kwargs or {}))
+    invocation = client.run(context=context, extras=extras, command=torchrun_command(nproc, python),
+                            **(client_kwargs or {}))
     messages = [m for m in invocation.get_custom_messages() if isinstance(m, dict) and "finetune_result" in m]
     if not messages:
         raise dg.Failure("the external fine-tune exited without reporting a result")
