@@ -737,6 +737,9 @@ class _Gx:
         self.ctx.add_data_docs_site(site_name=site, site_config={
             "class_name": "SiteBuilder",
             "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            # the window's validation page (it lists every expectation with its result) and the index;
+            # no suite pages (one per suite in this process, not per window) and no profiling section
+            "site_section_builders": {"expectations": "0", "profiling": "0"},
             "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(target)},
         })
         try:

@@ -60,6 +60,7 @@ def test_metadata_docs_checks_and_cross_window_dedup(tmp_path):
     assert meta["duplicates_exact"] == 2 and meta["duplicate_rate"] > 0
     docs = meta["gx_data_docs"]
     assert docs.endswith("index.html") and (home.paths.data_docs / k2 / "index.html").exists()
+    assert len(list((home.paths.data_docs / k2 / "validations").rglob("*.html"))) == 1  # the window's validation
     docs_text = "".join(p.read_text(errors="ignore") for p in (home.paths.data_docs / k2).rglob("*.html"))
     assert "jane.roe" not in docs_text and "MIIEvQ" not in docs_text and "window 2 record" not in docs_text
 
