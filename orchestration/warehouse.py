@@ -28,6 +28,7 @@ rows and NULL for quarantined rows, whose raw text lives in ``curated.quarantine
 ``train.updates``      one row per fine-tune update: windows, metrics, gate decision
 ``train.replay_buffer`` window-balanced reservoir of past training rows mixed into updates (replay)
 ``train.rollbacks``    manual moves of the champion alias back to an earlier version, with the reason
+``train.retired_versions`` versions that saw records a deletion request removed (their windows retrain)
 ``monitor.eval_matrix`` bits/byte of every model version on every window's held-out rows (R[i][j])
 ``monitor.window_profile`` one row per profiled window: drift statistics, p-values, thresholds, alarm
 """
@@ -165,6 +166,12 @@ CREATE TABLE IF NOT EXISTS train.rollbacks (
     reason VARCHAR NOT NULL,
     actor VARCHAR,
     rolled_back_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS train.retired_versions (  -- versions that saw deleted records (orchestration.forget)
+    model_version VARCHAR PRIMARY KEY,
+    request_id VARCHAR NOT NULL,
+    reason VARCHAR NOT NULL,
+    retired_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 CREATE TABLE IF NOT EXISTS monitor.window_profile (
     window_key VARCHAR PRIMARY KEY,
@@ -534,14 +541,16 @@ class Warehouse:
     # -- training -------------------------------------------------------------------------
 
     def pending_windows(self, limit: int | None = None) -> list[str]:
-        """Approved windows not yet in ``train.ledger``, oldest landing first.
+        """Approved windows not yet in ``train.ledger``, oldest landing first. Windows trained only by
+        versions in ``train.retired_versions`` (a deletion request) are pending again: they are retrained.
 
         Args:
             limit: at most this many (None or 0: all).
         """
         sql = (
             "SELECT w.window_key FROM curated.windows w JOIN raw.windows r USING (window_key) "
-            "WHERE w.window_key NOT IN (SELECT DISTINCT window_key FROM train.ledger) "
+            "WHERE w.window_key NOT IN (SELECT DISTINCT window_key FROM train.ledger WHERE role IN ('train', 'new_eval') "
+            "AND model_version NOT IN (SELECT model_version FROM train.retired_versions)) "
             "ORDER BY r.file_mtime_ns, r.file_name"
         )
         with self.connect() as con:
