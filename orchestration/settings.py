@@ -147,6 +147,12 @@ class Settings:
     dagster-postgres). Prefer the ``STREAMTUNE_DAGSTER_PG_URL`` environment variable for the password."""
     experiment: str = "streamtune"
     model_name: str = "streamtune-lm"
+    mlflow_ui_url: str = "http://127.0.0.1:5000"
+    """Where users open the MLflow UI (``streamtune ui`` serves it here); Dagster metadata links to runs there."""
+    owners: str = "team:ml-platform"
+    """Comma-separated Dagster asset owners (e-mail addresses or ``team:<name>``)."""
+    samples_per_update: int = 3
+    """Sample generations from each challenger shown in Dagster metadata and kept in MLflow (0 = none)."""
     model: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     gate: dict[str, Any] = field(default_factory=dict)

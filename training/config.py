@@ -128,6 +128,11 @@ class TrainConfig(_ConfigMixin):
     """Dropout on the LoRA input, in [0, 1)."""
     lora_target_modules: str = ""
     """Comma-separated module names to adapt; "" = peft's default for the architecture (GPT-2: ``c_attn``)."""
+    selection: str = "uniform"
+    """Online data selection/weighting strategy of the fine-tune step (``training.selection``): "uniform"
+    (default, the plain loop), "loss_reweight", "rho_loss", "greats", "dwm" or "d3"."""
+    selection_params: str = ""
+    """The strategy's settings as ``"key=value,..."`` (``training.selection.params``); "" = its defaults."""
 
     def __post_init__(self) -> None:
         issues: list[str] = []
@@ -165,6 +170,15 @@ class TrainConfig(_ConfigMixin):
             issues.append(f"`lora_dropout` must be in [0, 1), got {self.lora_dropout!r}")
         if not isinstance(self.lora_target_modules, str):
             issues.append(f"`lora_target_modules` must be a string, got {self.lora_target_modules!r}")
+        if not isinstance(self.selection, str) or not isinstance(self.selection_params, str):
+            issues.append(f"`selection`/`selection_params` must be strings, got {self.selection!r}, {self.selection_params!r}")
+        else:
+            from training.selection.params import parse_params  # torch-free
+
+            try:
+                parse_params(self.selection, self.selection_params)
+            except ValueError as e:
+                issues.append(f"`selection`/`selection_params`: {e}")
         self._raise_if(issues)
 
 

@@ -21,12 +21,13 @@ from pathlib import Path
 import torch
 
 from training.config import TrainConfig
-from training.data import pack_texts
+from training.data import heldout_mask, pack_texts
 from training.device import bf16_supported, configure_threads, select_device
 from training.evaluate import EvalResult, evaluate
 from training.loop import FitResult, fit, load_optimizer_state, make_optimizer
 from training.modeling import load_model
 from training.schedule import ar_meta_peak_lr
+from training.selection import make_selector, needs_reference, reference_fraction
 
 __all__ = ["CHECKPOINT_FILE", "TRAIN_STATE_FILE", "FinetuneResult", "finetune", "total_steps_for", "update_fingerprint"]
 
@@ -89,7 +90,9 @@ class FinetuneResult:
         Keys: ``{champion,challenger}_{new,retention}_{loss,ppl,bpb}`` (nats/token, perplexity,
         bits/byte), ``{new,retention}_eval_{texts,tokens,bytes}``, ``train_tokens``, ``tokens_per_s``,
         ``wall_s``, ``final_train_loss``, ``steps``, ``train_blocks``, ``global_step``,
-        ``optimizer_resumed`` (0/1), ``peak_lr``, ``resumed_from_step``; ``{champion,challenger}_first_*``
+        ``optimizer_resumed`` (0/1), ``peak_lr``, ``resumed_from_step``; the online selection statistics
+        ``selection_{overhead_s,overhead_cpu_s,kept_fraction,weight_entropy,scored_tokens,steps,
+        reference_texts}`` (+ strategy extras; trivial values for uniform); ``{champion,challenger}_first_*``
         when a first-window set was given. The per-window matrix is in ``forward_before``/``matrix_after``.
         """
         out: dict[str, float] = {}
@@ -125,6 +128,7 @@ class FinetuneResult:
             "optimizer_resumed": float(self.optimizer_resumed),
             "peak_lr": self.peak_lr,
             "resumed_from_step": float(self.resumed_from_step),
+            **self.fit.selection,  # selection_{overhead_s,kept_fraction,weight_entropy,...}
         })
         return out
 
@@ -146,6 +150,19 @@ def _rank_world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
+
+
+def _split_reference(train_texts: Sequence[str], reference_texts: Sequence[str], cfg: TrainConfig) -> tuple[list[str], list[str]]:
+    """``(train, reference)`` for ``cfg.selection``: the given reference, or ``reference_fraction`` of the
+    training texts held back by a salted hash (at least one text, never all); no reference if unneeded."""
+    if reference_texts or not needs_reference(cfg.selection):
+        return list(train_texts), list(reference_texts)
+    held = heldout_mask(list(train_texts), reference_fraction(cfg.selection, cfg.selection_params), salt="selection-ref")
+    if not any(held):
+        held[-1] = True
+    if all(held):
+        held[0] = False
+    return [t for t, h in zip(train_texts, held) if not h], [t for t, h in zip(train_texts, held) if h]
 
 
 def _is_within(path: Path, root: Path) -> bool:
@@ -201,6 +218,8 @@ def finetune(
     matrix_eval: Mapping[str, Sequence[str]] | None = None,
     checkpoint_dir: Path | None = None,
     on_trained: Callable[[torch.nn.Module], None] | None = None,
+    on_progress: Callable[[str, int, int], None] | None = None,
+    reference_texts: Sequence[str] = (),
 ) -> FinetuneResult:
     """Fine-tune ``parent`` on ``train_texts`` and save the challenger to ``out_dir``.
 
@@ -230,6 +249,8 @@ def finetune(
         cfg: training settings (``cfg.seq_len`` <= the parent's maximum positions).
         out_dir: created if missing. Must not be inside ``parent``.
         on_step: forwarded to ``fit``; called as ``on_step(step, loss, lr)`` at each curve point.
+        on_progress: called as ``on_progress(phase, done, total)`` with phase ``"eval_before"``,
+            ``"train"`` (optimizer steps) or ``"eval_after"`` (evaluation sets scored), for progress bars.
         first_eval_texts: fixed held-out rows of the first window (scored before and after).
         forward_eval: ``{window_key: held-out texts}`` of the new windows, scored before training.
         matrix_eval: ``{window_key: held-out texts}`` of every window so far, scored after training.
@@ -237,6 +258,9 @@ def finetune(
             Must not be inside ``parent``.
         on_trained: called with the trained (LoRA-merged) model right after training, on every rank
             (``training.distributed`` checks that the ranks' weights agree).
+        reference_texts: reference slice of an online selection strategy that needs one
+            (``cfg.selection`` in rho_loss/greats/dwm: target, validation or irreducible-loss data); never
+            trained on. Empty = ``selection.reference_fraction`` of ``train_texts`` is held back by hash.
 
     Returns:
         ``FinetuneResult``; ``metrics()`` gives the flat numbers to log.
@@ -269,18 +293,29 @@ def finetune(
     if max_positions is not None and cfg.seq_len > max_positions:
         raise ValueError(f"`seq_len` {cfg.seq_len} exceeds the parent's maximum positions {max_positions}")
 
+    eval_sets = {"eval_before": 3 + len(forward_eval or {}), "eval_after": 3 + len(matrix_eval or {})}
+    eval_done = {"eval_before": 0, "eval_after": 0}
+    eval_phase = ["eval_before"]
+
     def score(texts: Sequence[str]) -> EvalResult | None:
         if rank:  # data parallel: only rank 0 evaluates; the other ranks only train
             return None
-        return evaluate(
+        result = evaluate(
             model, tokenizer, texts, seq_len=cfg.seq_len, batch_size=cfg.eval_batch_size, device=device
         )
+        phase = eval_phase[0]
+        eval_done[phase] += 1
+        if on_progress is not None:
+            on_progress(phase, eval_done[phase], eval_sets[phase])
+        return result
 
     champion_new, champion_retention = score(new_eval_texts), score(retention_eval_texts)
     champion_first = score(first_eval_texts)
     forward_before = {k: r for k, v in (forward_eval or {}).items() if (r := score(v)) is not None}
 
+    train_texts, reference = _split_reference(train_texts, reference_texts, cfg)  # selection's held-back slice
     blocks = pack_texts(tokenizer, train_texts, cfg.seq_len)  # (N, T + 1), tail dropped
+    ref_blocks = pack_texts(tokenizer, reference, cfg.seq_len, keep_tail=True) if reference else None
     total_steps = total_steps_for(cfg, blocks.shape[0])
     lora = cfg.lora_r > 0
     if lora:
@@ -328,20 +363,28 @@ def finetune(
         parent, blocks.shape[0], cfg.seq_len + 1, total_steps, start_step, peak_lr, device.type, bf16, threads,
         resumed, lora,
     )
+    def progress_step(step: int, loss: float, lr: float) -> None:
+        if on_step is not None:
+            on_step(step, loss, lr)
+        if on_progress is not None:
+            on_progress("train", step, total_steps)
+
     if world > 1 and min(cfg.batch_size, blocks.shape[0]) < world:
         raise ValueError(f"data-parallel training over {world} processes needs a global batch of at least {world} "
                          f"blocks, got min(batch_size={cfg.batch_size}, blocks={blocks.shape[0]})")
     trained = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    fit_result = fit(trained, optimizer, blocks, cfg, device=device, total_steps=total_steps, on_step=on_step,
+    fit_result = fit(trained, optimizer, blocks, cfg, device=device, total_steps=total_steps, on_step=progress_step,
                      peak_lr=peak_lr, start_step=start_step,
                      on_checkpoint=on_checkpoint if ckpt_path is not None else None,
-                     shard=(rank, world) if world > 1 else None)
+                     shard=(rank, world) if world > 1 else None, selector=make_selector(cfg, ref_blocks))
     fit_result.train_tokens += carried_tokens
+    fit_result.selection["selection_reference_texts"] = float(len(reference))
     if lora:
         model = model.merge_and_unload()  # register a plain model: adapters folded into the weights
     if on_trained is not None:
         on_trained(model)
 
+    eval_phase[0] = "eval_after"
     challenger_new, challenger_retention = score(new_eval_texts), score(retention_eval_texts)
     challenger_first = score(first_eval_texts)
     matrix_after = {k: r for k, v in (matrix_eval or {}).items() if (r := score(v)) is not None}

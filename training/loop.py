@@ -26,6 +26,7 @@ from training.config import TrainConfig
 from training.data import IGNORE_INDEX, split_block
 from training.device import bf16_supported
 from training.schedule import get_lr
+from training.selection.base import Selector, SelectionStats, TrainState, selective_loss
 
 __all__ = ["ADAM_BETAS", "FitResult", "fit", "load_optimizer_state", "make_optimizer", "warmup_steps"]
 
@@ -52,6 +53,12 @@ class FitResult:
     point, and the lr of that step; every ``log_every`` steps and at the last step."""
     final_loss: float = math.nan
     """Loss of the last curve point."""
+    cpu_seconds: float = math.nan
+    """Process CPU time of the loop (with one torch thread, the wall-clock it takes on an unshared core)."""
+    selection: dict[str, float] = field(default_factory=dict)
+    """Online selection statistics (``training.selection``): ``selection_overhead_s``, ``_kept_fraction``,
+    ``_weight_entropy``, ``_scored_tokens``, ``_steps`` and strategy extras; the trivial values (0, 1, 1, 0)
+    for the plain uniform loop."""
 
 
 def warmup_steps(total_steps: int, warmup_fraction: float) -> int:
@@ -153,6 +160,7 @@ def fit(
     start_step: int = 0,
     on_checkpoint: Callable[[int, int], None] | None = None,
     shard: tuple[int, int] | None = None,
+    selector: "Selector | None" = None,
 ) -> FitResult:
     """Train ``model`` for ``total_steps`` AdamW steps on packed ``blocks``.
 
@@ -183,6 +191,12 @@ def fit(
             batch's target tokens times ``world_size`` (DDP averages gradients over ranks), so gradients,
             clipping and updates equal those of one process on the whole batch; the logged loss is the
             global batch mean (one all-reduce). Every shard must be non-empty.
+        selector: an online selection strategy (``training.selection.make_selector``); None = uniform, the
+            plain loop. With one, each step draws ``selector.pool_factor * batch`` candidate blocks (in the
+            selector's order, ``Selector.batches``), the selector picks the kept blocks and their weights,
+            and the loss is the weighted mean of the kept blocks' losses (``selection.base.selective_loss``).
+            Not combinable with ``shard``; a resumed run replays the candidate stream but not the
+            selector's own state.
 
     Returns:
         ``FitResult`` (``steps`` = total_steps; ``train_tokens`` counts only the steps run in this call).
@@ -202,7 +216,18 @@ def fit(
     peak = cfg.peak_lr if peak_lr is None else peak_lr
     min_lr = min(cfg.peak_lr * cfg.min_lr_ratio, peak)
     batch_size = min(cfg.batch_size, blocks.shape[0])
-    batches = _batches(blocks.shape[0], batch_size, torch.Generator().manual_seed(cfg.seed))
+    if selector is not None and shard is not None:
+        raise ValueError("online data selection is not supported with data-parallel `shard` training")
+    state = TrainState(model, optimizer, device, total_steps=total_steps, batch_size=batch_size, bf16=bf16)
+    start_seconds, start_cpu = 0.0, 0.0  # the selector's one-off setup (e.g. RHO's IL model) counts as time
+    if selector is not None:
+        t_start, c_start = time.perf_counter(), time.process_time()
+        selector.start(state, blocks)
+        start_seconds, start_cpu = time.perf_counter() - t_start, time.process_time() - c_start
+        pool = min(blocks.shape[0], batch_size * selector.pool_factor)
+        batches = selector.batches(blocks.shape[0], pool, torch.Generator().manual_seed(cfg.seed), state)
+    else:
+        batches = _batches(blocks.shape[0], batch_size, torch.Generator().manual_seed(cfg.seed))
     for _ in range(start_step):  # resume: replay the same minibatch stream
         next(batches)
     params = [p for g in optimizer.param_groups for p in g["params"]]
@@ -211,29 +236,34 @@ def fit(
     curve: list[tuple[int, float, float]] = []
     pending: list[float] = []  # losses since the last curve point
     train_tokens = 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for step in range(start_step, total_steps):
         lr = get_lr(step, total_steps, peak, warmup, min_lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
 
         idx = next(batches)
-        if shard is not None:  # data parallel: this rank's rows of the global batch
-            n_targets = int((blocks[idx, 1:] != IGNORE_INDEX).sum())
-            idx = idx[shard[0]::shard[1]]
-        x, y = split_block(blocks[idx].to(device))  # (B, T), (B, T)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = model(input_ids=x, use_cache=False).logits  # (B, T, V)
-        if shard is None:
-            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX)
+        if selector is not None:  # online selection: weighted mean loss of the kept blocks, y = their targets
+            state.step, state.lr = step, lr
+            loss, y, _ = selective_loss(selector, blocks, idx, state)
             loss_value = loss.item()
         else:
-            loss_sum = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX,
-                                       reduction="sum")
-            loss = loss_sum * (shard[1] / max(1, n_targets))
-            total = loss_sum.detach().reshape(1).clone()
-            torch.distributed.all_reduce(total)
-            loss_value = float(total) / max(1, n_targets)
+            if shard is not None:  # data parallel: this rank's rows of the global batch
+                n_targets = int((blocks[idx, 1:] != IGNORE_INDEX).sum())
+                idx = idx[shard[0]::shard[1]]
+            x, y = split_block(blocks[idx].to(device))  # (B, T), (B, T)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+                logits = model(input_ids=x, use_cache=False).logits  # (B, T, V)
+            if shard is None:
+                loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX)
+                loss_value = loss.item()
+            else:
+                loss_sum = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX,
+                                           reduction="sum")
+                loss = loss_sum * (shard[1] / max(1, n_targets))
+                total = loss_sum.detach().reshape(1).clone()
+                torch.distributed.all_reduce(total)
+                loss_value = float(total) / max(1, n_targets)
         if not math.isfinite(loss_value):
             raise FloatingPointError(f"training loss is {loss_value} at step {step + 1}/{total_steps} (lr={lr:.3g})")
         optimizer.zero_grad(set_to_none=True)
@@ -241,6 +271,8 @@ def fit(
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         optimizer.step()
+        if selector is not None:
+            selector.after_step(state)
 
         train_tokens += int((y != IGNORE_INDEX).sum()) if shard is None else n_targets
         pending.append(loss_value)
@@ -253,7 +285,7 @@ def fit(
         if on_checkpoint is not None and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 \
                 and step + 1 < total_steps:
             on_checkpoint(step + 1, train_tokens)
-    wall = time.perf_counter() - t0
+    wall = time.perf_counter() - t0 + start_seconds
     return FitResult(
         steps=total_steps,
         train_tokens=train_tokens,
@@ -261,4 +293,6 @@ def fit(
         tokens_per_second=train_tokens / wall if wall > 0 else math.inf,
         curve=curve,
         final_loss=curve[-1][1] if curve else (sum(pending) / len(pending) if pending else math.nan),
+        cpu_seconds=time.process_time() - c0 + start_cpu,
+        selection=selector.stats.as_metrics(selector.name) if selector is not None else SelectionStats().as_metrics("uniform"),
     )

@@ -13,6 +13,8 @@ EXPECTED_KEYS = {
     *(f"{slice_}_eval_{m}" for slice_ in ("new", "retention") for m in ("texts", "tokens", "bytes")),
     "train_tokens", "tokens_per_s", "wall_s", "final_train_loss", "steps", "train_blocks", "global_step",
     "optimizer_resumed", "peak_lr", "resumed_from_step",
+    *(f"selection_{m}" for m in ("overhead_s", "overhead_cpu_s", "kept_fraction", "weight_entropy", "scored_tokens",
+                                 "steps", "reference_texts")),  # training.selection; trivial for uniform
 }
 
 
