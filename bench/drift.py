@@ -400,7 +400,8 @@ def run_policies(args) -> None:
                 new = [x for p in pending for x in windows[p]["train"]]
                 replay = sample_replay(buffer["text"].to_list(), replay_count(len(new), 0.25), seed=args.seed * 1000 + t)
                 nxt = work / f"{name}-{t}"
-                finetune(model_dir, new + replay, [], [], cfg, nxt)
+                steps = cfg.max_steps * (len(pending) if args.budget == "per-window" else 1)
+                finetune(model_dir, new + replay, [], [], TrainConfig(**{**base, "max_steps": steps}), nxt)
                 for p in pending:
                     buffer = update_buffer(buffer, _frame(windows[p], p), 2048, seed=args.seed)
                 if model_dir.name != "m0":
@@ -418,7 +419,7 @@ def run_policies(args) -> None:
         v["area_vs_every_window"] = v["area_forward_bpb"] / ref["area_forward_bpb"] - 1
         v["retrains_vs_every_window"] = v["retrains"] / ref["retrains"]
         v["meets_target"] = bool(v["area_vs_every_window"] <= 0.01 and v["retrains_vs_every_window"] <= 0.60)
-    res["policy"] = {"results": out, "per_month": args.per_month, "eval_fraction": args.eval_fraction,
+    res["policy"] = {"results": out, "budget": args.budget, "per_month": args.per_month, "eval_fraction": args.eval_fraction,
                      "train_rows": sum(len(w["train"]) for w in windows), "eval_rows": sum(len(w["eval"]) for w in windows),
                      "model": mcfg.to_dict(), "train": cfg.to_dict(), "wall_seconds": time.perf_counter() - t_start,
                      "months": keys[1:], "alarms_used": sorted(alarm_set),
@@ -426,13 +427,16 @@ def run_policies(args) -> None:
     (args.out / "drift.json").write_text(json.dumps(res, indent=1, default=float))
     plot_policies(out, keys[1:], args.out / "drift_policy.png")
     cmd = (f"python bench/drift.py --policy --per-month {args.per_month} --eval-fraction {args.eval_fraction} "
+           + (f"--budget {args.budget} " if args.budget != "per-retrain" else "")
+           + f"--out {args.out} "
            f"--cadences {','.join(map(str, args.cadences))} --stalenesses {','.join(map(str, args.stalenesses))}")
     lines = ["", "## Policy comparison", "",
              f"`{cmd}` — wall {res['policy']['wall_seconds']:.0f} s, 1 seed. Machinery of bench/continual.py "
              f"(prepare / load_stream, M_0 and update recipe): GPT-2 {mcfg.n_layer}x{mcfg.n_embd}, BPE "
              f"{mcfg.vocab_size}; {res['policy']['train_rows']} training and {res['policy']['eval_rows']} held-out "
              f"rows over {len(windows)} months; one retrain = {cfg.max_steps} steps x {cfg.batch_size} x {cfg.seq_len} "
-             "tokens on every window pending since the previous retrain + 25% replay. Forward bpb = the "
+             f"tokens{' per window it covers' if args.budget == 'per-window' else ''} on every window pending since "
+             "the previous retrain + 25% replay. Forward bpb = the "
              "current model on month t's held-out rows before training on t. Drift alarms: the confirmed "
              f"alarms of the real-stream run above ({sorted(alarm_set)}). K and the cadences were fixed "
              "before the run.", "",
@@ -489,6 +493,9 @@ if __name__ == "__main__":
         ap.add_argument("--cadences", type=lambda s: [int(x) for x in s.split(",")], default=[2, 3])
         ap.add_argument("--stalenesses", type=lambda s: [int(x) for x in s.split(",")], default=[2, 3])
         ap.add_argument("--threads", type=int, default=1)
+        ap.add_argument("--budget", choices=["per-retrain", "per-window"], default="per-retrain",
+                        help="per-retrain: every retrain = 40 steps whatever it covers (retrains = compute); "
+                             "per-window: 40 steps per window covered (equal compute, only the timing differs)")
         ap.add_argument("--seed", type=int, default=0)
         run_policies(ap.parse_args())
     else:
