@@ -276,61 +276,6 @@ def forget(
         console.print(f"report: {report.report_path}")
 
 
-@app.command()
-def forget(
-    home: HomeOpt = None,
-    where: Annotated[Optional[list[str]], typer.Option("--where", help="\"<field> = <value>\": a record field "
-                     "(id, text, window_key) or metadata key; repeatable (OR)")] = None,
-    ids: Annotated[Optional[list[str]], typer.Option("--id", help="record id; repeatable")] = None,
-    reason: Annotated[str, typer.Option("--reason", help="stored with the request")] = "deletion request",
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="report what would be deleted; change nothing")] = False,
-    retrain: Annotated[bool, typer.Option("--retrain/--no-retrain", help="queue fine-tune runs that retrain the "
-                       "affected windows without the records (the daemon runs them)")] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
-) -> None:
-    """Delete records everywhere (raw, curated, quarantine, replay buffer, landing files, snapshots), mark
-    every model version trained on them, and request a retrain without them (see orchestration/forget.py)."""
-    from orchestration.forget import ForgetError
-    from orchestration.forget import forget as forget_records
-
-    settings = _settings(home)
-    try:
-        report = forget_records(settings, wheres=list(where or []), ids=list(ids or []), reason=reason,
-                                dry_run=dry_run, request_retrain=retrain)
-    except ForgetError as e:
-        raise CliError(str(e), "e.g. streamtune forget --where \"package = 'pkg3'\" or --id REC-1") from e
-    if as_json:
-        typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
-        return
-    console.print(f"{'dry run: ' if dry_run else ''}{report.request_id}: {len(report.records)} record(s) matched "
-                  f"in {len(report.deleted_by_window)} window(s)")
-    table = Table("table", "rows deleted" if not dry_run else "rows to delete")
-    for t, n in report.deleted.items():
-        table.add_row(t, str(n))
-    console.print(table)
-    roles = ", ".join(f"v{v} ({'/'.join(r)})" for v, r in report.version_roles.items()) or "none"
-    console.print(f"versions whose ledger contains them: {roles}")
-    if report.derived_versions:
-        console.print(f"fine-tuned from those: {', '.join('v' + v for v in report.derived_versions)}")
-    if report.base_tokenizer_affected:
-        console.print(f"[yellow]the base tokenizer (v{report.base_tokenizer_affected}) was built from these records"
-                      "[/yellow]: rebuild the lineage from a new base to remove them from the vocabulary")
-    if report.champion_before != report.champion_after and not dry_run:
-        console.print(f"champion: v{report.champion_before} -> v{report.champion_after}")
-    if report.retrain_windows:
-        console.print(f"windows to retrain: {', '.join(report.retrain_windows)}")
-    if report.retrain_run_ids:
-        console.print(f"queued finetune run(s): {', '.join(r[:8] for r in report.retrain_run_ids)} "
-                      "(run `streamtune run` if no daemon is running)")
-    if report.retrain_error:
-        console.print(f"[red]retrain not requested[/red]: {report.retrain_error}")
-    for kind, items in report.files.items():
-        if items:
-            console.print(f"{kind}: {'; '.join(items)}")
-    if report.report_path:
-        console.print(f"report: {report.report_path}")
-
-
 def _status_data(settings: Settings) -> dict:
     from orchestration.warehouse import Warehouse
 
