@@ -5,6 +5,9 @@ import dagster as dg
 from assets.train import PIPELINE_TAG
 from orchestration.partitions import windows_partitions
 
+COMPUTE_TAG = "streamtune/compute"
+"""Runs tagged ``model`` (fine-tunes, drift profiles) run one at a time on one machine (dagster.yaml)."""
+
 ingest_job = dg.define_asset_job(
     name="ingest_window",
     selection=dg.AssetSelection.assets("raw_window", "curated_window", "approved_window"),
@@ -17,7 +20,7 @@ finetune_job = dg.define_asset_job(
     name="finetune",
     selection=dg.AssetSelection.assets("training_snapshot", "base_model", "challenger_model", "champion_model"),
     description="Fine-tune the champion on pending approved windows, log to MLflow, and run the promotion gate.",
-    tags={PIPELINE_TAG: "finetune"},
+    tags={PIPELINE_TAG: "finetune", COMPUTE_TAG: "model"},
 )
 
 monitor_job = dg.define_asset_job(
@@ -26,7 +29,7 @@ monitor_job = dg.define_asset_job(
     partitions_def=windows_partitions,
     description="Profile one approved window for drift (statistics, calibrated p-values, confirmation) into "
     "monitor.window_profile and MLflow; runs beside ingest, off its critical path.",
-    tags={PIPELINE_TAG: "monitor"},
+    tags={PIPELINE_TAG: "monitor", COMPUTE_TAG: "model"},
 )
 
 drift_report_job = dg.define_asset_job(

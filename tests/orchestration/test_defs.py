@@ -52,3 +52,8 @@ def test_instance_template_has_the_pools_and_fine_tune_limit():
     cfg = yaml.safe_load(resources.files("orchestration").joinpath("templates/dagster.yaml").read_text())
     assert cfg["concurrency"]["pools"]["default_limit"] == 1
     assert {"key": "streamtune/pipeline", "value": "finetune", "limit": 1} in cfg["concurrency"]["runs"]["tag_concurrency_limits"]
+    # fine-tunes and drift profiles (torch on every core) never share the machine's cores
+    assert {"key": "streamtune/compute", "value": "model", "limit": 1} in cfg["concurrency"]["runs"]["tag_concurrency_limits"]
+    from orchestration.jobs import finetune_job, monitor_job
+
+    assert finetune_job.tags["streamtune/compute"] == monitor_job.tags["streamtune/compute"] == "model"
