@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from training.config import TrainConfig
 from training.data import IGNORE_INDEX, split_block
 from training.device import bf16_supported
 from training.schedule import get_lr
-from training.selection.base import Selector, SelectionStats, TrainState, selective_loss
+from training.selection.base import Selector, SelectionStats, TrainState, random_batches, selective_loss
 
 __all__ = ["ADAM_BETAS", "FitResult", "fit", "load_optimizer_state", "make_optimizer", "warmup_steps"]
 
@@ -137,16 +137,6 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, path: str | Path, pea
     return True
 
 
-def _batches(n_blocks: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """Endless minibatch indices: consecutive slices of a stream of fresh random permutations."""
-    buf = torch.empty(0, dtype=torch.long)
-    while True:
-        while buf.numel() < batch_size:
-            buf = torch.cat([buf, torch.randperm(n_blocks, generator=generator)])
-        yield buf[:batch_size]
-        buf = buf[batch_size:]
-
-
 def fit(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -227,7 +217,7 @@ def fit(
         pool = min(blocks.shape[0], batch_size * selector.pool_factor)
         batches = selector.batches(blocks.shape[0], pool, torch.Generator().manual_seed(cfg.seed), state)
     else:
-        batches = _batches(blocks.shape[0], batch_size, torch.Generator().manual_seed(cfg.seed))
+        batches = random_batches(blocks.shape[0], batch_size, torch.Generator().manual_seed(cfg.seed))
     for _ in range(start_step):  # resume: replay the same minibatch stream
         next(batches)
     params = [p for g in optimizer.param_groups for p in g["params"]]

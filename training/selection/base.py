@@ -169,7 +169,8 @@ class SelectionStats:
 
 
 def random_batches(n_blocks: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """Endless minibatch indices: consecutive slices of fresh random permutations (as ``loop.fit``)."""
+    """Endless minibatch indices: consecutive slices of a stream of fresh random permutations (``loop.fit``'s
+    sampler, and the candidate pools of the selection strategies)."""
     buf = torch.empty(0, dtype=torch.long)
     while True:
         while buf.numel() < batch_size:
