@@ -69,6 +69,17 @@ def build_landing_sensor(interval_s: int) -> dg.SensorDefinition:
     return landing_sensor
 
 
+def _approved_since(context: dg.SensorEvaluationContext) -> list:
+    """``approved_window`` materialization records after the sensor's cursor (a storage id), oldest first, at
+    most 100 per tick."""
+    after = int(context.cursor) if context.cursor else None
+    return list(context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("approved_window"), after_storage_id=after),
+        limit=100,
+        ascending=True,
+    ).records)
+
+
 def build_new_window_sensor(interval_s: int, enabled: bool = True) -> dg.SensorDefinition:
     """``enabled=False`` (``[drift] retrain_on = "drift"``): the cursor moves, but no fine-tune is requested."""
 
@@ -80,25 +91,20 @@ def build_new_window_sensor(interval_s: int, enabled: bool = True) -> dg.SensorD
         description="Requests a fine-tune when a window passes its quality gate (approved_window materialized).",
     )
     def new_window_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        after = int(context.cursor) if context.cursor else None
-        result = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey("approved_window"), after_storage_id=after),
-            limit=100,
-            ascending=True,
-        )
-        if not result.records:
+        records = _approved_since(context)
+        if not records:
             return dg.SensorResult(skip_reason="no newly approved windows")
         if not enabled:
             return dg.SensorResult(skip_reason="retrain_on = drift: new windows wait for drift or the schedule",
-                                   cursor=str(result.records[-1].storage_id))
+                                   cursor=str(records[-1].storage_id))
         requests = [
             dg.RunRequest(
                 run_key=f"new-window-{r.storage_id}",
                 tags={TRIGGER_TAG: "new_data", "streamtune/window": r.partition_key or ""},
             )
-            for r in result.records
+            for r in records
         ]
-        return dg.SensorResult(run_requests=requests, cursor=str(result.records[-1].storage_id))
+        return dg.SensorResult(run_requests=requests, cursor=str(records[-1].storage_id))
 
     return new_window_sensor
 
@@ -112,21 +118,16 @@ def build_profile_sensor(interval_s: int, enabled: bool = True) -> dg.SensorDefi
         description="Requests a drift profile (window_profile) for each window that passes its quality gate.",
     )
     def profile_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        after = int(context.cursor) if context.cursor else None
-        result = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey("approved_window"), after_storage_id=after),
-            limit=100,
-            ascending=True,
-        )
-        if not result.records:
+        records = _approved_since(context)
+        if not records:
             return dg.SensorResult(skip_reason="no newly approved windows")
-        cursor = str(result.records[-1].storage_id)
+        cursor = str(records[-1].storage_id)
         if not enabled:
             return dg.SensorResult(skip_reason="drift monitor disabled ([drift] enabled = false)", cursor=cursor)
         requests = [
             dg.RunRequest(run_key=f"profile-{r.storage_id}", partition_key=r.partition_key,
                           tags={TRIGGER_TAG: "monitor", "streamtune/window": r.partition_key or ""})
-            for r in result.records
+            for r in records
             if r.partition_key
         ]
         return dg.SensorResult(run_requests=requests, cursor=cursor)
