@@ -20,9 +20,10 @@ Schema (documented in the README):
 ``curated.window_results`` window-level GX expectations of a window's last curation
 
 PII boundary: ``raw.events`` holds raw text only between ``replace_raw_window`` and
-``replace_curated_window``; the latter rewrites it to the curated (redacted) text for curated
-rows and NULL for quarantined rows, whose raw text lives in ``curated.quarantine`` only
-(``read_raw_window`` joins it back, so re-curating a window sees the original rows).
+``replace_curated_window``; the latter sets its ``text``/``metadata`` to NULL in the same
+transaction (identity, ``record_id`` and ``ts`` stay). A curated row's text then lives in
+``curated.events`` (redacted), a quarantined row's in ``curated.quarantine`` (raw, the one place);
+``read_raw_window`` joins both back, so re-curating a window sees the same rows.
 ``curated.windows``    windows approved for training (written only after blocking checks pass)
 ``train.ledger``       which records of which windows each model version saw, and in which role
 ``train.updates``      one row per fine-tune update: windows, metrics, gate decision
@@ -330,14 +331,18 @@ class Warehouse:
     def read_raw_window(self, window_key: str) -> pl.DataFrame:
         """Parsed rows of a window, ordered by row_number (``RAW_SCHEMA``).
 
-        For rows quarantined by an earlier curation the text/metadata come from
-        ``curated.quarantine`` (the one place with raw values)."""
+        Before curation the text/metadata are ``raw.events``'; after it (``raw.events`` scrubbed
+        to NULL) they come from ``curated.quarantine`` for quarantined rows (raw values) and from
+        ``curated.events`` for curated rows (redacted values)."""
         with self.connect() as con:
             return con.sql(
                 "SELECT e.window_key, e.row_number, e.record_id, "
-                "CASE WHEN q.row_number IS NULL THEN e.text ELSE q.text END AS text, e.ts, "
-                "CASE WHEN q.row_number IS NULL THEN e.metadata ELSE q.metadata END AS metadata "
+                "CASE WHEN q.row_number IS NOT NULL THEN q.text WHEN c.row_number IS NOT NULL THEN c.text "
+                "ELSE e.text END AS text, e.ts, "
+                "CASE WHEN q.row_number IS NOT NULL THEN q.metadata WHEN c.row_number IS NOT NULL THEN c.metadata "
+                "ELSE e.metadata END AS metadata "
                 "FROM raw.events e LEFT JOIN curated.quarantine q USING (window_key, row_number) "
+                "LEFT JOIN curated.events c USING (window_key, row_number) "
                 "WHERE e.window_key = ? ORDER BY e.row_number",
                 params=[window_key],
             ).pl()
@@ -353,8 +358,8 @@ class Warehouse:
         """Replace a window's curated rows and quarantine rows in one transaction.
 
         Clears the window's approval: a re-curated window must pass its
-        blocking checks again before training sees it. Scrubs ``raw.events``
-        (curated rows get the curated, redacted text; quarantined rows NULL).
+        blocking checks again before training sees it. Scrubs ``raw.events`` (text and metadata
+        NULL for every row of the window; ``read_raw_window`` reads them from the curated tables).
 
         Args:
             curated: ``RAW_SCHEMA`` frame (redacted).
@@ -392,16 +397,10 @@ class Warehouse:
 
     @staticmethod
     def _scrub_raw(con: duckdb.DuckDBPyConnection, window_key: str) -> None:
-        con.execute(
-            "UPDATE raw.events e SET text = c.text, metadata = c.metadata FROM curated.events c "
-            "WHERE e.window_key = ? AND c.window_key = e.window_key AND c.row_number = e.row_number",
-            [window_key],
-        )
-        con.execute(
-            "UPDATE raw.events e SET text = NULL, metadata = NULL FROM curated.quarantine q "
-            "WHERE e.window_key = ? AND q.window_key = e.window_key AND q.row_number = e.row_number",
-            [window_key],
-        )
+        """Drop the window's raw text/metadata from ``raw.events`` (see the PII boundary above):
+        one UPDATE without a join; NULL columns cost nothing at checkpoint."""
+        con.execute("UPDATE raw.events SET text = NULL, metadata = NULL "
+                    "WHERE window_key = ? AND (text IS NOT NULL OR metadata IS NOT NULL)", [window_key])
 
     def window_results(self, window_key: str) -> list[dict]:
         """Window-level GX results of the window's last curation: rule, success, observed."""

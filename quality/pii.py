@@ -232,6 +232,48 @@ def _kept(results: list) -> list:
     return out
 
 
+_PHONE_TRIGGER = re.compile(_DIGIT_RUN)
+"""A digit run with phone separators: python-phonenumbers needs one to match in any region."""
+
+
+def _phone_recognizer_class() -> type:
+    from presidio_analyzer import EntityRecognizer
+    from presidio_analyzer.predefined_recognizers import PhoneRecognizer
+
+    class _Recognizer(PhoneRecognizer):
+        """Presidio's ``PhoneRecognizer`` (python-phonenumbers, leniency VALID, the same 8 default
+        regions and context words) that skips regions that cannot add a match: a number in
+        international format (leading ``+``) parses and validates the same in every region
+        (phonenumbers reads the country from the number), so after each region its ``+`` matches
+        are masked, and the remaining regions run only while a digit run (``_PHONE_TRIGGER``) is
+        left. Same findings as the parent on every text, at ~1/8 of the cost for texts whose
+        numbers are all international."""
+
+        def analyze(self, text, entities, nlp_artifacts=None):
+            import phonenumbers
+
+            results = []
+            masked = text
+            for region in self.supported_regions:
+                if not _PHONE_TRIGGER.search(masked):
+                    break
+                plus_spans = []
+                for match in phonenumbers.PhoneNumberMatcher(masked, region, leniency=self.leniency):
+                    try:
+                        found_region = phonenumbers.region_code_for_number(
+                            phonenumbers.parse(text[match.start:match.end]))
+                    except phonenumbers.NumberParseException:
+                        found_region = region
+                    results.append(self._get_recognizer_result(match, text, found_region, nlp_artifacts))
+                    if match.raw_string.lstrip().startswith("+"):
+                        plus_spans.append((match.start, match.end))
+                for start, end in plus_spans:
+                    masked = masked[:start] + "_" * (end - start) + masked[end:]
+            return EntityRecognizer.remove_duplicates(results)
+
+    return _Recognizer
+
+
 class _Engine:
     def __init__(self) -> None:
         import tldextract.tldextract as tlde
@@ -245,6 +287,8 @@ class _Engine:
         self.analyzer = AnalyzerEngine(
             nlp_engine=NoOpNlpEngine(models=[{"lang_code": "en", "model_name": "none"}]), supported_languages=["en"]
         )
+        self.analyzer.registry.remove_recognizer("PhoneRecognizer")
+        self.analyzer.registry.add_recognizer(_phone_recognizer_class()())
         for entity, patterns in SECRET_PATTERNS.items():
             self.analyzer.registry.add_recognizer(PatternRecognizer(
                 supported_entity=entity, name=f"streamtune_{entity.lower()}",
@@ -255,10 +299,27 @@ class _Engine:
 
     def analyze(self, text: str, entities: list[str] | None = None) -> list[Any]:
         """Presidio findings (score >= SCORE_THRESHOLD) of ``entities`` (default: all ``ENTITIES``);
-        only the recognizers of those entities run."""
+        only the recognizers of those entities run.
+
+        Phone numbers last: the other recognizers run first, their findings are masked (``_``, same
+        length, so offsets hold), and the phone recognizer (python-phonenumbers, the costly one) runs
+        on the masked text only if a digit run is left (``_PHONE_TRIGGER``). A card number or IP
+        address is therefore never re-reported as a phone number inside its own span (the
+        anonymizer would have merged the overlap anyway; the span is redacted either way)."""
+        entities = list(entities or ENTITIES)
+        others = [e for e in entities if e != "PHONE_NUMBER"]
         with self.lock:
-            return self.analyzer.analyze(text=text, language="en", entities=list(entities or ENTITIES),
-                                         score_threshold=SCORE_THRESHOLD)
+            found = self.analyzer.analyze(text=text, language="en", entities=others,
+                                          score_threshold=SCORE_THRESHOLD) if others else []
+            if len(others) == len(entities):
+                return found
+            masked = text
+            for r in found:
+                masked = masked[:r.start] + "_" * (r.end - r.start) + masked[r.end:]
+            if not _PHONE_TRIGGER.search(masked):
+                return found
+            return found + self.analyzer.analyze(text=masked, language="en", entities=["PHONE_NUMBER"],
+                                                 score_threshold=SCORE_THRESHOLD)
 
     def anonymize(self, text: str, results: list[Any]) -> str:
         with self.lock:

@@ -109,3 +109,37 @@ def test_entity_routing_finds_exactly_what_a_full_analysis_finds():
         ents = routes.get(i)
         routed = sorted((r.entity_type, r.start, r.end, r.score) for r in engine.analyze(t, ents)) if ents else []
         assert routed == full, t
+
+
+def test_phone_last_and_international_shortcut_redact_what_stock_presidio_redacts():
+    """The engine runs the phone recognizer last, on text with other findings masked, and skips
+    regions once only international (+) numbers are left: the redacted text equals stock
+    Presidio's (AnalyzerEngine defaults) on phone/card/IP mixes, and the phone spans equal those of
+    Presidio's own PhoneRecognizer."""
+    from presidio_analyzer import AnalyzerEngine
+    from presidio_analyzer.nlp_engine import NoOpNlpEngine
+    from presidio_analyzer.predefined_recognizers import PhoneRecognizer
+
+    from quality import pii
+
+    numbers = ["+1 (415) 555-0134", "415.555.0100", "+44 20 7946 0958", "030 12345678", "+49 30 12345678",
+               "(212) 555-7890", "4111 1111 1111 1111", "10.0.3.4", "+91 98765 43210", "11 98765-4321",
+               "+33 1 42 68 53 00", "01 42 68 53 00", "2023-2025", "192.168.100.200"]
+    texts = [f"call {a} or {b}, ref {i}" for i, (a, b) in enumerate(zip(numbers, numbers[3:] + numbers[:3]))]
+    texts += [f"fax {n}" for n in numbers] + ["+1 415 555 0134 +44 20 7946 0958 then 030 12345678"]
+    ents = [e for e in pii.ENTITIES if e not in ("API_KEY", "PRIVATE_KEY")]
+    stock = AnalyzerEngine(nlp_engine=NoOpNlpEngine(models=[{"lang_code": "en", "model_name": "none"}]),
+                           supported_languages=["en"])
+    engine = pii._engine()
+    generic = "<X>"
+    for t in texts:
+        ours = engine.analyze(t, ents)
+        theirs = stock.analyze(text=t, language="en", entities=ents, score_threshold=pii.SCORE_THRESHOLD)
+        redact = [engine.anonymize(t, res) if res else t for res in (ours, theirs)]
+        for e in ("PHONE_NUMBER", "CREDIT_CARD", "IP_ADDRESS"):
+            redact = [r.replace(f"<{e}>", generic) for r in redact]
+        assert redact[0] == redact[1], t
+        phone_ours = sorted((r.start, r.end) for r in engine.analyzer.analyze(t, "en", entities=["PHONE_NUMBER"]))
+        phone_stock = sorted((r.start, r.end) for r in PhoneRecognizer().analyze(t, ["PHONE_NUMBER"]))
+        assert phone_ours == phone_stock, t
+    assert any(r.entity_type == "PHONE_NUMBER" for r in engine.analyze(texts[0], ents))
