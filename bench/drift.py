@@ -82,7 +82,11 @@ def run_stream(name, months, lex, emb_texts, emb_vecs, cfg, ref_windows=3):
 
         # the embedding test sees the embedded subsets only: pass them through the same sampler
         t0 = time.perf_counter()
-        prof = profile_window(m, lex[m], ref, reference_keys=refk, cfg=cfg, history=history)
+        # emerging_z: the last cfg.emerging_windows windows vs the ref_windows before them (as orchestration.monitoring)
+        e = cfg.emerging_windows
+        recent_k, before_k = months[max(0, i - e + 1):i + 1], months[max(0, i - e + 1 - ref_windows):max(0, i - e + 1)]
+        emerging = ([t for k in recent_k for t in lex[k]], [t for k in before_k for t in lex[k]]) if e > 1 and before_k else None
+        prof = profile_window(m, lex[m], ref, reference_keys=refk, cfg=cfg, history=history, emerging_samples=emerging)
         if len(ref_e) >= 2 and len(emb_texts[m]) >= 2:
             from quality.drift import mmd2_permutation_test
 
@@ -182,13 +186,18 @@ def main() -> None:
     ap.add_argument("--embed-rows", type=int, default=250)
     ap.add_argument("--no-embeddings", action="store_true", help="skip MiniLM (lexical statistics only)")
     ap.add_argument("--reference-windows", type=int, default=3, help="months pooled as the reference")
+    ap.add_argument("--near-dup-jaccard", type=float, default=DriftConfig.near_dup_jaccard,
+                    help="emerging_z near-duplicate weighting threshold (0 = off)")
+    ap.add_argument("--emerging-windows", type=int, default=DriftConfig.emerging_windows,
+                    help="emerging_z: last N windows vs the reference before them (1 = window vs its reference)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     t_start = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     months, by = load_months(args.data)
     cfg = DriftConfig(sample_rows=args.lex_rows, embed_rows=args.embed_rows, seed=args.seed,
-                      reference_windows=args.reference_windows)
+                      reference_windows=args.reference_windows, near_dup_jaccard=args.near_dup_jaccard,
+                      emerging_windows=args.emerging_windows)
     rng = random.Random(args.seed)
     lex = {m: sample(by[m], args.lex_rows, args.seed + i) for i, m in enumerate(months)}
     emb_texts = {m: sample(lex[m], args.embed_rows, args.seed + 100 + i) for i, m in enumerate(months)}
@@ -265,13 +274,19 @@ def main() -> None:
     (args.out / "drift.json").write_text(json.dumps({"summary": summary, "real": real, "shuffled": shuffled,
                                                      "topic_share": share}, indent=1, default=float))
     cmd = "python bench/drift.py" + (" --no-embeddings" if args.no_embeddings else "") + (
-        f" --reference-windows {args.reference_windows}" if args.reference_windows != 3 else "")
+        f" --reference-windows {args.reference_windows}" if args.reference_windows != 3 else "") + (
+        f" --lex-rows {args.lex_rows}" if args.lex_rows != ap.get_default("lex_rows") else "") + (
+        f" --near-dup-jaccard {args.near_dup_jaccard}" if args.near_dup_jaccard != DriftConfig.near_dup_jaccard else "") + (
+        f" --emerging-windows {args.emerging_windows}" if args.emerging_windows != DriftConfig.emerging_windows else "") + (
+        f" --seed {args.seed}" if args.seed else "") + (f" --out {args.out}" if args.out != ap.get_default("out") else "")
     emb_note = (f"(embedding {len(uniq)} texts: {embed_s:.0f} s)" if not args.no_embeddings else
                 "(--no-embeddings: MiniLM MMD² not computed; lexical statistics only)")
     lines = ["# Drift monitor on the PyPI stream", "",
              f"`{cmd}` — wall {summary['wall_seconds']:.0f} s on {os.cpu_count()} shared CPUs {emb_note}.", "",
              f"Per window: {args.lex_rows} texts vs {args.lex_rows} texts sampled from the {cfg.reference_windows} previous months "
-             f"(lexical: JS, OOV, length KS, emerging-term z with prior scale {cfg.prior_scale})"
+             f"(lexical: JS, OOV, length KS, emerging-term z with prior scale {cfg.prior_scale}, near-duplicate "
+             f"weighting at Jaccard {cfg.near_dup_jaccard or 'off'}, over the last {cfg.emerging_windows} window(s) vs the "
+             f"{cfg.reference_windows} before them)"
              + ("" if args.no_embeddings else f", {args.embed_rows} vs {args.embed_rows} MiniLM embeddings (MMD², "
                                               f"{cfg.permutations} permutations)")
              + f"; family-wise false-alarm rate {cfg.false_alarm_rate} (Bonferroni over the statistics); "
@@ -335,6 +350,29 @@ def policy_schedules(n_windows: int, alarms: list[bool], cadences: list[int], st
     return out
 
 
+def retrain_steps(budget: str, steps_per_window: int, windows_covered: int, new_rows: int, mean_window_rows: float) -> int:
+    """Optimizer steps of one retrain under a budget rule.
+
+    ``per-retrain``: ``steps_per_window`` whatever the retrain covers (fewer retrains = less training).
+    ``per-window``: ``steps_per_window`` for each window pending since the previous retrain.
+    ``per-new-data``: catch-up, steps proportional to the rows not trained on yet,
+    ``round(steps_per_window * new_rows / mean_window_rows)`` (at least 1) — what a production retrain
+    does: it trains on everything unseen since the last one, so fewer retrains do not mean less data.
+
+    Raises:
+        ValueError: unknown ``budget`` or ``mean_window_rows <= 0``.
+    """
+    if budget == "per-retrain":
+        return steps_per_window
+    if budget == "per-window":
+        return steps_per_window * windows_covered
+    if budget == "per-new-data":
+        if mean_window_rows <= 0:
+            raise ValueError(f"mean_window_rows must be > 0, got {mean_window_rows}")
+        return max(1, round(steps_per_window * new_rows / mean_window_rows))
+    raise ValueError(f"unknown budget {budget!r}")
+
+
 def run_policies(args) -> None:
     """Policy comparison through the continual benchmark's machinery (``bench/continual.py``).
 
@@ -377,6 +415,7 @@ def run_policies(args) -> None:
     init = build_base_model(windows[0]["train"], mcfg, work / "init", seed=args.seed)
     finetune(init, windows[0]["train"], [], [], TrainConfig(**{**base, "max_steps": 120}), work / "m0")
     cfg = TrainConfig(**base)
+    mean_train_rows = float(np.mean([len(w["train"]) for w in windows[1:]]))
 
     def fwd(model_dir: Path, texts: list[str]) -> float:
         bits = ChampionScorer(model_dir).bits(texts)
@@ -400,7 +439,7 @@ def run_policies(args) -> None:
                 new = [x for p in pending for x in windows[p]["train"]]
                 replay = sample_replay(buffer["text"].to_list(), replay_count(len(new), 0.25), seed=args.seed * 1000 + t)
                 nxt = work / f"{name}-{t}"
-                steps = cfg.max_steps * (len(pending) if args.budget == "per-window" else 1)
+                steps = retrain_steps(args.budget, cfg.max_steps, len(pending), len(new), mean_train_rows)
                 finetune(model_dir, new + replay, [], [], TrainConfig(**{**base, "max_steps": steps}), nxt)
                 for p in pending:
                     buffer = update_buffer(buffer, _frame(windows[p], p), 2048, seed=args.seed)
@@ -427,7 +466,7 @@ def run_policies(args) -> None:
     (args.out / "drift.json").write_text(json.dumps(res, indent=1, default=float))
     plot_policies(out, keys[1:], args.out / "drift_policy.png")
     cmd = (f"python bench/drift.py --policy --per-month {args.per_month} --eval-fraction {args.eval_fraction} "
-           + (f"--budget {args.budget} " if args.budget != "per-retrain" else "")
+           + f"--budget {args.budget} "
            + f"--out {args.out} "
            f"--cadences {','.join(map(str, args.cadences))} --stalenesses {','.join(map(str, args.stalenesses))}")
     lines = ["", "## Policy comparison", "",
@@ -435,7 +474,7 @@ def run_policies(args) -> None:
              f"(prepare / load_stream, M_0 and update recipe): GPT-2 {mcfg.n_layer}x{mcfg.n_embd}, BPE "
              f"{mcfg.vocab_size}; {res['policy']['train_rows']} training and {res['policy']['eval_rows']} held-out "
              f"rows over {len(windows)} months; one retrain = {cfg.max_steps} steps x {cfg.batch_size} x {cfg.seq_len} "
-             f"tokens{' per window it covers' if args.budget == 'per-window' else ''} on every window pending since "
+             f"tokens{ {'per-window': ' per window it covers', 'per-new-data': ' per mean window of new rows (catch-up: steps proportional to the rows not trained on yet)'}.get(args.budget, '')} on every window pending since "
              "the previous retrain + 25% replay. Forward bpb = the "
              "current model on month t's held-out rows before training on t. Drift alarms: the confirmed "
              f"alarms of the real-stream run above ({sorted(alarm_set)}). K and the cadences were fixed "
@@ -493,9 +532,10 @@ if __name__ == "__main__":
         ap.add_argument("--cadences", type=lambda s: [int(x) for x in s.split(",")], default=[2, 3])
         ap.add_argument("--stalenesses", type=lambda s: [int(x) for x in s.split(",")], default=[2, 3])
         ap.add_argument("--threads", type=int, default=1)
-        ap.add_argument("--budget", choices=["per-retrain", "per-window"], default="per-retrain",
+        ap.add_argument("--budget", choices=["per-retrain", "per-window", "per-new-data"], default="per-new-data",
                         help="per-retrain: every retrain = 40 steps whatever it covers (retrains = compute); "
-                             "per-window: 40 steps per window covered (equal compute, only the timing differs)")
+                             "per-window: 40 steps per window covered (equal compute, only the timing differs); "
+                             "per-new-data: catch-up, 40 steps per mean window's worth of new rows")
         ap.add_argument("--seed", type=int, default=0)
         run_policies(ap.parse_args())
     else:

@@ -139,6 +139,15 @@ def profile_and_record(
         {k: r.get(k) for k in STAT_NAMES}
         for r in warehouse.window_profiles(before=window_key).to_dicts()
     ]
+    # emerging_z over the last cfg.emerging_windows windows vs the reference_windows before them
+    recent, keys, back = list(inputs["current"]), inputs["reference_keys"], None
+    for _ in range(cfg.emerging_windows - 1):
+        if not keys:
+            break
+        back = warehouse.drift_inputs(keys[-1], cfg.reference_windows)  # short connection each
+        recent += back["current"]
+        keys = back["reference_keys"]
+    emerging_samples = (recent, back["reference"]) if back is not None and back["reference"] else None
     profile = profile_window(
         window_key,
         inputs["current"],
@@ -150,6 +159,7 @@ def profile_and_record(
         count_tokens=scorer.count_tokens if scorer else None,
         score_bits=scorer.bits if scorer else None,
         history=history,
+        emerging_samples=emerging_samples,
     )
     redact_emerging_terms(profile)  # before the reason (which names them) is built
     if inputs["pre_update_bpb"] is not None:

@@ -18,7 +18,7 @@ drift, the ``finetune`` job with ``streamtune/trigger=drift`` and the confirmed 
 A cooldown (``drift.cooldown_s``, measured between the profiles' event timestamps) keeps alarms in
 quick succession from starting a retrain storm; the periodic schedule and ``new_window_sensor`` are
 independent of it. With ``drift.max_windows_without_retrain`` = K it also bounds staleness: after K
-profiled windows without a request it asks for a fine-tune with ``streamtune/trigger=staleness``.
+profiled windows without a fine-tune it asks for one with ``streamtune/trigger=staleness``.
 """
 
 import json
@@ -152,9 +152,12 @@ def build_drift_sensor(interval_s: int, cooldown_s: float, max_windows_without_r
     ``max_windows_without_retrain`` = K > 0 (``[drift] max_windows_without_retrain``) bounds staleness: once K
     distinct windows were profiled since this sensor's last fine-tune request, the K-th one requests a
     fine-tune tagged ``streamtune/trigger=staleness`` (no drift, or drift suppressed by the cooldown). A
-    drift request resets the count too. The cooldown is measured between *drift* requests only (it
-    stops alarm storms; the staleness bound fires at most once per K windows by construction).
-    Fine-tunes from the schedule or ``new_window_sensor`` do not reset the count.
+    drift request resets the count too, and so does any other ``finetune`` run (not tagged drift/staleness:
+    periodic schedule, ``new_window_sensor``, CLI) created since the last tick: windows profiled before its
+    creation no longer count (cursor key ``finetune_ts`` = creation time of the newest such run seen; the
+    newest 20 fine-tune runs are looked at). The cooldown is measured
+    between *drift* requests only (it stops alarm storms; the staleness bound fires at most once per K
+    windows by construction).
     """
 
     @dg.sensor(
@@ -176,11 +179,19 @@ def build_drift_sensor(interval_s: int, cooldown_s: float, max_windows_without_r
             return dg.SensorResult(skip_reason="no new window profiles")
         last_ts = float(state.get("last_request_ts", float("-inf")))
         since = list(state.get("since_retrain", []))
+        # a fine-tune from elsewhere (schedule, new_window_sensor, CLI) since the last tick resets the staleness
+        # count: windows profiled before it was created are covered by it (this sensor's own requests reset it below)
+        finetune_ts = float(state.get("finetune_ts", float("-inf")))
+        others = [rec for rec in context.instance.get_run_records(dg.RunsFilter(job_name=finetune_job.name), limit=20)
+                  if rec.dagster_run.tags.get(TRIGGER_TAG) not in {"drift", "staleness"}]
+        if others and others[0].create_timestamp.timestamp() > finetune_ts:
+            finetune_ts = others[0].create_timestamp.timestamp()
+            since = []
         requests, suppressed = [], []
         for r in result.records:
             md = r.asset_materialization.metadata if r.asset_materialization else {}
             window = r.partition_key or ""
-            if window not in since:
+            if window not in since and r.timestamp > finetune_ts:
                 since.append(window)
             drift = bool(_meta_value(md, "drift", False))
             if drift and r.timestamp - last_ts < cooldown_s:
@@ -211,6 +222,8 @@ def build_drift_sensor(interval_s: int, cooldown_s: float, max_windows_without_r
                                       tags={TRIGGER_TAG: "monitor"}))
         cursor = {"after": last, "last_request_ts": last_ts if last_ts != float("-inf") else None,
                   "since_retrain": since[-200:]}  # bounded cursor; K > 200 is not a staleness bound
+        if finetune_ts != float("-inf"):
+            cursor["finetune_ts"] = finetune_ts
         if cursor["last_request_ts"] is None:
             del cursor["last_request_ts"]
         return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor))

@@ -134,6 +134,14 @@ class DriftConfig:
             approved window and ``drift_sensor`` adds one on confirmed drift; ``"drift"``: new
             windows only accumulate, and fine-tunes come from confirmed drift and the periodic
             schedule (drift-triggered retraining).
+        near_dup_jaccard: ``emerging_z`` counts each text with weight 1 / (texts of the pooled sample whose
+            word set has Jaccard similarity >= this with it; ``near_duplicate_weights``, Morcos et al. 2011),
+            so a templated upload burst of one package family counts about once; 0 = every text weighs 1.
+        emerging_windows: ``emerging_z`` compares the last this-many windows (the current one included)
+            with the ``reference_windows`` windows before them (``profile_window(emerging_samples=...)``):
+            2 = a term that rose last month and stays up this month gathers the evidence of both months,
+            while a one-month burst is diluted; 1 = the window vs its reference like the other statistics.
+            The alarm still fires at the current window (no waiting for persistence).
         seed: seed of every sample, split and permutation.
     """
 
@@ -154,6 +162,8 @@ class DriftConfig:
     churn_min_windows: int = 6
     max_windows_without_retrain: int = 0
     retrain_on: str = "new_window"
+    near_dup_jaccard: float = 0.5
+    emerging_windows: int = 2
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -169,6 +179,10 @@ class DriftConfig:
             raise ValueError("drift.prior_scale must be > 0 and drift.top_terms >= 0")
         if self.churn_min_windows < 3 or self.churn_windows < self.churn_min_windows:
             raise ValueError("drift.churn_min_windows must be >= 3 and <= drift.churn_windows")
+        if self.emerging_windows < 1:
+            raise ValueError(f"drift.emerging_windows must be >= 1, got {self.emerging_windows}")
+        if not 0 <= self.near_dup_jaccard <= 1:
+            raise ValueError(f"drift.near_dup_jaccard must be in [0, 1] (0 = off), got {self.near_dup_jaccard}")
         if self.max_windows_without_retrain < 0:
             raise ValueError("drift.max_windows_without_retrain must be >= 0 (0 = no staleness bound)")
 
@@ -307,6 +321,45 @@ def _presence(x: sp.csr_matrix) -> sp.csr_matrix:
     return b
 
 
+def near_duplicate_weights(presence: sp.spmatrix, threshold: float, *, block: int = 1024) -> np.ndarray:
+    """Per-text weight ``1 / (texts whose word set has Jaccard similarity >= threshold with it)``.
+
+    Sequence reweighting as in direct-coupling analysis of protein families (Morcos et al., "Direct-coupling
+    analysis of residue coevolution captures native contacts across many protein families", PNAS 108(49),
+    2011, Methods, "effective number of sequences" M_eff = sum_a 1/m_a with m_a the sequences at >= 80%
+    identity to a; Weigt et al., PNAS 106(1), 2009): a cluster of m near-identical texts (one package
+    family's templated upload burst, "<service> data for botocore", "Dataclass for boto3 <service>.")
+    weighs 1 in total, while m texts that merely share one word (a real topic) keep weight ~m. Each text
+    counts itself, so every weight is in (0, 1]. Two texts without words have Jaccard 1.
+
+    Args:
+        presence: (N, V) sparse 0/1 text-term matrix (``_presence``), any numeric dtype.
+        threshold: Jaccard similarity in (0, 1] at or above which two texts are near duplicates.
+        block: rows per dense (block, N) similarity block (memory ``8 * block * N`` bytes).
+
+    Returns:
+        (N,) float64 weights in (0, 1].
+
+    Raises:
+        ValueError: if ``threshold`` is not in (0, 1].
+    """
+    if not 0 < threshold <= 1:
+        raise ValueError(f"near-duplicate Jaccard threshold must be in (0, 1], got {threshold}")
+    x = sp.csr_matrix(presence, dtype=np.float64)
+    x.data[:] = 1.0
+    n = x.shape[0]
+    sizes = np.asarray(x.sum(axis=1)).ravel()
+    xt = x.T.tocsc()
+    neighbours = np.zeros(n)
+    for lo in range(0, n, block):
+        hi = min(n, lo + block)
+        inter = (x[lo:hi] @ xt).toarray()
+        union = sizes[lo:hi, None] + sizes[None, :] - inter
+        jac = np.divide(inter, union, out=np.ones_like(inter), where=union > 0)
+        neighbours[lo:hi] = np.sum(jac >= threshold - 1e-12, axis=1)
+    return 1.0 / np.maximum(neighbours, 1.0)
+
+
 def log_odds_dirichlet(
     ref_counts: np.ndarray, cur_counts: np.ndarray, prior: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -363,6 +416,9 @@ class LexicalResult:
         terms: vocabulary, (V,) list of str.
         z: (V,) float64 z-scores of the observed split (``log_odds_dirichlet``).
         ref_texts, cur_texts: (V,) int64 texts of each sample containing the term.
+        ref_effective, cur_effective: (V,) float64 near-duplicate-weighted texts containing the term (the
+            counts ``z`` was computed from; equal to the raw counts without ``near_dup_jaccard``).
+        ref_effective_texts, cur_effective_texts: effective sample sizes (sum of the text weights).
     """
 
     stats: dict[str, StatResult]
@@ -370,12 +426,18 @@ class LexicalResult:
     z: np.ndarray
     ref_texts: np.ndarray
     cur_texts: np.ndarray
+    ref_effective: np.ndarray | None = None
+    cur_effective: np.ndarray | None = None
+    ref_effective_texts: float = 0.0
+    cur_effective_texts: float = 0.0
 
     def top(self, k: int, threshold: float | None = None) -> tuple[list[dict], int]:
         """The ``k`` highest-z terms (z > 0) and the number of terms with z above ``threshold``."""
         order = np.argsort(-self.z, kind="stable")[:k]
+        eff = self.cur_effective if self.cur_effective is not None else self.cur_texts
         top = [{"term": self.terms[i], "z": round(float(self.z[i]), 3), "reference_texts": int(self.ref_texts[i]),
-                "current_texts": int(self.cur_texts[i])} for i in order if self.z[i] > 0]
+                "current_texts": int(self.cur_texts[i]), "current_effective_texts": round(float(eff[i]), 1)}
+               for i in order if self.z[i] > 0]
         over = int(np.sum(self.z > threshold)) if threshold is not None else 0
         return top, over
 
@@ -388,6 +450,7 @@ def lexical_tests(
     alpha: float,
     seed: int = 0,
     prior_scale: float = 1.0,
+    near_dup_jaccard: float | None = None,
 ) -> LexicalResult:
     """Unigram JS, OOV rate, length KS and emerging-term max z of ``current`` vs ``reference``, permutation p-values.
 
@@ -398,6 +461,11 @@ def lexical_tests(
     the vocabulary (Westfall–Young max-T), so its ``threshold`` is a per-term z cut-off with
     family-wise level ``alpha`` over all terms.
 
+    With ``near_dup_jaccard`` set, each text's presence counts with its near-duplicate weight
+    (``near_duplicate_weights`` over the *pooled* sample, so the weights, like the prior, do not depend on
+    the labels and the permutation null stays exact): a burst of m templated texts from one package
+    family counts about once, a term spreading over m unrelated texts counts about m times.
+
     Args:
         reference: reference texts (>= 2).
         current: current texts (>= 1).
@@ -405,6 +473,8 @@ def lexical_tests(
         alpha: level whose null quantile is reported as ``threshold``.
         seed: RNG seed.
         prior_scale: weight of the Dirichlet prior (> 0).
+        near_dup_jaccard: Jaccard threshold of ``near_duplicate_weights`` for ``emerging_z``, or None
+            (every text weighs 1). JS, OOV and length KS are unweighted either way.
 
     Returns:
         ``LexicalResult``.
@@ -418,7 +488,14 @@ def lexical_tests(
     texts = list(reference) + list(current)
     n_ref = len(reference)
     x, vocab = _doc_term_vocab(texts)
-    xb = _presence(x).tocsc().astype(np.float64)
+    xp = _presence(x).astype(np.float64)
+    raw = xp.tocsc()
+    if near_dup_jaccard is not None:
+        weights = near_duplicate_weights(xp, near_dup_jaccard)
+        xb = sp.diags(weights).dot(xp).tocsc()
+    else:
+        weights = np.ones(len(texts))
+        xb = raw
     prior = prior_scale * np.asarray(xb.sum(axis=0)).ravel()
     lengths = np.fromiter((len(t) for t in texts), dtype=np.float64, count=len(texts))
     ref_idx, cur_idx = np.arange(n_ref), np.arange(n_ref, len(texts))
@@ -443,7 +520,10 @@ def lexical_tests(
     for j, name in enumerate(("token_js", "oov_rate", "length_ks", "emerging_z")):
         p = (1 + int(np.sum(null[:, j] >= observed[j] - 1e-12))) / (splits + 1)
         stats[name] = StatResult(float(observed[j]), p, float(np.quantile(null[:, j], 1 - alpha, method="higher")))
-    return LexicalResult(stats, vocab, z, ref_b.astype(np.int64), cur_b.astype(np.int64))
+    ref_raw = np.asarray(raw[ref_idx].sum(axis=0)).ravel().astype(np.int64)
+    cur_raw = np.asarray(raw[cur_idx].sum(axis=0)).ravel().astype(np.int64)
+    return LexicalResult(stats, vocab, z, ref_raw, cur_raw, ref_b, cur_b,
+                         float(weights[:n_ref].sum()), float(weights[n_ref:].sum()))
 
 
 def churn_test(value: float, past: Sequence[float], alpha: float) -> StatResult:
@@ -636,6 +716,7 @@ def profile_window(
     score_bits: Callable[[Sequence[str]], np.ndarray] | None = None,
     timer: Callable[[], float] | None = None,
     history: Sequence[Mapping[str, float | None]] | None = None,
+    emerging_samples: tuple[Sequence[str], Sequence[str]] | None = None,
 ) -> WindowProfile:
     """All statistics of one window against its reference pool.
 
@@ -658,6 +739,12 @@ def profile_window(
             least ``cfg.churn_min_windows`` values of a ``CHURN_STATS`` statistic, the last
             ``cfg.churn_windows`` of them give its churn null (``churn_test``): p-value = max(permutation
             p, churn p), threshold = max of the two thresholds.
+        emerging_samples: ``(recent, before)`` texts for ``emerging_z`` when ``cfg.emerging_windows`` > 1:
+            ``recent`` = the current window and the ``emerging_windows - 1`` windows just before it,
+            ``before`` = the ``reference_windows`` windows before those (each side sampled to
+            ``sample_rows``); None, or ``emerging_windows == 1``: the window vs its reference, like the
+            other lexical statistics. The permutation and churn nulls are unchanged (same relabelling
+            of the two samples; the series of earlier values).
 
     Returns:
         ``WindowProfile`` with p-values, ``alpha``, ``exceeded``, ``calibration`` and the emerging
@@ -679,7 +766,19 @@ def profile_window(
         prof.info["quarantine_share"] = cq / ct if ct else 0.0
     if len(ref) >= 2 and len(cur) >= 2:
         t0 = timer()
-        lex = lexical_tests(ref, cur, splits=cfg.null_splits, alpha=alpha, seed=cfg.seed, prior_scale=cfg.prior_scale)
+        lex = lexical_tests(ref, cur, splits=cfg.null_splits, alpha=alpha, seed=cfg.seed, prior_scale=cfg.prior_scale,
+                            near_dup_jaccard=cfg.near_dup_jaccard or None)
+        terms = lex
+        if cfg.emerging_windows > 1 and emerging_samples is not None:
+            e_cur = sample(emerging_samples[0], cfg.sample_rows, cfg.seed + 6)
+            e_ref = sample(emerging_samples[1], cfg.sample_rows, cfg.seed + 7)
+            if len(e_ref) >= 2 and len(e_cur) >= 2:
+                terms = lexical_tests(e_ref, e_cur, splits=cfg.null_splits, alpha=alpha, seed=cfg.seed,
+                                      prior_scale=cfg.prior_scale, near_dup_jaccard=cfg.near_dup_jaccard or None)
+                lex.stats["emerging_z"] = terms.stats["emerging_z"]
+                prof.info["emerging_windows"] = cfg.emerging_windows
+        prof.info.update({"reference_effective_texts": terms.ref_effective_texts,
+                          "current_effective_texts": terms.cur_effective_texts})
         for name, res in lex.stats.items():
             stats[name] = res
             prof.calibration[name] = "permutation"
@@ -692,7 +791,7 @@ def profile_window(
                                   f"{name}_threshold_churn": churn.threshold})
                 stats[name] = StatResult(res.value, max(res.p_value, churn.p_value), max(res.threshold, churn.threshold))
                 prof.calibration[name] = "permutation+churn"
-        prof.emerging, prof.emerging_over_threshold = lex.top(cfg.top_terms, stats["emerging_z"].threshold)
+        prof.emerging, prof.emerging_over_threshold = terms.top(cfg.top_terms, stats["emerging_z"].threshold)
         prof.info["emerging_terms_over_threshold"] = prof.emerging_over_threshold
         prof.info["seconds_lexical"] = timer() - t0
         if count_tokens is not None:

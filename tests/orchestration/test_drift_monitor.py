@@ -175,3 +175,28 @@ def test_staleness_bound_and_cooldown_through_evaluate_tick(home):
         # without the bound only the drift request remains
         plain = tick(build_drift_sensor(1, cooldown_s=3600.0), instance, home)
         assert [r.tags["streamtune/trigger"] for r in plain.run_requests if r.job_name == "finetune"] == ["drift"]
+
+
+def test_a_fine_tune_from_elsewhere_resets_the_staleness_count(home):
+    """K = 3: a scheduled fine-tune after w-02 covers w-01..w-02, so the staleness request waits for w-05;
+    the sensor's own requests (trigger drift/staleness) do not count as 'elsewhere'."""
+    keys = [f"w-{i:02d}" for i in range(1, 9)]
+    sensor = build_drift_sensor(1, cooldown_s=3600.0, max_windows_without_retrain=3)
+    got, cursor = [], None
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(WINDOWS_PARTITION, keys)
+        for i, batch in enumerate((keys[:2], keys[2:5], keys[5:])):
+            for k in batch:
+                report_profile(instance, k, False)
+            res = tick(sensor, instance, home, cursor)
+            cursor = res.cursor
+            got += [(r.tags["streamtune/trigger"], r.tags["streamtune/window"]) for r in res.run_requests
+                    if r.job_name == "finetune"]
+            for r in res.run_requests:  # what the daemon does with the sensor's own requests: they become runs
+                if r.job_name == "finetune":
+                    instance.add_run(dg.DagsterRun(job_name="finetune", tags=r.tags))
+            if i == 0:
+                instance.add_run(dg.DagsterRun(job_name="finetune", tags={"streamtune/trigger": "schedule"}))
+        assert "finetune_ts" in json.loads(cursor)
+    # without the scheduled run: staleness at w-03 and w-06; with it (after w-01..w-02): w-05 and w-08
+    assert got == [("staleness", "w-05"), ("staleness", "w-08")], got

@@ -14,6 +14,7 @@ from quality.drift import (
     log_odds_dirichlet,
     mean_difference_permutation_test,
     mmd2_permutation_test,
+    near_duplicate_weights,
     profile_window,
     quarantine_test,
     token_js_null,
@@ -187,3 +188,76 @@ def test_profile_uses_the_churn_null_once_history_exists():
     hot = profile_window("w", cur, ref, reference_keys=["a"], cfg=cfg, history=calm)
     decision = confirm_drift(hot, calm, cfg, 7)
     assert decision.drift and "emerging_z" in decision.confirmed and "emerging terms:" in decision.reason
+
+
+# -- near-duplicate weighting (Morcos et al. 2011) and emerging terms over recent windows ------------
+
+SERVICES = [f"svc{i}" for i in range(80)]
+
+
+def burst(n, seed):
+    """One package family's templated upload burst: '<service> data for botocore. See the project page.'"""
+    rng = random.Random(seed)
+    return [f"{s} data for botocore. See the project page." for s in rng.sample(SERVICES, n)]
+
+
+def topic(n, seed, term="zorblax"):
+    """A real topic: ``term`` in otherwise unrelated Zipf texts (no two alike)."""
+    return zipf_texts(n, 1.0, seed, term=term)
+
+
+def test_near_duplicate_weights_count_a_templated_cluster_once():
+    from quality.drift import _doc_term_vocab, _presence
+
+    docs = burst(20, 1) + zipf_texts(30, 0.0, 2) + ["", ""]
+    x, _ = _doc_term_vocab(docs)
+    w = near_duplicate_weights(_presence(x), 0.5)
+    assert w.shape == (52,) and np.all((w > 0) & (w <= 1))
+    assert w[:20] == pytest.approx(np.full(20, 1 / 20))  # 8 shared words of 9: Jaccard 0.8, one cluster
+    assert w[:20].sum() == pytest.approx(1.0)
+    assert w[20:50].sum() > 28  # random Zipf texts are (almost) never near duplicates
+    assert w[50:] == pytest.approx([0.5, 0.5])  # two empty texts: Jaccard 1 with each other
+    assert near_duplicate_weights(_presence(x), 1.0)[:20] == pytest.approx(np.ones(20))  # only exact duplicates
+    with pytest.raises(ValueError):
+        near_duplicate_weights(_presence(x), 0.0)
+
+
+def test_weighting_ranks_a_spreading_term_above_a_one_family_burst():
+    ref = zipf_texts(1500, 0.0, 11)
+    cur = zipf_texts(1400, 0.0, 12) + burst(60, 13) + topic(40, 14)
+    raw = lexical_tests(ref, cur, splits=200, alpha=0.01, seed=0)
+    weighted = lexical_tests(ref, cur, splits=200, alpha=0.01, seed=0, near_dup_jaccard=0.5)
+    z_raw, z_w = dict(zip(raw.terms, raw.z)), dict(zip(weighted.terms, weighted.z))
+    # unweighted, the 60-text burst outranks the 40 unrelated texts that share a new word
+    assert z_raw["botocore"] > z_raw["zorblax"]
+    # weighted, the burst counts ~once and the spreading term leads (and is still significant)
+    assert weighted.top(1)[0][0]["term"] == "zorblax" and z_w["botocore"] < 1.0
+    assert weighted.stats["emerging_z"].p_value < 0.01
+    top = weighted.top(1)[0][0]
+    assert top["current_texts"] == 40 and 35 < top["current_effective_texts"] <= 40
+    assert weighted.cur_effective_texts < len(cur) - 50  # the burst's 60 texts weigh ~1
+
+
+def test_emerging_over_two_windows_gathers_a_rise_that_started_last_window():
+    """A term at 1.5% last month and this month: against a reference that already holds last month, this
+    month alone shows little; the last two windows vs the three before them show the rise."""
+    before = [zipf_texts(700, 0.0, 20 + i) for i in range(3)]
+    last, now = zipf_texts(700, 0.015, 30), zipf_texts(700, 0.015, 31)
+    cfg1 = DriftConfig(sample_rows=2100, null_splits=200, emerging_windows=1)
+    cfg2 = DriftConfig(sample_rows=2100, null_splits=200, emerging_windows=2)
+    ref = [t for w in before[1:] for t in w] + last  # the 3 windows before `now`
+    one = profile_window("t", now, ref, reference_keys=["b", "c", "last"], cfg=cfg1)
+    two = profile_window("t", now, ref, reference_keys=["b", "c", "last"], cfg=cfg2,
+                         emerging_samples=(last + now, [t for w in before for t in w]))
+    assert two.info["emerging_windows"] == 2 and "emerging_windows" not in one.info
+    assert two.emerging[0]["term"] == "zorblax" and "emerging_z" in two.exceeded
+    assert two.stats["emerging_z"].value > one.stats["emerging_z"].value
+    # the other statistics still compare the window with its own reference
+    assert two.stats["token_js"] == one.stats["token_js"]
+    # without emerging_samples the setting falls back to the window vs its reference
+    fallback = profile_window("t", now, ref, reference_keys=["b", "c", "last"], cfg=cfg2)
+    assert fallback.stats["emerging_z"] == one.stats["emerging_z"]
+    with pytest.raises(ValueError):
+        DriftConfig(emerging_windows=0)
+    with pytest.raises(ValueError):
+        DriftConfig(near_dup_jaccard=1.5)
