@@ -28,6 +28,7 @@ lower-case) with its raw text. Counts are by entity only; values never leave thi
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections import Counter
@@ -131,12 +132,15 @@ def placeholder(entity: str) -> str:
     return f"<{entity}>"
 
 
-def redact_rows(rows: pl.DataFrame, policy: PiiPolicy = PiiPolicy()) -> PiiOutcome:
+def redact_rows(rows: pl.DataFrame, policy: PiiPolicy = PiiPolicy(), scan: "PendingScan | None" = None) -> PiiOutcome:
     """Detect and redact PII/secrets in ``text`` and ``metadata`` of a RAW_SCHEMA-like frame.
 
     Args:
         rows: columns ``row_number`` (Int64), ``text`` (String, nullable), ``metadata`` (String).
         policy: per-entity action.
+        scan: findings already computed for (a superset or subset of) these rows by ``start_scan``
+            with the same policy, e.g. in a worker process while the caller ran GX; rows it does not
+            cover are analyzed here. Values must be the same as in ``rows``.
 
     Returns:
         ``PiiOutcome``. A value already holding a quarantine-policy placeholder (``<PRIVATE_KEY>``)
@@ -146,45 +150,148 @@ def redact_rows(rows: pl.DataFrame, policy: PiiPolicy = PiiPolicy()) -> PiiOutco
     metas = rows.get_column("metadata")
     if not policy.enabled or rows.height == 0:
         return PiiOutcome(texts, metas, {}, {}, 0)
-    engine = _engine()
-    qents = policy.quarantine_entities
-    marker = re.compile("|".join(re.escape(placeholder(e)) for e in qents)) if qents else None
-    pattern = PREFILTER_REGEX + ("|" + marker.pattern if marker else "")
-    routes = {"text": _routes(texts, pattern), "metadata": _routes(metas, pattern)}
-    cand_idx = sorted(set(routes["text"]) | set(routes["metadata"]))
+    done = scan.result() if scan is not None else {}
+    items = _candidate_items(rows, policy)
+    todo = [it for it in items if it[0] not in done]
+    if todo:
+        done = {**done, **_scan_items(todo, _marker_pattern(policy))}
     new_text, new_meta = texts.to_list(), metas.to_list()
-    numbers = rows.get_column("row_number").to_list()
+    position = {n: i for i, n in enumerate(rows.get_column("row_number").to_list())}
     quarantine: dict[int, list[str]] = {}
     redactions: Counter = Counter()
-    n_cand = 0
-    for i in cand_idx:
-        n_cand += 1
-        found: dict[str, list] = {}
-        for col, values in (("text", new_text), ("metadata", new_meta)):
-            ents = routes[col].get(i)
-            if ents is not None and values[i]:
-                found[col] = engine.analyze(values[i], ents) if ents else []
-        entities = {r.entity_type for res in found.values() for r in res}
-        if marker is not None:
-            for value in (new_text[i], new_meta[i]):
-                if value:
-                    entities |= {m.group(0)[1:-1] for m in marker.finditer(value)}
+    for item in items:
+        n = item[0]
+        red_text, red_meta, entities, kept = done[n]
         q = [e for e in ENTITIES if e in entities and policy.action(e) == "quarantine"]
         if q:
-            quarantine[numbers[i]] = q
+            quarantine[n] = q
             continue
-        for col, values in (("text", new_text), ("metadata", new_meta)):
-            res = found.get(col)
-            if res:
-                values[i] = engine.anonymize(values[i], res)
-                redactions.update(r.entity_type for r in _kept(res))
+        i = position[n]
+        new_text[i], new_meta[i] = red_text, red_meta
+        redactions.update(kept)
     return PiiOutcome(
         pl.Series("text", new_text, dtype=pl.String),
         pl.Series("metadata", new_meta, dtype=pl.String),
         quarantine,
         {e: redactions[e] for e in ENTITIES if redactions[e]},
-        n_cand,
+        len(items),
     )
+
+
+_Item = tuple  # (row_number, text, text entities | None, metadata, metadata entities | None)
+_Scanned = tuple  # (redacted text, redacted metadata, entities found, entity of each redaction)
+
+
+def _marker_pattern(policy: PiiPolicy) -> str | None:
+    qents = policy.quarantine_entities
+    return "|".join(re.escape(placeholder(e)) for e in qents) if qents else None
+
+
+def _candidate_items(rows: pl.DataFrame, policy: PiiPolicy, max_chars: int | None = None) -> list[_Item]:
+    """Prefilter: the rows with at least one candidate value, with the entities to analyze per value
+    (None = not a candidate). ``max_chars``: skip rows whose text is longer (the gate quarantines them
+    before PII; only ``start_scan`` passes it)."""
+    texts, metas = rows.get_column("text"), rows.get_column("metadata")
+    marker = _marker_pattern(policy)
+    pattern = PREFILTER_REGEX + ("|" + marker if marker else "")
+    routes = {"text": _routes(texts, pattern), "metadata": _routes(metas, pattern)}
+    numbers = rows.get_column("row_number")
+    items = []
+    for i in sorted(set(routes["text"]) | set(routes["metadata"])):
+        text, meta = texts[i], metas[i]
+        if max_chars is not None and text is not None and len(text) > max_chars:
+            continue
+        items.append((numbers[i], text, routes["text"].get(i), meta, routes["metadata"].get(i)))
+    return items
+
+
+def _scan_items(items: list[_Item], marker: str | None) -> dict[int, _Scanned]:
+    """Presidio on candidate values: row_number -> (redacted text, redacted metadata, entities found
+    (including quarantine placeholders already present), entity type of each kept redaction).
+    Runs in the caller's process or in a ``start_scan`` worker (arguments and results pickle)."""
+    engine = _engine()
+    rx = re.compile(marker) if marker else None
+    out: dict[int, _Scanned] = {}
+    for n, text, text_ents, meta, meta_ents in items:
+        values = {"text": text, "metadata": meta}
+        found = {}
+        for col, ents in (("text", text_ents), ("metadata", meta_ents)):
+            if ents is not None and values[col]:
+                found[col] = engine.analyze(values[col], ents) if ents else []
+        entities = {r.entity_type for res in found.values() for r in res}
+        if rx is not None:
+            for value in values.values():
+                if value:
+                    entities |= {m.group(0)[1:-1] for m in rx.finditer(value)}
+        kept: list[str] = []
+        for col, res in found.items():
+            if res:
+                values[col] = engine.anonymize(values[col], res)
+                kept += [r.entity_type for r in _kept(res)]
+        out[n] = (values["text"], values["metadata"], tuple(sorted(entities)), tuple(kept))
+    return out
+
+
+class PendingScan:
+    """Findings of ``start_scan`` being computed in worker processes; ``result()`` waits for them
+    (row_number -> scanned row) and shuts the workers down."""
+
+    def __init__(self, executor: Any, futures: list) -> None:
+        self._executor, self._futures, self._result = executor, futures, None
+
+    def result(self) -> dict[int, _Scanned]:
+        if self._result is None:
+            try:
+                merged: dict[int, _Scanned] = {}
+                for f in self._futures:
+                    merged.update(f.result())
+                self._result = merged
+            finally:
+                self._executor.shutdown(wait=True)
+        return self._result
+
+    def close(self) -> None:
+        """Cancel what has not started and stop the workers (the caller failed before ``result``)."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def default_workers() -> int:
+    """Worker processes for ``start_scan``: one per core beyond the caller's, at most 4 (0 on one core)."""
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def start_scan(rows: pl.DataFrame, policy: PiiPolicy = PiiPolicy(), *, workers: int | None = None,
+               min_candidates: int = 256, max_chars: int | None = None) -> PendingScan | None:
+    """Start Presidio on the candidate rows of ``rows`` in ``workers`` forked processes and return
+    at once, so the caller can run other gates meanwhile; pass the handle to ``redact_rows``.
+
+    Presidio is pure Python (it holds the GIL), so threads would not overlap it with GX; forked
+    workers inherit the already-built engine (no re-import). The workers run Presidio only (no
+    polars/DuckDB calls after the fork). Returns None, and ``redact_rows`` analyzes inline, when
+    PII is disabled, ``workers`` is 0, fewer than ``min_candidates`` values are candidates (a
+    fork costs more than a small scan) or the platform cannot fork.
+
+    Args:
+        rows: as for ``redact_rows``.
+        workers: processes (None = ``default_workers()``); the candidates are split evenly.
+        min_candidates: below this many candidate rows, scan inline.
+        max_chars: rows whose text is longer are left out (the caller quarantines them first).
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    workers = default_workers() if workers is None else workers
+    if not policy.enabled or workers < 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return None
+    items = _candidate_items(rows, policy, max_chars)
+    if len(items) < max(1, min_candidates):
+        return None
+    _engine()  # built before the fork: the workers inherit it
+    executor = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+    marker = _marker_pattern(policy)
+    size = -(-len(items) // workers)
+    futures = [executor.submit(_scan_items, items[k:k + size], marker) for k in range(0, len(items), size)]
+    return PendingScan(executor, futures)
 
 
 def _routes(values: pl.Series, pattern: str) -> dict[int, list[str]]:

@@ -105,6 +105,11 @@ class QualityConfig:
     """Entity -> "redact" | "quarantine" (entities of ``quality.pii.ENTITIES``); others: ``pii_default``."""
     pii_default: str = "redact"
     """Action for entities not in ``pii_actions``."""
+    pii_workers: int | None = None
+    """Worker processes that run Presidio while GX validates the window (``quality.pii.start_scan``);
+    None = one per core beyond the first (at most 4), 0 = always in the run's own process."""
+    pii_parallel_min_candidates: int = 256
+    """Below this many prefilter candidates Presidio runs inline (forking costs more than it saves)."""
 
     def pii_policy(self):
         from quality.pii import PiiPolicy
@@ -121,6 +126,9 @@ class QualityConfig:
             issues.append("min_window_rows must be an int (0 disables it)")
         if self.max_duplicate_rate is not None and not 0 <= self.max_duplicate_rate <= 1:
             issues.append(f"max_duplicate_rate must be in [0, 1] or None, got {self.max_duplicate_rate!r}")
+        if self.pii_workers is not None and (isinstance(self.pii_workers, bool) or not isinstance(self.pii_workers, int)
+                                             or self.pii_workers < 0):
+            issues.append(f"pii_workers must be a non-negative int or None, got {self.pii_workers!r}")
         if self.near_dup_threshold is not None and not 0 < self.near_dup_threshold <= 1:
             issues.append(f"near_dup_threshold must be in (0, 1] or None, got {self.near_dup_threshold!r}")
         try:
@@ -197,7 +205,9 @@ def curate_window(
 
     Stages: (1) one GX validation of the window (row rules ``RULES`` + window rules
     ``WINDOW_RULES``); rows failing a row rule are quarantined; (2) PII/secrets (``quality.pii``)
-    on the rows GX passed: rows with a quarantine-policy entity are quarantined as
+    on the rows GX passed (with ``cfg.pii_parallel_min_candidates`` or more candidates, Presidio
+    starts in ``cfg.pii_workers`` forked processes before GX and overlaps it; same verdicts):
+    rows with a quarantine-policy entity are quarantined as
     ``pii_<entity>``, others are redacted; (3) dedup (``quality.dedup``) on the redacted texts.
 
     Args:
@@ -233,14 +243,26 @@ def curate_window(
     from quality.dedup import find_duplicates, norm_hashes
     from quality.pii import redact_rows
 
+    from quality.pii import start_scan
+
     _check_raw_frame(rows)
     if window_key is None:
         window_key = rows.get_column("window_key")[0] if rows.height else ""
-    hashes = norm_hashes(rows)
-    scored = _score(rows).with_columns(norm_hash_key=_hash_key(hashes.get_column("norm_hash")))
-    specs = _row_specs(cfg) + [("record_id_missing", "ExpectColumnValuesToNotBeNull", {"column": "record_id_bytes"})]
-    wspecs = _window_specs(cfg, list(scored.columns))
-    run = _gx().validate("curate_window", specs + wspecs, scored, docs_dir=docs_dir)
+    policy = cfg.pii_policy()
+    # Presidio (pure Python) in worker processes while this process hashes and runs GX; texts over
+    # max_chars are left out (GX quarantines them before PII). None: inline, after GX, as before.
+    pending = start_scan(rows, policy, workers=cfg.pii_workers, min_candidates=cfg.pii_parallel_min_candidates,
+                         max_chars=cfg.max_chars)
+    try:
+        hashes = norm_hashes(rows)
+        scored = _score(rows).with_columns(norm_hash_key=_hash_key(hashes.get_column("norm_hash")))
+        specs = _row_specs(cfg) + [("record_id_missing", "ExpectColumnValuesToNotBeNull", {"column": "record_id_bytes"})]
+        wspecs = _window_specs(cfg, list(scored.columns))
+        run = _gx().validate("curate_window", specs + wspecs, scored, docs_dir=docs_dir)
+    except BaseException:
+        if pending is not None:
+            pending.close()
+        raise
 
     gx_rules = (*RULES, "record_id_missing")
     failing = {rule: run.failing_rows(rule) for rule in gx_rules}
@@ -280,7 +302,7 @@ def curate_window(
     passed = judged.filter(~gx_bad).select(list(RAW_SCHEMA))
 
     # PII: redact or quarantine (quarantine keeps the raw row).
-    pii = redact_rows(passed, cfg.pii_policy())
+    pii = redact_rows(passed, policy, scan=pending)
     redacted = passed.with_columns(text=pii.text, metadata=pii.metadata)
     changed = passed.filter((pl.col("text") != pii.text) | (pl.col("metadata") != pii.metadata))
     if pii.quarantine:

@@ -295,3 +295,31 @@ def test_checks_pass_on_a_curated_verdict():
     # the raw window itself would fail the curated-window checks
     assert not check_text_not_null(rows).passed
     assert not check_text_length(rows, cfg).passed
+
+
+def test_presidio_in_worker_processes_gives_the_same_verdict_as_inline():
+    """start_scan forks workers that run Presidio while GX validates; verdicts, reasons, redactions
+    and counts equal the inline path. The over-long row (GX quarantines it first) is left out of
+    the workers' scan, and a quarantine-policy entity still quarantines its row."""
+    from quality import pii
+
+    pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7x3Jexample\n-----END RSA PRIVATE KEY-----"
+    texts = [PII, "call +1 (415) 555-0132 now", "card 4111 1111 1111 1111 at 10.0.3.4", "plain text, no pii",
+             pem, "mail a@b.co " + "x" * 3000, None, "tel 030 12345678 and ghp_" + "a" * 36, PII]
+    rows = window(*texts).with_columns(
+        metadata=pl.Series(['{"author": "x@y.org"}'] + ['{"k":1}'] * (len(texts) - 1), dtype=pl.String))
+    inline = curate_window(rows, QualityConfig(max_chars=2000, pii_workers=0))
+    forked = curate_window(rows, QualityConfig(max_chars=2000, pii_workers=2, pii_parallel_min_candidates=1))
+    assert_frame_equal(forked.curated, inline.curated)
+    assert_frame_equal(forked.quarantine.drop("gx_run_id"), inline.quarantine.drop("gx_run_id"))
+    assert forked.redactions == inline.redactions and forked.rule_counts == inline.rule_counts
+    assert inline.rule_counts == {"duplicate_exact": 1, "pii_private_key": 1, "text_missing": 1, "text_too_long": 1}
+    assert set(inline.redactions) == {"EMAIL_ADDRESS", "US_SSN", "PHONE_NUMBER", "CREDIT_CARD", "IP_ADDRESS",
+                                      "API_KEY"}
+    assert "x@y.org" not in inline.curated.get_column("metadata").to_list()[0]
+    pending = pii.start_scan(rows, pii.PiiPolicy(), workers=1, min_candidates=1, max_chars=2000)
+    assert pending is not None and 6 not in pending.result() and 1 in pending.result()
+    assert pii.start_scan(rows, pii.PiiPolicy(), workers=1, min_candidates=100) is None  # too few to fork
+    assert pii.start_scan(rows, pii.PiiPolicy(enabled=False), workers=1, min_candidates=1) is None
+    with pytest.raises(ValueError, match="pii_workers must be a non-negative int"):
+        QualityConfig(pii_workers=-1)
