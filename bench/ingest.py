@@ -9,7 +9,9 @@ e-mail/phone/card/IP, ``--dup-rate`` exact re-posts) to a temp dir, then times, 
 - ``plain``: ``CREATE TABLE t AS SELECT * FROM read_json('file')`` into a fresh DuckDB file;
 - ``gated``: the path of the ``raw_window`` + ``curated_window`` assets without Dagster:
   ``read_window_file`` -> ``Warehouse.replace_raw_window`` -> ``read_raw_window`` ->
-  ``curate_window`` (GX suite + Data Docs, Presidio, dedup) -> ``replace_curated_window``;
+  ``curate_window`` (GX suite + Data Docs, Presidio, dedup) -> ``replace_curated_window``, with the
+  default config (Presidio in ``cores - 1`` forked workers while GX runs) and again with
+  ``pii_workers=0`` (everything in one process), same verdict asserted;
 - stages in isolation on the same rows: parse, GX (``curate_window`` with PII and dedup off),
   PII (``quality.pii.redact_rows``), dedup (``quality.dedup.find_duplicates``).
 
@@ -81,12 +83,13 @@ def main() -> None:
 
     from orchestration.warehouse import Warehouse
     from quality.dedup import find_duplicates
-    from quality.pii import redact_rows
+    from quality.pii import default_workers, redact_rows
     from quality.readers import read_window_file
     from quality.suite import QualityConfig, curate_window
 
     near = 0.9 if args.near_dup else None
-    cfg = QualityConfig(dedup_exact=True, near_dup_threshold=near)
+    cfg = QualityConfig(dedup_exact=True, near_dup_threshold=near)  # default pii_workers: cores - 1
+    cfg_inline = QualityConfig(dedup_exact=True, near_dup_threshold=near, pii_workers=0)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         src = tmp / "bench-window.jsonl"
@@ -106,25 +109,28 @@ def main() -> None:
         wh = Warehouse(tmp / "warehouse.duckdb")
         wh.init_schema()
 
-        def gated():
+        def gated(config=cfg):
             parsed = read_window_file(src, "bench")
             wh.replace_raw_window("bench", parsed.rows, parsed.rejects, file_name=src.name,
                                   file_sha256=parsed.file_sha256, file_mtime_ns=0, dagster_run_id=None)
             rows = wh.read_raw_window("bench")
-            verdict = curate_window(rows, cfg, window_key="bench", prior_hashes=None, docs_dir=tmp / "docs")
+            verdict = curate_window(rows, config, window_key="bench", prior_hashes=None, docs_dir=tmp / "docs")
             wh.replace_curated_window("bench", verdict.curated, verdict.quarantine, verdict.window_results,
                                       verdict.gx_run_id)
             return verdict
 
-        plains, gateds = [], []
-        for _ in range(args.repeat):  # interleaved: both see the same load
+        plains, gateds, inlines = [], [], []
+        for _ in range(args.repeat):  # interleaved: all see the same load
             t, n_plain = timed(plain)
             assert n_plain == args.rows
             plains.append(t)
             t, verdict = timed(gated)
             assert verdict.curated.height + verdict.quarantine.height == args.rows
             gateds.append(t)
-        t_plain, t_gated = best(plains), best(gateds)
+            t, inline = timed(lambda: gated(cfg_inline))
+            assert inline.curated.equals(verdict.curated)  # same verdict with Presidio in this process
+            inlines.append(t)
+        t_plain, t_gated, t_inline = best(plains), best(gateds), best(inlines)
 
         parsed = read_window_file(src, "bench")
         rows = parsed.rows
@@ -142,13 +148,15 @@ def main() -> None:
     n = args.rows
     table = [
         ("plain DuckDB `read_json`", t_plain),
-        ("**gated: raw → gates → curated**", t_gated),
+        (f"**gated: raw → gates → curated** (Presidio in {default_workers()} worker process(es) beside GX)", t_gated),
+        ("gated, Presidio inline (`pii_workers=0`)", t_inline),
         ("  parse (`read_window_file`)", stages["parse"]),
         ("  GX suite (row + window rules)", stages["gx"]),
-        (f"  PII (prefilter + Presidio on {pii.candidates} candidates)", stages["pii"]),
+        (f"  PII (prefilter + Presidio on {pii.candidates} candidates, inline)", stages["pii"]),
         ("  dedup (exact" + (" + MinHash LSH)" if near else ")"), stages["dedup"]),
     ]
     ratio = t_plain[0] / t_gated[0]
+    ratio_inline = t_plain[0] / t_inline[0]
     print(f"{n} rows, {mb:.1f} MB JSONL, pii_rate={args.pii_rate}, dup_rate={args.dup_rate}, "
           f"near_dup={'on' if near else 'off'}, best of {args.repeat}; warm-up (imports, engines) {t_warm:.1f} s; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
@@ -158,7 +166,7 @@ def main() -> None:
     print("|---|---:|---:|---:|")
     for name, (wall, cpu) in table:
         print(f"| {name} | {wall:.2f} | {cpu:.2f} | {n / wall:,.0f} |")
-    print(f"\nratio gated/plain rows/s: {ratio:.3f} (target >= 0.25)")
+    print(f"\nratio gated/plain rows/s: {ratio:.3f} (target >= 0.25); with Presidio inline: {ratio_inline:.3f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
@@ -166,7 +174,8 @@ def main() -> None:
             "near_dup": bool(near), "repeat": args.repeat, "warmup_s": round(t_warm, 2),
             "load_average": os.getloadavg()[0], "cpu_count": os.cpu_count(),
             "stages": {name.strip(" *`"): {"wall_s": round(w, 3), "cpu_s": round(c, 3)} for name, (w, c) in table},
-            "ratio": round(ratio, 4), "pii_candidates": pii.candidates,
+            "ratio": round(ratio, 4), "ratio_pii_inline": round(ratio_inline, 4),
+            "pii_workers": default_workers(), "pii_candidates": pii.candidates,
             "quarantined_by_rule": dict(sorted(verdict.rule_counts.items())), "redactions": verdict.redactions,
         }, indent=2) + "\n")
 
