@@ -56,7 +56,8 @@ def hits_in_bytes(data: bytes) -> list[str]:
 
 
 def test_no_injected_pii_outside_quarantine(tmp_path):
-    home = tiny_home(tmp_path / "home")
+    # Presidio in a forked worker process (as on 100k-row windows), here for every window
+    home = tiny_home(tmp_path / "home", quality={"pii_workers": 1, "pii_parallel_min_candidates": 1})
     resources = build_resources(home)
     with dg.instance_for_test(temp_dir=str(home.paths.dagster_home)) as instance:
         for i in range(2):
