@@ -278,7 +278,7 @@ def main() -> None:
         f" --lex-rows {args.lex_rows}" if args.lex_rows != ap.get_default("lex_rows") else "") + (
         f" --near-dup-jaccard {args.near_dup_jaccard}" if args.near_dup_jaccard != DriftConfig.near_dup_jaccard else "") + (
         f" --emerging-windows {args.emerging_windows}" if args.emerging_windows != DriftConfig.emerging_windows else "") + (
-        f" --seed {args.seed}" if args.seed else "") + (f" --out {args.out}" if args.out != ap.get_default("out") else "")
+        f" --seed {args.seed}" if args.seed else "") + (f" --out {_rel(args.out)}" if args.out != ap.get_default("out") else "")
     emb_note = (f"(embedding {len(uniq)} texts: {embed_s:.0f} s)" if not args.no_embeddings else
                 "(--no-embeddings: MiniLM MMD² not computed; lexical statistics only)")
     lines = ["# Drift monitor on the PyPI stream", "",
@@ -467,8 +467,8 @@ def run_policies(args) -> None:
     plot_policies(out, keys[1:], args.out / "drift_policy.png")
     cmd = (f"python bench/drift.py --policy --per-month {args.per_month} --eval-fraction {args.eval_fraction} "
            + f"--budget {args.budget} "
-           + f"--out {args.out} "
-           f"--cadences {','.join(map(str, args.cadences))} --stalenesses {','.join(map(str, args.stalenesses))}")
+           + (f"--out {_rel(args.out)} " if args.out.resolve() != (Path(__file__).resolve().parent / "results") else "")
+           + f"--cadences {','.join(map(str, args.cadences))} --stalenesses {','.join(map(str, args.stalenesses))}")
     lines = ["", "## Policy comparison", "",
              f"`{cmd}` — wall {res['policy']['wall_seconds']:.0f} s, 1 seed. Machinery of bench/continual.py "
              f"(prepare / load_stream, M_0 and update recipe): GPT-2 {mcfg.n_layer}x{mcfg.n_embd}, BPE "
@@ -493,6 +493,15 @@ def run_policies(args) -> None:
         text = text[: text.index("\n## Policy comparison")]
     md.write_text(text.rstrip("\n") + "\n" + "\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def _rel(path: Path) -> str:
+    """``path`` relative to the repository root when inside it (for the commands written to drift.md)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        return str(path.resolve().relative_to(root))
+    except ValueError:
+        return str(path)
 
 
 def plot_policies(out: dict, months: list[str], path: Path) -> None:

@@ -19,8 +19,11 @@ statistic              value                                                    
 ``emerging_z``         largest per-term z-score of the log-odds ratio with an      same permutations (max-T:
                        informative Dirichlet prior, current vs reference, over     the null of the *maximum*
                        terms (Monroe, Colaresi & Quinn 2008, sec. 3.5): the most   over terms, so the count of
-                       strongly *emerging* word of the window                      terms above it is
-                                                                                   family-wise over terms)
+                       strongly *emerging* word of the window. Texts are counted   terms above it is
+                       with near-duplicate weights (``near_duplicate_weights``,    family-wise over terms)
+                       one package family's templated burst counts ~once), and
+                       "current" = the last ``emerging_windows`` windows vs the
+                       ``reference_windows`` before them
 ``bytes_per_token``    change of UTF-8 bytes per token under the current           permutation of texts
                        tokenizer (current − reference; optional)                   between the two samples
 ``lm_bpb``             change of the champion's bits per byte (current −           permutation of texts
