@@ -10,7 +10,7 @@ e-mail/phone/card/IP, ``--dup-rate`` exact re-posts) to a temp dir, then times, 
 - ``gated``: the path of the ``raw_window`` + ``curated_window`` assets without Dagster:
   ``read_window_file`` -> ``Warehouse.replace_raw_window`` -> ``read_raw_window`` ->
   ``curate_window`` (GX suite + Data Docs, Presidio, dedup) -> ``replace_curated_window``, with the
-  default config (Presidio in ``cores - 1`` forked workers while GX runs) and again with
+  default config (Presidio in one forked worker per core while GX runs) and again with
   ``pii_workers=0`` (everything in one process), same verdict asserted;
 - stages in isolation on the same rows: parse, GX (``curate_window`` with PII and dedup off),
   PII (``quality.pii.redact_rows``), dedup (``quality.dedup.find_duplicates``).
@@ -58,6 +58,17 @@ def make_window(path: Path, rows: int, pii_rate: float, dup_rate: float, seed: i
             fh.write(json.dumps({"id": f"r{i}", "text": text, "ts": "2025-01-01T00:00:00Z", "pkg": f"p{i}"}) + "\n")
 
 
+def make_real_window(path: Path, parquet: Path, rows: int, seed: int = 0) -> None:
+    """``rows`` random PyPI package summaries (real text, its own PII and duplicate rates) as JSONL."""
+    import polars as pl
+
+    df = pl.read_parquet(parquet).sample(rows, seed=seed, with_replacement=False)
+    with path.open("w") as fh:
+        for i, r in enumerate(df.iter_rows(named=True)):
+            fh.write(json.dumps({"id": f"{r['name']}=={r['version']}#{i}", "text": r["summary"],
+                                 "ts": f"{r['month']}-01T00:00:00Z", "pkg": r["name"]}) + "\n")
+
+
 def timed(fn):
     w, c = time.perf_counter(), time.process_time()
     out = fn()
@@ -75,6 +86,9 @@ def main() -> None:
     ap.add_argument("--pii-rate", type=float, default=0.01)
     ap.add_argument("--dup-rate", type=float, default=0.02)
     ap.add_argument("--near-dup", action="store_true", help="also MinHash LSH near-dup (threshold 0.9)")
+    ap.add_argument("--real", type=Path, default=None,
+                    help="instead of synthetic texts: --rows random rows of this Parquet file (columns name, "
+                         "version, summary, month; e.g. ../shared/data/pypi_summaries_2023_2026.parquet)")
     ap.add_argument("--repeat", type=int, default=3, help="timings are the best of this many runs")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
     args = ap.parse_args()
@@ -88,12 +102,15 @@ def main() -> None:
     from quality.suite import QualityConfig, curate_window
 
     near = 0.9 if args.near_dup else None
-    cfg = QualityConfig(dedup_exact=True, near_dup_threshold=near)  # default pii_workers: cores - 1
+    cfg = QualityConfig(dedup_exact=True, near_dup_threshold=near)  # default pii_workers: one per core (max 4)
     cfg_inline = QualityConfig(dedup_exact=True, near_dup_threshold=near, pii_workers=0)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         src = tmp / "bench-window.jsonl"
-        make_window(src, args.rows, args.pii_rate, args.dup_rate)
+        if args.real is not None:
+            make_real_window(src, args.real, args.rows)
+        else:
+            make_window(src, args.rows, args.pii_rate, args.dup_rate)
         mb = src.stat().st_size / 1e6
 
         # warm-up: imports and engines (GX context, Presidio analyzer)
@@ -157,7 +174,8 @@ def main() -> None:
     ]
     ratio = t_plain[0] / t_gated[0]
     ratio_inline = t_plain[0] / t_inline[0]
-    print(f"{n} rows, {mb:.1f} MB JSONL, pii_rate={args.pii_rate}, dup_rate={args.dup_rate}, "
+    source = f"real texts from {args.real.name}" if args.real else f"pii_rate={args.pii_rate}, dup_rate={args.dup_rate}"
+    print(f"{n} rows, {mb:.1f} MB JSONL, {source}, "
           f"near_dup={'on' if near else 'off'}, best of {args.repeat}; warm-up (imports, engines) {t_warm:.1f} s; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"curated {verdict.curated.height}, quarantined {verdict.quarantine.height} "
@@ -170,7 +188,8 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
-            "rows": n, "mb": round(mb, 2), "pii_rate": args.pii_rate, "dup_rate": args.dup_rate,
+            "rows": n, "mb": round(mb, 2), "source": str(args.real.name) if args.real else "synthetic",
+            "pii_rate": None if args.real else args.pii_rate, "dup_rate": None if args.real else args.dup_rate,
             "near_dup": bool(near), "repeat": args.repeat, "warmup_s": round(t_warm, 2),
             "load_average": os.getloadavg()[0], "cpu_count": os.cpu_count(),
             "stages": {name.strip(" *`"): {"wall_s": round(w, 3), "cpu_s": round(c, 3)} for name, (w, c) in table},

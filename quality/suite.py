@@ -107,7 +107,7 @@ class QualityConfig:
     """Action for entities not in ``pii_actions``."""
     pii_workers: int | None = None
     """Worker processes that run Presidio while GX validates the window (``quality.pii.start_scan``);
-    None = one per core beyond the first (at most 4), 0 = always in the run's own process."""
+    None = one per core (at most 4; none on a single core), 0 = always in the run's own process."""
     pii_parallel_min_candidates: int = 256
     """Below this many prefilter candidates Presidio runs inline (forking costs more than it saves)."""
 

@@ -143,3 +143,26 @@ def test_phone_last_and_international_shortcut_redact_what_stock_presidio_redact
         phone_stock = sorted((r.start, r.end) for r in PhoneRecognizer().analyze(t, ["PHONE_NUMBER"]))
         assert phone_ours == phone_stock, t
     assert any(r.entity_type == "PHONE_NUMBER" for r in engine.analyze(texts[0], ents))
+
+
+def test_phone_region_skipping_matches_stock_phone_recognizer_on_real_summaries():
+    """Regions whose shortest valid national number has more digits than the text are skipped:
+    on every bundled PyPI summary with a digit run, the same phone spans as Presidio's own
+    PhoneRecognizer (8 regions, no skipping), and fewer phonenumbers calls."""
+    import json
+    from pathlib import Path
+
+    from presidio_analyzer.predefined_recognizers import PhoneRecognizer
+
+    from quality import pii
+
+    demo = Path(__file__).resolve().parents[2] / "data" / "demo"
+    texts = [json.loads(line)["text"] for f in sorted(demo.glob("pypi-*.jsonl")) for line in f.open()]
+    texts = [t for t in texts if t and pii._PHONE_TRIGGER.search(t)]
+    texts += ["call 1645 0123 now", "tel 030 1234", "+49 30 1234", "12 34 56", "phone 555-0134 or 415 555 0134"]
+    assert len(texts) > 50
+    ours, stock = pii._phone_recognizer_class()(), PhoneRecognizer()
+    for t in texts:
+        assert (sorted((r.start, r.end) for r in ours.analyze(t, ["PHONE_NUMBER"]))
+                == sorted((r.start, r.end) for r in stock.analyze(t, ["PHONE_NUMBER"]))), t
+    assert pii._min_national_length("DE") == 4 and pii._min_national_length("US") == 10
