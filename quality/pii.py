@@ -15,7 +15,9 @@ Cost control: a recall-oriented regex prefilter (``PREFILTER_REGEX``, run by pol
 engine over the whole column) picks candidate values; Presidio runs only on those. Every
 Presidio recognizer above needs at least one prefilter trigger (``@``, a digit run, a ``h:h:``
 IPv6 group, an IBAN country+check prefix, a token prefix or ``-----BEGIN``), so the prefilter
-never hides a detection. The prefilter is the union of one trigger per entity
+never hides a detection, with one deliberate exception: a phone number needs a digit run of at
+least 6 characters (``_DIGIT_RUN``), so the ~30 four-digit German service numbers that
+python-phonenumbers accepts as valid (e.g. ``1645``) are not searched for. The prefilter is the union of one trigger per entity
 (``ENTITY_TRIGGERS``, also vectorized): each candidate value is analyzed only for the entities
 whose trigger it matches (an e-mail-only text skips the phone recognizer, which is ~75% of
 Presidio's cost: python-phonenumbers tries 8 regions), and ``text`` and ``metadata`` are analyzed
@@ -343,7 +345,7 @@ def _kept(results: list) -> list:
 
 
 _PHONE_TRIGGER = re.compile(_DIGIT_RUN)
-"""A digit run with phone separators: python-phonenumbers needs one to match in any region."""
+"""A digit run with phone separators (6+ characters): the phone recognizer searches only texts with one."""
 
 
 _DIGIT = re.compile(r"\d")
@@ -374,8 +376,10 @@ def _phone_recognizer_class() -> type:
         significant number valid there (phonenumbers metadata ``possible_length``; a match's
         national number is made of the text's digits, and the matcher does not read vanity
         letters): a version string like ``3.10.12`` (5 digits) is tried in DE (4) only, not in the
-        7 regions that need 7–10 digits. Same findings as the parent (tested on phone/card/IP
-        mixes and on real PyPI summaries), at a fraction of the cost."""
+        7 regions that need 7–10 digits. Same findings as the parent on every text with a
+        ``_PHONE_TRIGGER`` digit run (tested on phone/card/IP mixes and on the bundled PyPI
+        summaries), at a fraction of the cost; texts without one are not searched (see the
+        module docstring)."""
 
         def analyze(self, text, entities, nlp_artifacts=None):
             import phonenumbers
