@@ -1,6 +1,7 @@
 """Drift monitor benchmark on the real PyPI stream (monthly windows 2023-01 .. 2026-10).
 
-    python bench/drift.py [--data PATH] [--out bench/results] [--lex-rows 1000] [--embed-rows 250] [--no-embeddings]
+    python bench/drift.py [--data PATH] [--out bench/results] [--lex-rows 4000] [--embed-rows 250] [--no-embeddings]
+                          [--near-dup-jaccard 0.5] [--emerging-windows 2] [--seed 0]
 
 Measures, in one run:
 
@@ -20,6 +21,7 @@ quarantine-rate statistic (needs the gate per month).
 then the lexical ones (JS, OOV, length KS, emerging-term z), and the cost line measures them only.
 
     python bench/drift.py --policy [--per-month 600] [--eval-fraction 0.25] [--stalenesses 2,3] [--cadences 2,3]
+                          [--budget per-new-data|per-window|per-retrain]
 
 4. *Policy comparison* (reads the alarms from ``drift.json``): every window, a fixed cadence, drift
    only, and drift OR staleness bound K (``max_windows_without_retrain``), through the continual
@@ -184,7 +186,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/pypi_summaries_2023_2026.parquet")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
-    ap.add_argument("--lex-rows", type=int, default=1000)
+    ap.add_argument("--lex-rows", type=int, default=4000, help="texts sampled per window and per reference (lexical)")
     ap.add_argument("--embed-rows", type=int, default=250)
     ap.add_argument("--no-embeddings", action="store_true", help="skip MiniLM (lexical statistics only)")
     ap.add_argument("--reference-windows", type=int, default=3, help="months pooled as the reference")
@@ -384,8 +386,10 @@ def run_policies(args) -> None:
     (GPT-2 2x64, BPE 2048 fitted on W_0, M_0 = 120 steps from random init; an update = ``training.finetune``
     with the engine's re-warm schedule, 40 steps x 16 x 64 tokens, 25% replay from a 2048-row window-balanced
     reservoir, ``training.replay``). What changes between policies is *when* an update happens; an update
-    trains on every window pending since the previous one (plus replay), so one retrain costs the same
-    budget whatever it covers. Forward bpb at t = the current model on W_t's held-out rows before any update
+    trains on every window pending since the previous one (plus replay); its optimizer steps follow
+    ``--budget`` (``retrain_steps``: default ``per-new-data`` = catch-up, steps proportional to the new rows,
+    so every policy trains on the same data with the same compute; ``per-retrain`` = 40 steps whatever it
+    covers). Forward bpb at t = the current model on W_t's held-out rows before any update
     on W_t (``quality.lm_shift.ChampionScorer``, bits / (UTF-8 bytes + 1 per text)); area under the forward
     curve = mean over t = 1..T-1. Policies with identical schedules are trained once.
     """
