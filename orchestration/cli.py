@@ -42,9 +42,9 @@ DEMO_SETTINGS = {
     "model": {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 128, "vocab_size": 4096},
     "train": {"epochs": 3.0, "batch_size": 16, "seq_len": 128, "peak_lr": 1e-3},
     "gate": {"min_improvement": 0.0, "retention_tolerance": 0.02},
-    # drift monitor sized like the model: 250 embedded texts per side and 200 permutations keep each
-    # window's profile to a few CPU seconds beside the fine-tunes on 2 cores
-    "drift": {"embed_rows": 250, "null_splits": 200, "permutations": 200},
+    # drift monitor sized like the model: 2000 lexical and 250 embedded texts per side and 200
+    # permutations keep each window's profile to a few CPU seconds beside the fine-tunes on 2 cores
+    "drift": {"sample_rows": 2000, "embed_rows": 250, "null_splits": 200, "permutations": 200},
 }
 
 

@@ -112,7 +112,8 @@ class DriftConfig:
         min_reference_windows: no alarm is possible before this many earlier windows exist (the
             statistics are still computed).
         sample_rows: at most this many rows of the window and of the reference pool are used by the
-            lexical statistics (uniform sample, seeded).
+            lexical statistics (uniform sample, seeded). 4000 is what ``bench/drift.py`` measured
+            the MCP detection with; fewer texts give the emerging-term test less power.
         embed_rows: at most this many rows per side are embedded for the MMD test (1–2k per the
             research notes; embedding costs ~2–20 ms per text on a loaded CPU).
         lm_rows: at most this many rows per side are scored by the champion.
@@ -151,7 +152,7 @@ class DriftConfig:
     enabled: bool = True
     reference_windows: int = 3
     min_reference_windows: int = 2
-    sample_rows: int = 2000
+    sample_rows: int = 4000
     embed_rows: int = 500
     lm_rows: int = 256
     null_splits: int = 400
