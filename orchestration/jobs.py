@@ -8,6 +8,11 @@ from orchestration.partitions import windows_partitions
 COMPUTE_TAG = "streamtune/compute"
 """Runs tagged ``model`` (fine-tunes, drift profiles) run one at a time on one machine (dagster.yaml)."""
 
+MODEL_PRIORITY = {"dagster/priority": "1"}
+"""Fine-tunes and drift profiles are dequeued before queued ingest runs (Dagster's run-queue priority,
+default 0): their short DuckDB step takes the ``duckdb`` slot next, then their model compute (which
+holds no DuckDB slot) overlaps the rest of an ingest backlog instead of waiting for all of it."""
+
 ingest_job = dg.define_asset_job(
     name="ingest_window",
     selection=dg.AssetSelection.assets("raw_window", "curated_window", "approved_window"),
@@ -20,7 +25,7 @@ finetune_job = dg.define_asset_job(
     name="finetune",
     selection=dg.AssetSelection.assets("training_snapshot", "base_model", "challenger_model", "champion_model"),
     description="Fine-tune the champion on pending approved windows, log to MLflow, and run the promotion gate.",
-    tags={PIPELINE_TAG: "finetune", COMPUTE_TAG: "model"},
+    tags={PIPELINE_TAG: "finetune", COMPUTE_TAG: "model", **MODEL_PRIORITY},
 )
 
 monitor_job = dg.define_asset_job(
@@ -29,7 +34,7 @@ monitor_job = dg.define_asset_job(
     partitions_def=windows_partitions,
     description="Profile one approved window for drift (statistics, calibrated p-values, confirmation) into "
     "monitor.window_profile and MLflow; runs beside ingest, off its critical path.",
-    tags={PIPELINE_TAG: "monitor", COMPUTE_TAG: "model"},
+    tags={PIPELINE_TAG: "monitor", COMPUTE_TAG: "model", **MODEL_PRIORITY},
 )
 
 drift_report_job = dg.define_asset_job(
