@@ -31,6 +31,7 @@ lower-case) with its raw text. Counts are by entity only; values never leave thi
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
 import threading
@@ -237,7 +238,9 @@ def _scan_items(items: list[_Item], marker: str | None) -> dict[int, _Scanned]:
 
 class PendingScan:
     """Findings of ``start_scan`` being computed in worker processes; ``result()`` waits for them
-    (row_number -> scanned row) and shuts the workers down."""
+    (row_number -> scanned row) and shuts the workers down. A chunk whose worker failed (killed,
+    out of memory) is left out with a warning; ``redact_rows`` then analyzes those rows inline, so
+    a lost worker costs time, never a verdict."""
 
     def __init__(self, executor: Any, futures: list) -> None:
         self._executor, self._futures, self._result = executor, futures, None
@@ -247,7 +250,11 @@ class PendingScan:
             try:
                 merged: dict[int, _Scanned] = {}
                 for f in self._futures:
-                    merged.update(f.result())
+                    try:
+                        merged.update(f.result())
+                    except Exception as exc:  # BrokenProcessPool, a pickling error, ...
+                        logging.getLogger(__name__).warning(
+                            "a Presidio worker failed (%s: %s); its rows are analyzed inline", type(exc).__name__, exc)
                 self._result = merged
             finally:
                 self._executor.shutdown(wait=True)
