@@ -770,17 +770,22 @@ def profile_window(
         prof.info["quarantine_share"] = cq / ct if ct else 0.0
     if len(ref) >= 2 and len(cur) >= 2:
         t0 = timer()
-        lex = lexical_tests(ref, cur, splits=cfg.null_splits, alpha=alpha, seed=cfg.seed, prior_scale=cfg.prior_scale,
-                            near_dup_jaccard=cfg.near_dup_jaccard or None)
-        terms = lex
+        e_cur = e_ref = []
         if cfg.emerging_windows > 1 and emerging_samples is not None:
             e_cur = sample(emerging_samples[0], cfg.sample_rows, cfg.seed + 6)
             e_ref = sample(emerging_samples[1], cfg.sample_rows, cfg.seed + 7)
-            if len(e_ref) >= 2 and len(e_cur) >= 2:
-                terms = lexical_tests(e_ref, e_cur, splits=cfg.null_splits, alpha=alpha, seed=cfg.seed,
-                                      prior_scale=cfg.prior_scale, near_dup_jaccard=cfg.near_dup_jaccard or None)
-                lex.stats["emerging_z"] = terms.stats["emerging_z"]
-                prof.info["emerging_windows"] = cfg.emerging_windows
+        multi_window = len(e_ref) >= 2 and len(e_cur) >= 2
+        near_dup = cfg.near_dup_jaccard or None
+        # the near-duplicate weights (O(n²) word-set Jaccard) only enter emerging_z: skip them here when the
+        # multi-window test below supplies emerging_z (JS, OOV and length KS do not use them)
+        lex = lexical_tests(ref, cur, splits=cfg.null_splits, alpha=alpha, seed=cfg.seed, prior_scale=cfg.prior_scale,
+                            near_dup_jaccard=None if multi_window else near_dup)
+        terms = lex
+        if multi_window:
+            terms = lexical_tests(e_ref, e_cur, splits=cfg.null_splits, alpha=alpha, seed=cfg.seed,
+                                  prior_scale=cfg.prior_scale, near_dup_jaccard=near_dup)
+            lex.stats["emerging_z"] = terms.stats["emerging_z"]
+            prof.info["emerging_windows"] = cfg.emerging_windows
         prof.info.update({"reference_effective_texts": terms.ref_effective_texts,
                           "current_effective_texts": terms.cur_effective_texts})
         for name, res in lex.stats.items():
