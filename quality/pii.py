@@ -358,6 +358,13 @@ _PHONE_TRIGGER = re.compile(_DIGIT_RUN)
 _DIGIT = re.compile(r"\d")
 
 
+def _mask(text: str, spans: Any) -> str:
+    """``text`` with each ``(start, end)`` span replaced by as many ``_`` (offsets hold)."""
+    for start, end in spans:
+        text = text[:start] + "_" * (end - start) + text[end:]
+    return text
+
+
 @functools.lru_cache(maxsize=None)
 def _min_national_length(region: str) -> int:
     """Fewest digits of a valid national significant number in ``region`` (phonenumbers metadata;
@@ -409,8 +416,7 @@ def _phone_recognizer_class() -> type:
                     results.append(self._get_recognizer_result(match, text, found_region, nlp_artifacts))
                     if match.raw_string.lstrip().startswith("+"):
                         plus_spans.append((match.start, match.end))
-                for start, end in plus_spans:
-                    masked = masked[:start] + "_" * (end - start) + masked[end:]
+                masked = _mask(masked, plus_spans)
             return EntityRecognizer.remove_duplicates(results)
 
     return _Recognizer
@@ -455,9 +461,7 @@ class _Engine:
                                           score_threshold=SCORE_THRESHOLD) if others else []
             if len(others) == len(entities):
                 return found
-            masked = text
-            for r in found:
-                masked = masked[:r.start] + "_" * (r.end - r.start) + masked[r.end:]
+            masked = _mask(text, ((r.start, r.end) for r in found))
             if not _PHONE_TRIGGER.search(masked):
                 return found
             return found + self.analyzer.analyze(text=masked, language="en", entities=["PHONE_NUMBER"],

@@ -241,9 +241,7 @@ def curate_window(
         QualityGateError: GX raised while evaluating an expectation, or a result is missing.
     """
     from quality.dedup import find_duplicates, norm_hashes
-    from quality.pii import redact_rows
-
-    from quality.pii import start_scan
+    from quality.pii import redact_rows, start_scan
 
     _check_raw_frame(rows)
     if window_key is None:
