@@ -26,7 +26,9 @@ Speed: JSON Lines records are decoded with orjson (Rust) when it accepts the lin
 holds no float of magnitude >= 9.2e18 (orjson reads integers beyond 64 bits as floats); anything
 else goes through the standard library decoder, whose error messages are the documented reject
 reasons. Metadata without floats is serialized by orjson, with floats by the stdlib encoder (float
-formatting differs; string escaping is identical). The result does not depend on the path.
+formatting differs; string escaping is identical). The common JSON Lines record (string text,
+string/integer/no id, valid ISO-8601 or no ts) is appended without the general per-record checks.
+The result does not depend on the path.
 """
 
 import binascii
@@ -54,6 +56,7 @@ _GZIP_CHUNK = 1 << 16
 _CSV_FIELD_LIMIT = 1 << 28  # characters
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _BIG_FLOAT = 9.2e18  # orjson reads integers beyond 64 bits as floats of at least this size: use json there
+_FLOAT_OR_CONTAINER = frozenset((float, dict, list))
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
 _TS_CACHE_MAX = 65536
@@ -230,7 +233,8 @@ def _gunzip(data: bytes, path: Path) -> bytes:
 
 
 class _Builder:
-    """Collects rows and rejects column-wise; ``record`` applies the record contract."""
+    """Collects rows and rejects column-wise; ``record`` applies the record contract
+    (``_parse_jsonl`` appends the common JSON Lines record itself, with the same result)."""
 
     def __init__(self, window_key: str, fields: RecordFields, ingested_at: datetime) -> None:
         self.window_key, self.fields, self.ingested_at = window_key, fields, ingested_at
@@ -238,7 +242,7 @@ class _Builder:
         self.ids: list[str] = []
         self.texts: list[str | None] = []
         self.ts: list[int] = []  # microseconds since the epoch (UTC)
-        self.ts_cache: dict[str, datetime | str] = {}  # ISO string -> UTC datetime, or the error
+        self.ts_cache: dict[str, int | str] = {}  # ISO string -> microseconds since the epoch, or the error
         self.default_ts_us = (ingested_at - _EPOCH) // _MICROSECOND
         self.metadata: list[str] = []
         self.reject_numbers: list[int] = []
@@ -286,18 +290,11 @@ class _Builder:
         if ts is None:
             ts_us = self.default_ts_us
         elif isinstance(ts, str):
-            parsed = self.ts_cache.get(ts)
-            if parsed is None:
-                try:
-                    parsed = _as_utc(datetime.fromisoformat(ts))
-                except ValueError:
-                    parsed = f"field {f.ts!r} is not an ISO-8601 timestamp: {_short_repr(ts)}"
-                if len(self.ts_cache) >= _TS_CACHE_MAX:
-                    self.ts_cache.clear()
-                self.ts_cache[ts] = parsed
-            if isinstance(parsed, str):
-                return parsed
-            ts_us = (parsed - _EPOCH) // _MICROSECOND
+            ts_us = self.ts_cache.get(ts)
+            if ts_us is None:
+                ts_us = self.ts_micros(ts)
+            if isinstance(ts_us, str):
+                return ts_us
         elif isinstance(ts, datetime):
             ts_us = (_as_utc(ts) - _EPOCH) // _MICROSECOND
         elif isinstance(ts, date):
@@ -319,11 +316,22 @@ class _Builder:
         self.metadata.append(meta)
         return None
 
+    def ts_micros(self, ts: str) -> int | str:
+        """Microseconds since the epoch (UTC) of an ISO-8601 string, or the reject reason; cached."""
+        try:
+            value = (_as_utc(datetime.fromisoformat(ts)) - _EPOCH) // _MICROSECOND
+        except ValueError:
+            value = f"field {self.fields.ts!r} is not an ISO-8601 timestamp: {_short_repr(ts)}"
+        if len(self.ts_cache) >= _TS_CACHE_MAX:
+            self.ts_cache.clear()
+        self.ts_cache[ts] = value
+        return value
+
     def rows(self) -> pl.DataFrame:
         n = len(self.row_numbers)
         return pl.DataFrame(
             {
-                "window_key": [self.window_key] * n,
+                "window_key": pl.repeat(self.window_key, n, dtype=pl.String, eager=True),
                 "row_number": self.row_numbers,
                 "record_id": self.ids,
                 "text": self.texts,
@@ -337,7 +345,7 @@ class _Builder:
         n = len(self.reject_numbers)
         return pl.DataFrame(
             {
-                "window_key": [self.window_key] * n,
+                "window_key": pl.repeat(self.window_key, n, dtype=pl.String, eager=True),
                 "row_number": self.reject_numbers,
                 "raw": self.reject_raw,
                 "error": self.reject_errors,
@@ -397,7 +405,14 @@ def _no_constants(name: str) -> Any:
 
 
 def _parse_jsonl(data: bytes, b: _Builder) -> None:
-    """One physical line (``\\n`` or ``\\r\\n`` terminated) = one record."""
+    """One physical line (``\\n`` or ``\\r\\n`` terminated) = one record.
+
+    orjson decodes each line first. The common record (an object whose text is a string, id a
+    string, an integer or null/absent, ts a valid ISO-8601 string or null/absent, and whose
+    ``_float_kind`` is below 2) becomes a row right here, the same row ``_Builder.record`` gives.
+    Any other object goes through ``_record_orjson``; a line orjson rejects, or a JSON value that
+    is not an object, through ``_parse_json_line`` (standard library decoder, reject reasons).
+    """
     if data.startswith(_BOM):
         data = data[len(_BOM) :]
     if not data:
@@ -405,22 +420,69 @@ def _parse_jsonl(data: bytes, b: _Builder) -> None:
     lines = data.split(b"\n")
     if lines[-1] == b"":  # the terminator of the last line does not start a new line
         lines.pop()
-    orjson_loads = orjson.loads
+    text_key, id_key, ts_key = b.fields.text, b.fields.id, b.fields.ts
+    ts_cache, ts_micros, default_ts_us = b.ts_cache, b.ts_micros, b.default_ts_us
+    add_number, add_id, add_text = b.row_numbers.append, b.ids.append, b.texts.append
+    add_ts, add_metadata = b.ts.append, b.metadata.append
+    loads, dumps, decode_error = orjson.loads, orjson.dumps, orjson.JSONDecodeError
     for n, bline in enumerate(lines, start=1):
-        if bline.endswith(b"\r"):
-            bline = bline[:-1]
-        # fast path: orjson accepts the line (valid UTF-8, valid JSON, no NaN, no lone surrogate)
+        # orjson accepts valid UTF-8, valid JSON, no NaN, no lone surrogate. The "\r" of a "\r\n"
+        # terminator is JSON whitespace: a line decodes to the same value with or without it.
         try:
-            obj = orjson_loads(bline)
-        except orjson.JSONDecodeError:
-            pass
-        else:
-            if type(obj) is dict:
-                floats = _float_kind(obj)
-                if floats < 2:
-                    b.record(n, obj, lambda bline=bline: bline.decode("utf-8"), unicode_checked=True,
-                             orjson_meta=floats == 0)
-                    continue
+            rec = loads(bline)
+        except decode_error:
+            rec = None
+        if type(rec) is not dict:
+            _parse_json_line(n, _without_cr(bline), b)
+            continue
+        # The common record becomes a row right here, checked in _Builder.record's order (text, id,
+        # ts). Take the contract fields out: the rest is the metadata.
+        text, rid, ts = rec.pop(text_key, None), rec.pop(id_key, None), rec.pop(ts_key, None)
+        if type(text) is str:
+            if rid is None:
+                rid = content_hash(text)
+            elif type(rid) is int:
+                rid = str(rid)
+            if type(rid) is str:
+                if ts is None:
+                    ts_us = default_ts_us
+                elif type(ts) is str:
+                    ts_us = ts_cache.get(ts)
+                    if ts_us is None:
+                        ts_us = ts_micros(ts)  # microseconds, or the reject reason
+                else:
+                    ts_us = None
+                if type(ts_us) is int:
+                    floats = 0  # _float_kind(rec), without the call for the usual flat string values
+                    for v in rec.values():
+                        if type(v) in _FLOAT_OR_CONTAINER:
+                            floats = _float_kind(rec)
+                            break
+                    if floats < 2:
+                        add_number(n)
+                        add_id(rid)
+                        add_text(text)
+                        add_ts(ts_us)
+                        add_metadata("{}" if not rec else dumps(rec).decode() if floats == 0
+                                     else _metadata_json(rec, True))
+                        continue
+        # Anything else (a reject, null text, a big integer...): the general path, on the line
+        # decoded again since rec has lost its contract fields.
+        _record_orjson(n, _without_cr(bline), loads(bline), b)
+
+
+def _without_cr(bline: bytes) -> bytes:
+    """The line without the ``\\r`` of a ``\\r\\n`` terminator."""
+    return bline[:-1] if bline.endswith(b"\r") else bline
+
+
+def _record_orjson(n: int, bline: bytes, rec: dict[str, Any], b: _Builder) -> None:
+    """One line orjson decoded to the object ``rec``: ``_Builder.record``, or the standard library
+    decoder when orjson may have turned an integer beyond 64 bits into a float."""
+    floats = _float_kind(rec)
+    if floats < 2:
+        b.record(n, rec, lambda: bline.decode("utf-8"), unicode_checked=True, orjson_meta=floats == 0)
+    else:
         _parse_json_line(n, bline, b)
 
 

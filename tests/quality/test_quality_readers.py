@@ -131,6 +131,31 @@ def test_jsonl_orjson_and_stdlib_paths_agree(tmp_path):
     assert parsed.rows.get_column("record_id").to_list()[4] == "9007199254740993"
 
 
+def test_jsonl_common_and_general_records_interleave_in_file_order(tmp_path):
+    # the common record is appended inline, the others go through the general checks: same
+    # contract, file order kept, fields checked text -> id -> ts (the ts of a bad-id record is never parsed)
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    lines = ['{"id": 5, "text": "int id", "ts": "1970-01-01T00:00:00Z", "k": [1, 2.5]}',
+             '{"text": null, "x": 1}',
+             '{"id": true, "text": "a", "ts": "0001-01-01T00:00:00+01:00"}',
+             '{"text": "b", "ts": "1970-01-01T00:00:00Z", "n": 123456789012345678901234567890}',
+             '{"text": "c", "ts": "nope"}',
+             '{"text": "c", "ts": "nope", "pkg": "p"}',
+             '{"pkg": "p", "id": "r7", "text": "d", "ts": "2024-09-01T02:00:00+02:00", "z": null}']
+    parsed = read(tmp_path, "w.jsonl", "\r\n".join(lines) + "\r\n")
+    assert_frame_equal(parsed.rows, rows(
+        (1, "5", "int id", epoch, '{"k":[1,2.5]}'),
+        (2, sha(lines[1]), None, INGESTED, '{"x":1}'),
+        (4, sha("b"), "b", epoch, '{"n":123456789012345678901234567890}'),
+        (7, "r7", "d", TS, '{"pkg":"p","z":null}'),
+    ))
+    assert_frame_equal(parsed.rejects, rejects(
+        (3, lines[2], "field 'id' has type bool, expected string or integer"),
+        (5, lines[4], "field 'ts' is not an ISO-8601 timestamp: 'nope'"),
+        (6, lines[5], "field 'ts' is not an ISO-8601 timestamp: 'nope'"),
+    ))
+
+
 def test_jsonl_unpaired_surrogate_escape_is_rejected(tmp_path):
     check_reject(tmp_path, '{"text": "a\\ud800b"}', '{"text": "a\\ud800b"}',
                  "field 'text' is not valid Unicode (unpaired surrogate)")
