@@ -3,14 +3,15 @@
 No Dagster imports at module level (the retrain request goes through ``dagster job launch``, the same
 queue the daemon serves). What one request does, in order:
 
-1. **Find** the matching records: rows of ``raw.events``, ``curated.events`` and ``curated.quarantine``
+1. **Find** the matching records: rows of ``raw.events`` (with ``raw.staged_text`` of uncurated windows),
+   ``curated.events`` and ``curated.quarantine``
    (identity ``window_key, row_number``) whose ``record_id`` / text / metadata field equals the value,
    and unparseable lines in ``raw.rejects`` whose JSON has that field.
 2. **Find the affected model versions** from ``train.ledger``: versions *trained* on them (roles
    ``train``, ``replay``), versions only *evaluated* on them (``new_eval``, ``retention_eval``), and every
    later version fine-tuned from a trained one (``train.updates.parent_version``: its weights descend
    from the deleted data). The base version is flagged when its tokenizer was built from them.
-3. **Delete**, in one DuckDB transaction: the rows in ``raw.events``, ``raw.rejects``, ``curated.events``,
+3. **Delete**, in one DuckDB transaction: the rows in ``raw.events``, ``raw.staged_text``, ``raw.rejects``, ``curated.events``,
    ``curated.quarantine`` and ``train.replay_buffer``; window row counts are refreshed; the trained and
    derived versions go to ``train.retired_versions`` (their windows count as pending again, so the next
    fine-tune retrains them without the deleted rows). ``train.ledger`` keeps its rows (record ids, no
@@ -161,7 +162,7 @@ def metadata_keys(wh: Warehouse) -> set[str]:
     sql = " UNION ".join(
         f"SELECT DISTINCT unnest(json_keys(metadata)) AS k FROM {t} WHERE metadata IS NOT NULL "
         "AND json_valid(metadata) AND json_type(metadata) = 'OBJECT'"
-        for t in ("raw.events", "curated.events", "curated.quarantine"))
+        for t in ("raw.staged_text", "curated.events", "curated.quarantine"))
     with wh.connect(read_only=True) as con:
         return {k for (k,) in con.execute(sql).fetchall() if k and _FIELD.fullmatch(k)}
 
@@ -226,11 +227,17 @@ class ForgetReport:
         return d
 
 
+_RAW_ROWS = ("(SELECT e.window_key, e.row_number, e.record_id, s.text, s.metadata FROM raw.events e "
+             "LEFT JOIN raw.staged_text s USING (window_key, row_number)) AS raw_rows")
+"""Parsed rows with their staged text/metadata (NULL once the window is curated: the text is then in
+``curated.events`` / ``curated.quarantine``)."""
+
+
 def _matched_rows(con: duckdb.DuckDBPyConnection, criteria: list[Criterion]) -> pl.DataFrame:
     """(window_key, row_number, record_id) of every matching row; the replay buffer only holds copies of
     curated rows (same identity), so it is covered by these keys."""
     where, params = _any([_row_predicate(c) for c in criteria])
-    tables = ("raw.events", "curated.events", "curated.quarantine")
+    tables = (_RAW_ROWS, "curated.events", "curated.quarantine")
     sql = " UNION ".join(f"SELECT window_key, row_number, record_id FROM {t} WHERE {where}" for t in tables)
     return con.sql(f"SELECT DISTINCT * FROM ({sql}) ORDER BY window_key, row_number",
                    params=params * len(tables)).pl()
@@ -328,7 +335,7 @@ def forget(settings: Settings, *, wheres: list[str] = (), ids: list[str] = (), r
         con.register("fg_rows", rows.to_arrow())
         con.register("fg_rejects", rejects.to_arrow())
         deleted: dict[str, int] = {}
-        for table in ("raw.events", "curated.events", "curated.quarantine", "train.replay_buffer"):
+        for table in ("raw.events", "raw.staged_text", "curated.events", "curated.quarantine", "train.replay_buffer"):
             n = con.execute(f"DELETE FROM {table} t USING fg_rows r WHERE t.window_key = r.window_key "
                             "AND t.row_number = r.row_number").fetchall()[0][0]
             deleted[table] = int(n)
@@ -506,7 +513,7 @@ def _table_counts_preview(wh: Warehouse, rows: pl.DataFrame, rejects: pl.DataFra
     with wh.connect(read_only=True) as con:
         con.register("fg_rows", rows.to_arrow())
         out = {t: int(con.execute(f"SELECT count(*) FROM {t} JOIN fg_rows USING (window_key, row_number)").fetchall()[0][0])
-               for t in ("raw.events", "curated.events", "curated.quarantine", "train.replay_buffer")}
+               for t in ("raw.events", "raw.staged_text", "curated.events", "curated.quarantine", "train.replay_buffer")}
     out["raw.rejects"] = rejects.height
     return out
 

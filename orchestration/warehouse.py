@@ -12,18 +12,21 @@ CLI reading while runs are active.
 Schema (documented in the README):
 
 ``raw.windows``        one row per ingested window (file, hash, row counts)
-``raw.events``         parsed records of a window (row identity: window_key, row_number)
+``raw.events``         parsed records of a window (row identity: window_key, row_number; record_id, ts)
+``raw.staged_text``    text/metadata of a window's parsed records until the window is curated
 ``raw.rejects``        lines/rows that could not be parsed, verbatim, with the error
 ``curated.events``     rows that passed the quality gate
 ``curated.quarantine`` rows that failed it, with rule and reason (the one table with raw values;
                        ``purge_quarantine`` blanks text/metadata after the retention period)
 ``curated.window_results`` window-level GX expectations of a window's last curation
 
-PII boundary: ``raw.events`` holds raw text only between ``replace_raw_window`` and
-``replace_curated_window``; the latter sets its ``text``/``metadata`` to NULL in the same
-transaction (identity, ``record_id`` and ``ts`` stay). A curated row's text then lives in
-``curated.events`` (redacted), a quarantined row's in ``curated.quarantine`` (raw, the one place);
-``read_raw_window`` joins both back, so re-curating a window sees the same rows.
+PII boundary: raw text lives in ``raw.staged_text`` only between ``replace_raw_window`` and
+``replace_curated_window``; the latter deletes the window's staged rows in the same transaction
+(``raw.events`` never holds text: identity, ``record_id`` and ``ts`` only). A curated row's text
+then lives in ``curated.events`` (redacted), a quarantined row's in ``curated.quarantine`` (raw, the
+one place); ``read_raw_window`` joins both back, so re-curating a window sees the same rows.
+``raw.staged_text`` is stored uncompressed: its rows live for one run, and compressing text that is
+deleted seconds later cost about a third of the raw write (``bench/ingest.py``).
 ``curated.windows``    windows approved for training (written only after blocking checks pass)
 ``train.ledger``       which records of which windows each model version saw, and in which role
 ``train.updates``      one row per fine-tune update: windows, metrics, gate decision
@@ -66,9 +69,13 @@ CREATE TABLE IF NOT EXISTS raw.events (
     window_key VARCHAR NOT NULL,
     row_number BIGINT NOT NULL,
     record_id VARCHAR NOT NULL,
-    text VARCHAR,
-    ts TIMESTAMPTZ,
-    metadata VARCHAR
+    ts TIMESTAMPTZ
+);
+CREATE TABLE IF NOT EXISTS raw.staged_text (  -- deleted when the window is curated (PII boundary)
+    window_key VARCHAR NOT NULL,
+    row_number BIGINT NOT NULL,
+    text VARCHAR USING COMPRESSION uncompressed,
+    metadata VARCHAR USING COMPRESSION uncompressed
 );
 CREATE TABLE IF NOT EXISTS raw.rejects (
     window_key VARCHAR NOT NULL,
@@ -272,6 +279,23 @@ class Warehouse:
         """Create every schema and table if missing (idempotent)."""
         with self.connect() as con:
             con.execute(SCHEMA_SQL)
+            self._migrate_raw_text(con)
+
+    @staticmethod
+    def _migrate_raw_text(con: duckdb.DuckDBPyConnection) -> None:
+        """Warehouses made before ``raw.staged_text`` kept raw text in ``raw.events.text/metadata``
+        (NULL once curated): move what is still there to ``raw.staged_text`` and drop the columns."""
+        cols = {c for (c,) in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'raw' AND table_name = 'events'"
+        ).fetchall()}
+        if "text" not in cols:
+            return
+        con.execute("BEGIN")
+        con.execute("INSERT INTO raw.staged_text SELECT window_key, row_number, text, metadata FROM raw.events "
+                    "WHERE text IS NOT NULL OR metadata IS NOT NULL")
+        con.execute("ALTER TABLE raw.events DROP COLUMN text")
+        con.execute("ALTER TABLE raw.events DROP COLUMN metadata")
+        con.execute("COMMIT")
 
     # -- ingest ---------------------------------------------------------------------------
 
@@ -298,12 +322,12 @@ class Warehouse:
         """
         with self.connect() as con:
             con.execute("BEGIN")
-            for table in ("raw.events", "raw.rejects", "curated.events", "curated.quarantine", "curated.windows", "raw.windows"):
+            for table in ("raw.events", "raw.staged_text", "raw.rejects", "curated.events", "curated.quarantine",
+                          "curated.windows", "raw.windows"):
                 con.execute(f"DELETE FROM {table} WHERE window_key = ?", [window_key])
             con.register("new_rows", rows.to_arrow())
-            con.execute(
-                "INSERT INTO raw.events SELECT window_key, row_number, record_id, text, ts, metadata FROM new_rows"
-            )
+            con.execute("INSERT INTO raw.events SELECT window_key, row_number, record_id, ts FROM new_rows")
+            con.execute("INSERT INTO raw.staged_text SELECT window_key, row_number, text, metadata FROM new_rows")
             con.register("new_rejects", rejects.to_arrow())
             con.execute("INSERT INTO raw.rejects SELECT window_key, row_number, raw, error FROM new_rejects")
             con.execute(
@@ -331,17 +355,18 @@ class Warehouse:
     def read_raw_window(self, window_key: str) -> pl.DataFrame:
         """Parsed rows of a window, ordered by row_number (``RAW_SCHEMA``).
 
-        Before curation the text/metadata are ``raw.events``'; after it (``raw.events`` scrubbed
-        to NULL) they come from ``curated.quarantine`` for quarantined rows (raw values) and from
+        Before curation the text/metadata are ``raw.staged_text``'s; after it (staged rows
+        deleted) they come from ``curated.quarantine`` for quarantined rows (raw values) and from
         ``curated.events`` for curated rows (redacted values)."""
         with self.connect() as con:
             return con.sql(
                 "SELECT e.window_key, e.row_number, e.record_id, "
-                "CASE WHEN q.row_number IS NOT NULL THEN q.text WHEN c.row_number IS NOT NULL THEN c.text "
-                "ELSE e.text END AS text, e.ts, "
-                "CASE WHEN q.row_number IS NOT NULL THEN q.metadata WHEN c.row_number IS NOT NULL THEN c.metadata "
-                "ELSE e.metadata END AS metadata "
-                "FROM raw.events e LEFT JOIN curated.quarantine q USING (window_key, row_number) "
+                "CASE WHEN s.row_number IS NOT NULL THEN s.text WHEN q.row_number IS NOT NULL THEN q.text "
+                "ELSE c.text END AS text, e.ts, "
+                "CASE WHEN s.row_number IS NOT NULL THEN s.metadata WHEN q.row_number IS NOT NULL THEN q.metadata "
+                "ELSE c.metadata END AS metadata "
+                "FROM raw.events e LEFT JOIN raw.staged_text s USING (window_key, row_number) "
+                "LEFT JOIN curated.quarantine q USING (window_key, row_number) "
                 "LEFT JOIN curated.events c USING (window_key, row_number) "
                 "WHERE e.window_key = ? ORDER BY e.row_number",
                 params=[window_key],
@@ -358,8 +383,8 @@ class Warehouse:
         """Replace a window's curated rows and quarantine rows in one transaction.
 
         Clears the window's approval: a re-curated window must pass its
-        blocking checks again before training sees it. Scrubs ``raw.events`` (text and metadata
-        NULL for every row of the window; ``read_raw_window`` reads them from the curated tables).
+        blocking checks again before training sees it. Deletes the window's ``raw.staged_text``
+        rows (``read_raw_window`` reads text and metadata from the curated tables afterwards).
 
         Args:
             curated: ``RAW_SCHEMA`` frame (redacted).
@@ -397,10 +422,9 @@ class Warehouse:
 
     @staticmethod
     def _scrub_raw(con: duckdb.DuckDBPyConnection, window_key: str) -> None:
-        """Drop the window's raw text/metadata from ``raw.events`` (see the PII boundary above):
-        one UPDATE without a join; NULL columns cost nothing at checkpoint."""
-        con.execute("UPDATE raw.events SET text = NULL, metadata = NULL "
-                    "WHERE window_key = ? AND (text IS NOT NULL OR metadata IS NOT NULL)", [window_key])
+        """Drop the window's raw text/metadata (``raw.staged_text`` rows; see the PII boundary above).
+        A DELETE of whole row groups: their blocks are freed at the next checkpoint."""
+        con.execute("DELETE FROM raw.staged_text WHERE window_key = ?", [window_key])
 
     def window_results(self, window_key: str) -> list[dict]:
         """Window-level GX results of the window's last curation: rule, success, observed."""

@@ -143,8 +143,9 @@ def redact_rows(rows: pl.DataFrame, policy: PiiPolicy = PiiPolicy(), scan: "Pend
         rows: columns ``row_number`` (Int64), ``text`` (String, nullable), ``metadata`` (String).
         policy: per-entity action.
         scan: findings already computed for (a superset or subset of) these rows by ``start_scan``
-            with the same policy, e.g. in a worker process while the caller ran GX; rows it does not
-            cover are analyzed here. Values must be the same as in ``rows``.
+            with the same policy, e.g. in a worker process while the caller ran GX; its prefilter
+            verdicts are reused for the rows it covered, rows it did not cover are prefiltered and
+            analyzed here. Values must be the same as in ``rows``.
 
     Returns:
         ``PiiOutcome``. A value already holding a quarantine-policy placeholder (``<PRIVATE_KEY>``)
@@ -154,8 +155,18 @@ def redact_rows(rows: pl.DataFrame, policy: PiiPolicy = PiiPolicy(), scan: "Pend
     metas = rows.get_column("metadata")
     if not policy.enabled or rows.height == 0:
         return PiiOutcome(texts, metas, {}, {}, 0)
-    done = scan.result() if scan is not None else {}
-    items = _candidate_items(rows, policy)
+    if scan is None:
+        done, items = {}, _candidate_items(rows, policy)
+    else:
+        done = scan.result()
+        numbers = rows.get_column("row_number")
+        covered = numbers.is_in(scan.prefiltered)
+        wanted = set(numbers.filter(covered).to_list())
+        items = [it for it in scan.items if it[0] in wanted]
+        if not covered.all():
+            items += _candidate_items(rows.filter(~covered), policy)
+            order = {n: i for i, n in enumerate(numbers.to_list())}
+            items.sort(key=lambda it: order[it[0]])
     todo = [it for it in items if it[0] not in done]
     if todo:
         done = {**done, **_scan_items(todo, _marker_pattern(policy))}
@@ -242,8 +253,12 @@ class PendingScan:
     out of memory) is left out with a warning; ``redact_rows`` then analyzes those rows inline, so
     a lost worker costs time, never a verdict."""
 
-    def __init__(self, executor: Any, futures: list) -> None:
+    def __init__(self, executor: Any, futures: list, items: list[_Item], prefiltered: pl.Series) -> None:
         self._executor, self._futures, self._result = executor, futures, None
+        self.items = items
+        """The candidate values sent to the workers (``_candidate_items`` of the prefiltered rows)."""
+        self.prefiltered = prefiltered
+        """row_number (Int64) of every row the prefilter saw (all rows but those over ``max_chars``)."""
 
     def result(self) -> dict[int, _Scanned]:
         if self._result is None:
@@ -266,10 +281,12 @@ class PendingScan:
 
 
 def default_workers() -> int:
-    """Worker processes for ``start_scan``: one per core, at most 4 (0 on one core). The caller only
-    hashes and runs GX meanwhile, then waits, so its core is shared with the workers."""
+    """Worker processes for ``start_scan``: one per core beside the caller's, at most 4 (0 on one
+    core). The caller hashes the texts (DuckDB), runs GX and renders Data Docs meanwhile; a worker on
+    every core made three busy processes on two cores, and the hash stage ran 2.4x slower
+    (``bench/ingest.py``)."""
     cores = os.cpu_count() or 1
-    return min(4, cores) if cores > 1 else 0
+    return min(4, cores - 1)
 
 
 def start_scan(rows: pl.DataFrame, policy: PiiPolicy = PiiPolicy(), *, workers: int | None = None,
@@ -303,7 +320,10 @@ def start_scan(rows: pl.DataFrame, policy: PiiPolicy = PiiPolicy(), *, workers: 
     marker = _marker_pattern(policy)
     size = -(-len(items) // workers)
     futures = [executor.submit(_scan_items, items[k:k + size], marker) for k in range(0, len(items), size)]
-    return PendingScan(executor, futures)
+    texts = rows.get_column("text")
+    seen = rows.get_column("row_number") if max_chars is None else \
+        rows.get_column("row_number").filter(texts.is_null() | (texts.str.len_chars() <= max_chars))
+    return PendingScan(executor, futures, items, seen)
 
 
 def _routes(values: pl.Series, pattern: str) -> dict[int, list[str]]:
@@ -358,6 +378,24 @@ _PHONE_TRIGGER = re.compile(_DIGIT_RUN)
 _DIGIT = re.compile(r"\d")
 
 
+@functools.lru_cache(maxsize=1)
+def _phone_run() -> re.Pattern:
+    """A maximal run of digits, whitespace, ``+`` and python-phonenumbers' phone punctuation
+    (``_VALID_PUNCTUATION``: dashes, dots, slashes, brackets, ``x``, ...). The matcher's candidates
+    are digit groups joined by at most 4 of those characters (plus a leading ``+`` or bracket), so
+    every candidate lies inside one run, and its digits are digits of that run."""
+    from phonenumbers.phonenumberutil import _VALID_PUNCTUATION
+
+    # as in phonenumbers: the class opens with "-", and matching ignores case (x and X)
+    return re.compile("[" + _VALID_PUNCTUATION + r"\d\s+\uFF0B]+", re.IGNORECASE)
+
+
+def _max_run_digits(text: str) -> int:
+    """Most digits in one ``_phone_run`` of ``text``: an upper bound on the digits of any phone
+    number python-phonenumbers can match in it."""
+    return max((len(_DIGIT.findall(run)) for run in _phone_run().findall(text)), default=0)
+
+
 def _mask(text: str, spans: Any) -> str:
     """``text`` with each ``(start, end)`` span replaced by as many ``_`` (offsets hold)."""
     for start, end in spans:
@@ -386,11 +424,13 @@ def _phone_recognizer_class() -> type:
         international format (leading ``+``) parses and validates the same in every region
         (phonenumbers reads the country from the number), so after each region its ``+`` matches
         are masked, and the remaining regions run only while a digit run (``_PHONE_TRIGGER``) is
-        left. A region is also skipped when the text has fewer digits than the shortest national
-        significant number valid there (phonenumbers metadata ``possible_length``; a match's
-        national number is made of the text's digits, and the matcher does not read vanity
-        letters): a version string like ``3.10.12`` (5 digits) is tried in DE (4) only, not in the
-        7 regions that need 7–10 digits. Same findings as the parent on every text with a
+        left. A region is also skipped when no run of digits and phone punctuation in the text
+        (``_max_run_digits``) has as many digits as the shortest national significant number valid
+        there (phonenumbers metadata ``possible_length``; a match's national number is made of the
+        digits of one such run, and the matcher does not read vanity letters): a version string
+        like ``3.10.12`` (5 digits) is tried in DE (4) only, not in the 7 regions that need 7–10
+        digits, and neither is ``numpy 1.26, released 2024-01-02`` (8 digits in all, at most 6 in one
+        run). Same findings as the parent on every text with a
         ``_PHONE_TRIGGER`` digit run (tested on phone/card/IP mixes and on the bundled PyPI
         summaries), at a fraction of the cost; texts without one are not searched (see the
         module docstring)."""
@@ -400,7 +440,7 @@ def _phone_recognizer_class() -> type:
 
             results = []
             masked = text
-            digits = len(_DIGIT.findall(text))
+            digits = _max_run_digits(text)
             for region in self.supported_regions:
                 if not _PHONE_TRIGGER.search(masked):
                     break
@@ -416,10 +456,34 @@ def _phone_recognizer_class() -> type:
                     results.append(self._get_recognizer_result(match, text, found_region, nlp_artifacts))
                     if match.raw_string.lstrip().startswith("+"):
                         plus_spans.append((match.start, match.end))
-                masked = _mask(masked, plus_spans)
+                if plus_spans:
+                    masked = _mask(masked, plus_spans)
+                    digits = _max_run_digits(masked)
             return EntityRecognizer.remove_duplicates(results)
 
     return _Recognizer
+
+
+def _context_enhancer_class() -> type:
+    """A context enhancer that returns the findings as they are when it has nothing to compare: no
+    tokens around the match (``NoOpNlpEngine`` makes none) and no context words passed to
+    ``analyze``; otherwise Presidio's default ``LemmaContextAwareEnhancer`` runs. The stock enhancer
+    deep-copies the findings and walks them to reach the same result (Presidio itself warns that it
+    cannot use context words with ``NoOpNlpEngine``)."""
+    from presidio_analyzer.context_aware_enhancers import ContextAwareEnhancer, LemmaContextAwareEnhancer
+
+    class _Enhancer(ContextAwareEnhancer):
+        def __init__(self) -> None:
+            self._lemma = LemmaContextAwareEnhancer()
+            super().__init__(self._lemma.context_similarity_factor, self._lemma.min_score_with_context_similarity,
+                             self._lemma.context_prefix_count, self._lemma.context_suffix_count)
+
+        def enhance_using_context(self, text, raw_results, nlp_artifacts, recognizers, context=None):
+            if not context and nlp_artifacts is not None and not nlp_artifacts.tokens and not nlp_artifacts.lemmas:
+                return raw_results
+            return self._lemma.enhance_using_context(text, raw_results, nlp_artifacts, recognizers, context)
+
+    return _Enhancer
 
 
 class _Engine:
@@ -433,7 +497,8 @@ class _Engine:
         # Offline: the bundled public-suffix snapshot, no fetch, no cache writes.
         tlde.TLD_EXTRACTOR = tlde.TLDExtract(suffix_list_urls=(), cache_dir=None)
         self.analyzer = AnalyzerEngine(
-            nlp_engine=NoOpNlpEngine(models=[{"lang_code": "en", "model_name": "none"}]), supported_languages=["en"]
+            nlp_engine=NoOpNlpEngine(models=[{"lang_code": "en", "model_name": "none"}]), supported_languages=["en"],
+            context_aware_enhancer=_context_enhancer_class()(),
         )
         self.analyzer.registry.remove_recognizer("PhoneRecognizer")
         self.analyzer.registry.add_recognizer(_phone_recognizer_class()())

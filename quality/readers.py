@@ -133,7 +133,8 @@ def read_window_file(
         2"``; Parquet: ``"column 'text' has type Int64, expected
         string"``; all formats: ``"field 'text' has type int, expected string"``, ``"field 'id'
         has type float, expected string or integer"``, ``"field 'ts' is not an ISO-8601
-        timestamp: '...'"``, ``"field 'text' is not valid Unicode (unpaired surrogate)"``.
+        timestamp: '...'"``, ``"field 'ts' is out of range in UTC: '...'"``, ``"field 'text' is not
+        valid Unicode (unpaired surrogate)"``.
 
     Raises:
         WindowReadError: unknown suffix, missing file, directory, permission problem, corrupt or
@@ -296,7 +297,10 @@ class _Builder:
             if isinstance(ts_us, str):
                 return ts_us
         elif isinstance(ts, datetime):
-            ts_us = (_as_utc(ts) - _EPOCH) // _MICROSECOND
+            try:
+                ts_us = (_as_utc(ts) - _EPOCH) // _MICROSECOND
+            except OverflowError:
+                return f"field {f.ts!r} is out of range in UTC: {_short_repr(ts.isoformat())}"
         elif isinstance(ts, date):
             ts_us = (datetime(ts.year, ts.month, ts.day, tzinfo=timezone.utc) - _EPOCH) // _MICROSECOND
         else:
@@ -322,6 +326,8 @@ class _Builder:
             value = (_as_utc(datetime.fromisoformat(ts)) - _EPOCH) // _MICROSECOND
         except ValueError:
             value = f"field {self.fields.ts!r} is not an ISO-8601 timestamp: {_short_repr(ts)}"
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+            value = f"field {self.fields.ts!r} is out of range in UTC: {_short_repr(ts)}"
         if len(self.ts_cache) >= _TS_CACHE_MAX:
             self.ts_cache.clear()
         self.ts_cache[ts] = value

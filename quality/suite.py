@@ -749,19 +749,14 @@ class _Gx:
         import shutil
         from pathlib import Path
 
+        from quality.data_docs import site_config
+
         site = f"window-{uuid.uuid4().hex[:12]}"
         target = Path(docs_dir)
         if target.exists():
             shutil.rmtree(target)
         target.mkdir(parents=True)
-        self.ctx.add_data_docs_site(site_name=site, site_config={
-            "class_name": "SiteBuilder",
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-            # the window's validation page (it lists every expectation with its result) and the index;
-            # no suite pages (one per suite in this process, not per window) and no profiling section
-            "site_section_builders": {"expectations": "0", "profiling": "0"},
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(target)},
-        })
+        self.ctx.add_data_docs_site(site_name=site, site_config=site_config(target))
         try:
             self.ctx.build_data_docs(site_names=[site])
         finally:

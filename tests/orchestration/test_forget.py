@@ -94,7 +94,8 @@ def test_forget_deletes_everywhere_marks_versions_and_the_daemon_retrains_withou
     with wh.connect(read_only=True) as con:
         assert {t: _count(con, t, gone) for t in ROW_TABLES} == dict.fromkeys(ROW_TABLES, 0)
         assert con.execute("SELECT count(*) FROM raw.rejects WHERE raw LIKE '%\"pkg3\"%'").fetchall() == [(0,)]
-        assert con.execute("SELECT count(*) FROM raw.events WHERE metadata LIKE '%\"pkg3\"%'").fetchall() == [(0,)]
+        for table in ("raw.staged_text", "curated.events", "curated.quarantine"):
+            assert con.execute(f"SELECT count(*) FROM {table} WHERE metadata LIKE '%\"pkg3\"%'").fetchall() == [(0,)]
         assert con.execute("SELECT sum(source_rows) FROM raw.windows").fetchall()[0][0] == total_raw + 1 - 4
         req = con.execute("SELECT request_id, reason, criteria, trained_versions, status, record_ids "
                           "FROM monitor.forget_requests ORDER BY requested_at").fetchall()

@@ -72,7 +72,12 @@ def test_metadata_docs_checks_and_cross_window_dedup(tmp_path):
     near = q.filter(q["rule"] == "duplicate_near")
     assert near.select("record_id", "duplicate_of_window", "duplicate_of_row").rows() == [("near", k1, 21)]
     with wh.connect(read_only=True) as con:
-        raw_texts = [t for (t,) in con.execute("SELECT text FROM raw.events WHERE window_key = ?", [k2]).fetchall()]
+        assert "text" not in {c for (c,) in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'raw' AND table_name = 'events'"
+        ).fetchall()}
+        # the window is curated: its staged raw text is gone (the PII boundary)
+        raw_texts = [t for (t,) in con.execute("SELECT text FROM raw.staged_text WHERE window_key = ?", [k2]).fetchall()]
+        assert raw_texts == []
         rejects = [r for (r,) in con.execute("SELECT raw FROM raw.rejects WHERE window_key = ?", [k2]).fetchall()]
     assert not any(t and ("jane.roe" in t or "MIIEvQ" in t) for t in raw_texts)
     assert rejects == ['{"text": "bad json from <IP_ADDRESS>']

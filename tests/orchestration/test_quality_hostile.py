@@ -33,7 +33,8 @@ def snapshot(wh, key):
     with wh.connect(read_only=True) as con:
         q = lambda sql: con.execute(sql, [key]).fetchall()  # noqa: E731
         return {
-            "raw": q("SELECT row_number, record_id, text, ts, metadata FROM raw.events WHERE window_key = ? ORDER BY 1"),
+            "raw": q("SELECT row_number, record_id, ts FROM raw.events WHERE window_key = ? ORDER BY 1"),
+            "staged": q("SELECT * FROM raw.staged_text WHERE window_key = ? ORDER BY row_number"),
             "rejects": q("SELECT * FROM raw.rejects WHERE window_key = ? ORDER BY row_number"),
             "curated": q("SELECT * FROM curated.events WHERE window_key = ? ORDER BY row_number"),
             "quarantine": q("SELECT * EXCLUDE (gx_run_id, quarantined_at) FROM curated.quarantine "

@@ -58,6 +58,38 @@ def test_reingesting_clears_the_windows_curation_and_approval(wh):
     assert wh.window_counts("w1").curated_rows == 0
 
 
+def test_curating_deletes_the_staged_raw_text_and_reads_it_back_from_curated_tables(wh):
+    _ingest(wh, "w1", ["raw a", "raw b"])
+    with wh.connect(read_only=True) as con:
+        assert con.execute("SELECT text FROM raw.staged_text ORDER BY row_number").fetchall() == [("raw a",), ("raw b",)]
+    raw = wh.read_raw_window("w1")
+    quarantine = raw.head(1).with_columns(rule=pl.lit("text_too_short"), reason=pl.lit("x"), gx_run_id=pl.lit("g"))
+    wh.replace_curated_window("w1", raw.tail(1).with_columns(text=pl.lit("<REDACTED> b")), quarantine)
+    with wh.connect(read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM raw.staged_text").fetchall() == [(0,)]
+        assert con.execute("SELECT count(*) FROM raw.events").fetchall() == [(2,)]
+    assert wh.read_raw_window("w1")["text"].to_list() == ["raw a", "<REDACTED> b"]
+
+
+def test_init_schema_moves_raw_text_of_an_older_warehouse_to_staged_text(tmp_path):
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))  # the raw.events layout before raw.staged_text
+    con.execute("CREATE SCHEMA raw; CREATE TABLE raw.events (window_key VARCHAR NOT NULL, row_number BIGINT NOT NULL, "
+                "record_id VARCHAR NOT NULL, text VARCHAR, ts TIMESTAMPTZ, metadata VARCHAR)")
+    con.execute("INSERT INTO raw.events VALUES ('curated', 1, 'a', NULL, NULL, NULL), "
+                "('pending', 1, 'b', 'pending text', NULL, '{\"k\":1}')")
+    con.close()
+    wh = Warehouse(path)
+    wh.init_schema()
+    wh.init_schema()  # idempotent
+    with wh.connect(read_only=True) as con:
+        assert [c for (c,) in con.execute("SELECT column_name FROM information_schema.columns "
+                                          "WHERE table_schema = 'raw' AND table_name = 'events'").fetchall()] == \
+            ["window_key", "row_number", "record_id", "ts"]
+        assert con.execute("SELECT * FROM raw.staged_text").fetchall() == [("pending", 1, "pending text", '{"k":1}')]
+    assert wh.read_raw_window("pending")["text"].to_list() == ["pending text"]
+
+
 def test_pending_windows_follow_landing_order_and_skip_trained_ones(wh):
     for key, mtime in [("w2", 20), ("w1", 10), ("w3", 30)]:
         _ingest(wh, key, ["x", "y"], mtime=mtime)

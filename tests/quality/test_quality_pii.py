@@ -159,13 +159,18 @@ def test_phone_region_skipping_matches_stock_phone_recognizer_on_real_summaries(
     demo = Path(__file__).resolve().parents[2] / "data" / "demo"
     texts = [json.loads(line)["text"] for f in sorted(demo.glob("pypi-*.jsonl")) for line in f.open()]
     texts = [t for t in texts if t and pii._PHONE_TRIGGER.search(t)]
-    texts += ["call 1645 0123 now", "tel 030 1234", "+49 30 1234", "12 34 56", "phone 555-0134 or 415 555 0134"]
+    texts += ["call 1645 0123 now", "tel 030 1234", "+49 30 1234", "12 34 56", "phone 555-0134 or 415 555 0134",
+              # digits split over runs (per-run bound) and runs joined by phone punctuation, x/X, brackets
+              "numpy 1.26, released 2024-01-02", "v2.31.0 (2024), 415/555/0134", "call 030 1234567x89",
+              "tel: 0301234567, 0301234568", "(030) 1234 5678 / +49 30 1234", "ext 1234567 at 030-1234-5678",
+              "415X555X0134", "[415] 555.0134", "４１５ ５５５ ０１３４", "+1\t415\n555 0134", "a1b2c3d4e5f6g7h8i9j0"]
     assert len(texts) > 50
     ours, stock = pii._phone_recognizer_class()(), PhoneRecognizer()
     for t in texts:
         assert (sorted((r.start, r.end) for r in ours.analyze(t, ["PHONE_NUMBER"]))
                 == sorted((r.start, r.end) for r in stock.analyze(t, ["PHONE_NUMBER"]))), t
     assert pii._min_national_length("DE") == 4 and pii._min_national_length("US") == 10
+    assert pii._max_run_digits("numpy 1.26, released 2024-01-02") == 8 and pii._max_run_digits("no digits") == 0
 
 
 def test_a_failed_presidio_worker_falls_back_to_inline_analysis():
@@ -178,7 +183,26 @@ def test_a_failed_presidio_worker_falls_back_to_inline_analysis():
 
     rows = frame([f"mail {SAMPLES['EMAIL_ADDRESS']}", f"card {SAMPLES['CREDIT_CARD']}", "plain", PEM])
     executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
-    broken = pii.PendingScan(executor, [executor.submit(os._exit, 1)])
+    broken = pii.PendingScan(executor, [executor.submit(os._exit, 1)], pii._candidate_items(rows, pii.PiiPolicy()),
+                             rows.get_column("row_number"))
     got, want = redact_rows(rows, scan=broken), redact_rows(rows)
     assert got.text.to_list() == want.text.to_list() and got.quarantine == want.quarantine == {4: ["PRIVATE_KEY"]}
     assert got.redactions == want.redactions == {"EMAIL_ADDRESS": 1, "CREDIT_CARD": 1}
+
+
+def test_a_scan_of_a_subset_or_superset_gives_the_inline_verdict():
+    """redact_rows reuses a scan's prefilter for the rows it covered and prefilters the others itself."""
+    from quality import pii
+
+    rows = frame([f"mail {SAMPLES['EMAIL_ADDRESS']}", "plain", f"card {SAMPLES['CREDIT_CARD']}", PEM,
+                  f"ip {SAMPLES['IP_ADDRESS']}", "x" * 50 + f" {SAMPLES['EMAIL_ADDRESS']}"])
+    want = redact_rows(rows)
+    for scanned, judged in ((rows.head(3), rows), (rows, rows.tail(4)), (rows, rows)):
+        # max_chars leaves the long last row out of the scan: redact_rows must prefilter it itself
+        scan = pii.start_scan(scanned, workers=1, min_candidates=1, max_chars=40)
+        got = redact_rows(judged, scan=scan)
+        inline = redact_rows(judged)
+        assert got.text.to_list() == inline.text.to_list() and got.metadata.to_list() == inline.metadata.to_list()
+        assert got.quarantine == inline.quarantine and got.redactions == inline.redactions
+        assert got.candidates == inline.candidates
+    assert want.quarantine == {4: ["PRIVATE_KEY"]} and want.redactions["EMAIL_ADDRESS"] == 2

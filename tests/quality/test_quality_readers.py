@@ -215,6 +215,8 @@ def test_jsonl_wrong_type_field_is_rejected(tmp_path, line, error):
         ('{"text": "a", "ts": "yesterday"}', "field 'ts' is not an ISO-8601 timestamp: 'yesterday'"),
         ('{"text": "a", "ts": "2024-13-01T00:00:00Z"}', "field 'ts' is not an ISO-8601 timestamp: '2024-13-01T00:00:00Z'"),
         ('{"text": "a", "ts": 1725148800}', "field 'ts' has type int, expected an ISO-8601 string"),
+        ('{"text": "a", "ts": "0001-01-01T00:00:00+01:00"}',
+         "field 'ts' is out of range in UTC: '0001-01-01T00:00:00+01:00'"),
     ],
 )
 def test_jsonl_bad_ts_is_rejected(tmp_path, line, error):
