@@ -248,20 +248,29 @@ def _scan_items(items: list[_Item], marker: str | None) -> dict[int, _Scanned]:
 
 
 class PendingScan:
-    """Findings of ``start_scan`` being computed in worker processes; ``result()`` waits for them
-    (row_number -> scanned row) and shuts the workers down. A chunk whose worker failed (killed,
-    out of memory) is left out with a warning; ``redact_rows`` then analyzes those rows inline, so
-    a lost worker costs time, never a verdict."""
+    """Findings of ``start_scan``: computed in worker processes (``result()`` waits for them and
+    shuts the workers down), or in this process at the first ``result()`` call (an inline scan:
+    the caller decides when, e.g. while a DuckDB query runs in a thread). ``result()`` maps
+    row_number -> scanned row. A chunk whose worker failed (killed, out of memory) is left out with
+    a warning; ``redact_rows`` then analyzes those rows inline, so a lost worker costs time, never a
+    verdict."""
 
-    def __init__(self, executor: Any, futures: list, items: list[_Item], prefiltered: pl.Series) -> None:
-        self._executor, self._futures, self._result = executor, futures, None
+    def __init__(self, executor: Any, futures: list | None, items: list[_Item], prefiltered: pl.Series,
+                 marker: str | None = None) -> None:
+        self._executor, self._futures, self._marker, self._result = executor, futures, marker, None
         self.items = items
-        """The candidate values sent to the workers (``_candidate_items`` of the prefiltered rows)."""
+        """The candidate values (``_candidate_items`` of the prefiltered rows)."""
         self.prefiltered = prefiltered
         """row_number (Int64) of every row the prefilter saw (all rows but those over ``max_chars``)."""
 
+    @property
+    def forked(self) -> bool:
+        return self._executor is not None
+
     def result(self) -> dict[int, _Scanned]:
-        if self._result is None:
+        if self._result is None and not self.forked:
+            self._result = _scan_items(self.items, self._marker)
+        elif self._result is None:
             try:
                 merged: dict[int, _Scanned] = {}
                 for f in self._futures:
@@ -277,7 +286,8 @@ class PendingScan:
 
     def close(self) -> None:
         """Cancel what has not started and stop the workers (the caller failed before ``result``)."""
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        if self.forked:
+            self._executor.shutdown(wait=True, cancel_futures=True)
 
 
 def default_workers() -> int:
@@ -290,15 +300,15 @@ def default_workers() -> int:
 
 
 def start_scan(rows: pl.DataFrame, policy: PiiPolicy = PiiPolicy(), *, workers: int | None = None,
-               min_candidates: int = 256, max_chars: int | None = None) -> PendingScan | None:
-    """Start Presidio on the candidate rows of ``rows`` in ``workers`` forked processes and return
-    at once, so the caller can run other gates meanwhile; pass the handle to ``redact_rows``.
+               min_candidates: int = 1500, max_chars: int | None = None) -> PendingScan | None:
+    """Prefilter ``rows`` and start Presidio on the candidates in ``workers`` forked processes,
+    returning at once so the caller can run other gates meanwhile; pass the handle to ``redact_rows``.
 
     Presidio is pure Python (it holds the GIL), so threads would not overlap it with GX; forked
     workers inherit the already-built engine (no re-import). The workers run Presidio only (no
-    polars/DuckDB calls after the fork). Returns None, and ``redact_rows`` analyzes inline, when
-    PII is disabled, ``workers`` is 0, fewer than ``min_candidates`` values are candidates (a
-    fork costs more than a small scan) or the platform cannot fork.
+    polars/DuckDB calls after the fork). When ``workers`` is 0, fewer than ``min_candidates`` values
+    are candidates (a fork costs more than a small scan) or the platform cannot fork, the scan is
+    inline: nothing runs until ``result()``. Returns None when PII is disabled.
 
     Args:
         rows: as for ``redact_rows``.
@@ -309,21 +319,21 @@ def start_scan(rows: pl.DataFrame, policy: PiiPolicy = PiiPolicy(), *, workers: 
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
+    if not policy.enabled:
+        return None
     workers = default_workers() if workers is None else workers
-    if not policy.enabled or workers < 1 or "fork" not in multiprocessing.get_all_start_methods():
-        return None
     items = _candidate_items(rows, policy, max_chars)
-    if len(items) < max(1, min_candidates):
-        return None
-    _engine()  # built before the fork: the workers inherit it
-    executor = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
-    marker = _marker_pattern(policy)
-    size = -(-len(items) // workers)
-    futures = [executor.submit(_scan_items, items[k:k + size], marker) for k in range(0, len(items), size)]
     texts = rows.get_column("text")
     seen = rows.get_column("row_number") if max_chars is None else \
         rows.get_column("row_number").filter(texts.is_null() | (texts.str.len_chars() <= max_chars))
-    return PendingScan(executor, futures, items, seen)
+    marker = _marker_pattern(policy)
+    if workers < 1 or len(items) < max(1, min_candidates) or "fork" not in multiprocessing.get_all_start_methods():
+        return PendingScan(None, None, items, seen, marker)
+    _engine()  # built before the fork: the workers inherit it
+    executor = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+    size = -(-len(items) // workers)
+    futures = [executor.submit(_scan_items, items[k:k + size], marker) for k in range(0, len(items), size)]
+    return PendingScan(executor, futures, items, seen, marker)
 
 
 def _routes(values: pl.Series, pattern: str) -> dict[int, list[str]]:

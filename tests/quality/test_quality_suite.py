@@ -318,8 +318,9 @@ def test_presidio_in_worker_processes_gives_the_same_verdict_as_inline():
                                       "API_KEY"}
     assert "x@y.org" not in inline.curated.get_column("metadata").to_list()[0]
     pending = pii.start_scan(rows, pii.PiiPolicy(), workers=1, min_candidates=1, max_chars=2000)
-    assert pending is not None and 6 not in pending.result() and 1 in pending.result()
-    assert pii.start_scan(rows, pii.PiiPolicy(), workers=1, min_candidates=100) is None  # too few to fork
+    assert pending.forked and 6 not in pending.result() and 1 in pending.result()
+    few = pii.start_scan(rows, pii.PiiPolicy(), workers=1, min_candidates=100, max_chars=2000)  # too few to fork
+    assert not few.forked and few.result() == pending.result()
     assert pii.start_scan(rows, pii.PiiPolicy(enabled=False), workers=1, min_candidates=1) is None
     with pytest.raises(ValueError, match="pii_workers must be a non-negative int"):
         QualityConfig(pii_workers=-1)
