@@ -189,16 +189,16 @@ def main() -> None:
     forks = default_workers() >= 1 and pii.candidates >= cfg.pii_parallel_min_candidates
     presidio_mode = (f"in {default_workers()} forked worker(s) beside GX" if forks else
                      f"inline beside the hash thread: {pii.candidates} < {cfg.pii_parallel_min_candidates} candidates")
-    table = [
-        ("plain DuckDB `read_json`", t_plain),
-        (f"**gated: raw → gates → curated** (default config: Presidio {presidio_mode})", t_gated),
-        *((f"  {name} (in the fastest gated run)", best_steps[name]) for name in
-          ("parse", "raw write", "raw read", "curate", "curated write")),
-        ("gated, Presidio inline (`pii_workers=0`)", t_inline),
-        ("stages alone, best of runs: parse (`read_window_file`)", stages["parse"]),
-        ("  GX suite (row + window rules, no Data Docs)", stages["gx"]),
-        (f"  PII (prefilter + Presidio on {pii.candidates} candidates, inline)", stages["pii"]),
-        ("  dedup (exact" + (" + MinHash LSH)" if near else ")"), stages["dedup"]),
+    table = [  # (JSON key, Markdown label, (wall s, CPU s))
+        ("plain", "plain DuckDB `read_json`", t_plain),
+        ("gated", f"**gated: raw → gates → curated** (default config: Presidio {presidio_mode})", t_gated),
+        *((f"gated_{name.replace(' ', '_')}", f"  {name} (in the fastest gated run)", best_steps[name])
+          for name in ("parse", "raw write", "raw read", "curate", "curated write")),
+        ("gated_pii_inline", "gated, Presidio inline (`pii_workers=0`)", t_inline),
+        ("alone_parse", "stages alone, best of runs: parse (`read_window_file`)", stages["parse"]),
+        ("alone_gx", "  GX suite (row + window rules, no Data Docs)", stages["gx"]),
+        ("alone_pii", f"  PII (prefilter + Presidio on {pii.candidates} candidates, inline)", stages["pii"]),
+        ("alone_dedup", "  dedup (exact" + (" + MinHash LSH)" if near else ")"), stages["dedup"]),
     ]
     ratio = t_plain[0] / t_gated[0]
     ratio_inline = t_plain[0] / t_inline[0]
@@ -210,7 +210,7 @@ def main() -> None:
           f"{dict(sorted(verdict.rule_counts.items()))}, redactions {verdict.redactions}\n")
     print("| stage | wall s | CPU s | rows/s (wall) |")
     print("|---|---:|---:|---:|")
-    for name, (wall, cpu) in table:
+    for _, name, (wall, cpu) in table:
         print(f"| {name} | {wall:.2f} | {cpu:.2f} | {n / wall:,.0f} |")
     print(f"\nratio gated/plain rows/s: {ratio:.3f} (target >= 0.25); with Presidio inline: {ratio_inline:.3f}")
     if args.json:
@@ -220,7 +220,8 @@ def main() -> None:
             "pii_rate": None if args.real else args.pii_rate, "dup_rate": None if args.real else args.dup_rate,
             "near_dup": bool(near), "repeat": args.repeat, "warmup_s": round(t_warm, 2),
             "load_average": os.getloadavg()[0], "cpu_count": os.cpu_count(),
-            "stages": {name.strip(" *`"): {"wall_s": round(w, 3), "cpu_s": round(c, 3)} for name, (w, c) in table},
+            "presidio": presidio_mode,
+            "stages": {key: {"wall_s": round(w, 3), "cpu_s": round(c, 3)} for key, _, (w, c) in table},
             "ratio": round(ratio, 4), "ratio_pii_inline": round(ratio_inline, 4),
             "pii_workers": default_workers() if forks else 0, "pii_candidates": pii.candidates,
             "quarantined_by_rule": dict(sorted(verdict.rule_counts.items())), "redactions": verdict.redactions,
