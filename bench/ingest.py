@@ -10,7 +10,8 @@ e-mail/phone/card/IP, ``--dup-rate`` exact re-posts) to a temp dir, then times, 
 - ``gated``: the path of the ``raw_window`` + ``curated_window`` assets without Dagster:
   ``read_window_file`` -> ``Warehouse.replace_raw_window`` -> ``read_raw_window`` ->
   ``curate_window`` (GX suite + Data Docs, Presidio, dedup) -> ``replace_curated_window``, with the
-  default config (Presidio in forked workers, one per core beside this one, while GX runs) and again
+  default config (Presidio in forked workers, one per core beside this one, while GX runs, from
+  ``pii_parallel_min_candidates`` candidates; below that inline beside the hash thread) and again
   with ``pii_workers=0`` (everything in one process), same verdict asserted; every run lands a new
   window in the same warehouse, as a stream does; the table also splits the fastest gated run into
   its five steps;

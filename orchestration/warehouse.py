@@ -438,7 +438,8 @@ class Warehouse:
     @staticmethod
     def _scrub_raw(con: duckdb.DuckDBPyConnection, window_key: str) -> None:
         """Drop the window's raw text/metadata (``raw.staged_text`` rows; see the PII boundary above).
-        A DELETE of whole row groups: their blocks are freed at the next checkpoint."""
+        The table holds uncurated windows only, so this usually empties whole row groups, whose
+        blocks the next checkpoint frees."""
         con.execute("DELETE FROM raw.staged_text WHERE window_key = ?", [window_key])
 
     def window_results(self, window_key: str) -> list[dict]:

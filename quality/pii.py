@@ -202,10 +202,9 @@ def _marker_pattern(policy: PiiPolicy) -> str | None:
     return "|".join(re.escape(placeholder(e)) for e in qents) if qents else None
 
 
-def _candidate_items(rows: pl.DataFrame, policy: PiiPolicy, max_chars: int | None = None) -> list[_Item]:
+def _candidate_items(rows: pl.DataFrame, policy: PiiPolicy) -> list[_Item]:
     """Prefilter: the rows with at least one candidate value, with the entities to analyze per value
-    (None = not a candidate). ``max_chars``: skip rows whose text is longer (the gate quarantines them
-    before PII; only ``start_scan`` passes it)."""
+    (None = not a candidate)."""
     texts, metas = rows.get_column("text"), rows.get_column("metadata")
     marker = _marker_pattern(policy)
     pattern = PREFILTER_REGEX + ("|" + marker if marker else "")
@@ -213,10 +212,7 @@ def _candidate_items(rows: pl.DataFrame, policy: PiiPolicy, max_chars: int | Non
     numbers = rows.get_column("row_number")
     items = []
     for i in sorted(set(routes["text"]) | set(routes["metadata"])):
-        text, meta = texts[i], metas[i]
-        if max_chars is not None and text is not None and len(text) > max_chars:
-            continue
-        items.append((numbers[i], text, routes["text"].get(i), meta, routes["metadata"].get(i)))
+        items.append((numbers[i], texts[i], routes["text"].get(i), metas[i], routes["metadata"].get(i)))
     return items
 
 
@@ -268,9 +264,11 @@ class PendingScan:
         return self._executor is not None
 
     def result(self) -> dict[int, _Scanned]:
-        if self._result is None and not self.forked:
+        if self._result is not None:
+            return self._result
+        if not self.forked:
             self._result = _scan_items(self.items, self._marker)
-        elif self._result is None:
+        else:
             try:
                 merged: dict[int, _Scanned] = {}
                 for f in self._futures:
@@ -322,10 +320,9 @@ def start_scan(rows: pl.DataFrame, policy: PiiPolicy = PiiPolicy(), *, workers: 
     if not policy.enabled:
         return None
     workers = default_workers() if workers is None else workers
-    items = _candidate_items(rows, policy, max_chars)
-    texts = rows.get_column("text")
-    seen = rows.get_column("row_number") if max_chars is None else \
-        rows.get_column("row_number").filter(texts.is_null() | (texts.str.len_chars() <= max_chars))
+    if max_chars is not None:  # the gate quarantines longer texts before PII
+        rows = rows.filter(pl.col("text").is_null() | (pl.col("text").str.len_chars() <= max_chars))
+    items, seen = _candidate_items(rows, policy), rows.get_column("row_number")
     marker = _marker_pattern(policy)
     if workers < 1 or len(items) < max(1, min_candidates) or "fork" not in multiprocessing.get_all_start_methods():
         return PendingScan(None, None, items, seen, marker)
