@@ -48,6 +48,7 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+import pyarrow as pa
 
 SCHEMA_SQL = """
 CREATE SCHEMA IF NOT EXISTS raw;
@@ -233,6 +234,16 @@ default row group, so it went through the WAL whole; with 32,768 its raw and cur
 ~30% less time and the file grows ~10% (``bench/ingest.py``; 16,384: +38% file)."""
 
 
+def _row_group_batches(frame: pl.DataFrame) -> pa.Table:
+    """``frame`` as an Arrow table of ``ROW_GROUP_SIZE``-row record batches, to register for an
+    ``INSERT ... SELECT``. DuckDB scans an Arrow table one record batch per thread, and polars
+    hands over one batch: the insert (mostly compressing text into row groups) then ran on one
+    thread. Batches of one row group each run in parallel, and the insertion order is kept; a
+    100k-row window's insert takes ~35% less time (``bench/ingest.py``)."""
+    table = frame.to_arrow()
+    return pa.Table.from_batches(table.to_batches(max_chunksize=ROW_GROUP_SIZE), schema=table.schema)
+
+
 @dataclass(frozen=True)
 class WindowCounts:
     """Row accounting of one window (all integers are row counts)."""
@@ -340,7 +351,7 @@ class Warehouse:
             for table in ("raw.events", "raw.staged_text", "raw.rejects", "curated.events", "curated.quarantine",
                           "curated.windows", "raw.windows"):
                 con.execute(f"DELETE FROM {table} WHERE window_key = ?", [window_key])
-            con.register("new_rows", rows.to_arrow())
+            con.register("new_rows", _row_group_batches(rows))
             con.execute("INSERT INTO raw.events SELECT window_key, row_number, record_id, ts FROM new_rows")
             con.execute("INSERT INTO raw.staged_text SELECT window_key, row_number, text, metadata FROM new_rows")
             con.register("new_rejects", rejects.to_arrow())
@@ -410,7 +421,7 @@ class Warehouse:
             con.execute("BEGIN")
             for table in ("curated.events", "curated.quarantine", "curated.windows", "curated.window_results"):
                 con.execute(f"DELETE FROM {table} WHERE window_key = ?", [window_key])
-            con.register("cur", curated.to_arrow())
+            con.register("cur", _row_group_batches(curated))
             con.execute(
                 "INSERT INTO curated.events SELECT window_key, row_number, record_id, text, ts, metadata FROM cur"
             )
@@ -426,7 +437,7 @@ class Warehouse:
         for col, dtype in (("duplicate_of_window", pl.String), ("duplicate_of_row", pl.Int64)):
             if col not in quarantine.columns:  # frames without dedup links
                 quarantine = quarantine.with_columns(pl.lit(None, dtype=dtype).alias(col))
-        con.register("quar", quarantine.to_arrow())
+        con.register("quar", _row_group_batches(quarantine))
         con.execute(
             "INSERT INTO curated.quarantine (window_key, row_number, record_id, text, ts, metadata, rule, reason, "
             "gx_run_id, duplicate_of_window, duplicate_of_row) "

@@ -261,10 +261,11 @@ def curate_window(
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="norm-hash") as pool:
             hashing = pool.submit(norm_hashes, rows)
+            scored = _score(rows)  # polars, beside the DuckDB hash (both release the GIL)
             if pending is not None and not pending.forked:
                 pending.result()
             hashes = hashing.result()
-        scored = _score(rows).with_columns(norm_hash_key=_hash_key(hashes.get_column("norm_hash")))
+        scored = scored.with_columns(norm_hash_key=_hash_key(hashes.get_column("norm_hash")))
         specs = _row_specs(cfg) + [("record_id_missing", "ExpectColumnValuesToNotBeNull", {"column": "record_id_bytes"})]
         wspecs = _window_specs(cfg, list(scored.columns))
         run = _gx().validate("curate_window", specs + wspecs, scored, docs_dir=docs_dir)

@@ -206,3 +206,48 @@ def test_a_scan_of_a_subset_or_superset_gives_the_inline_verdict():
         assert got.quarantine == inline.quarantine and got.redactions == inline.redactions
         assert got.candidates == inline.candidates
     assert want.quarantine == {4: ["PRIVATE_KEY"]} and want.redactions["EMAIL_ADDRESS"] == 2
+
+
+def test_result_takes_back_the_chunks_no_worker_started():
+    """Work stealing: with the only worker busy, result() analyzes every chunk that never reached
+    it in the caller's process; the verdict equals the inline one."""
+    import multiprocessing
+    import time
+    from concurrent.futures import ProcessPoolExecutor
+
+    from quality import pii
+
+    texts = [f"row {i}: mail {SAMPLES['EMAIL_ADDRESS']}, card {SAMPLES['CREDIT_CARD']}" for i in range(10)]
+    rows = frame(texts + ["plain", PEM] + [f"call {SAMPLES['PHONE_NUMBER']} ({i})" for i in range(10)])
+    items = pii._candidate_items(rows, pii.PiiPolicy())
+    chunks = [items[k:k + 2] for k in range(0, len(items), 2)]
+    executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
+    executor.submit(time.sleep, 1.0)  # keeps the worker busy while result() steals
+    marker = pii._marker_pattern(pii.PiiPolicy())
+    futures = [executor.submit(pii._scan_items, chunk, marker) for chunk in chunks]
+    scan = pii.PendingScan(executor, futures, items, rows.get_column("row_number"), marker, chunks)
+    got, want = redact_rows(rows, scan=scan), redact_rows(rows)
+    assert len(chunks) >= 10 and scan.stolen >= len(chunks) - 3  # the call queue holds up to 2 more
+    assert got.text.to_list() == want.text.to_list() and got.metadata.to_list() == want.metadata.to_list()
+    assert got.quarantine == want.quarantine == {12: ["PRIVATE_KEY"]}
+    assert got.redactions == want.redactions and got.redactions["PHONE_NUMBER"] == 10
+    assert scan.steal() is False  # nothing left once the result is in
+
+
+def test_api_key_trigger_skips_package_names_but_keeps_every_token():
+    """The API_KEY trigger needs a non-word character (or the start) before a token prefix, as the
+    patterns' leading \\b does: task-/flask- package names are not candidates, tokens after
+    punctuation, quotes, non-ASCII letters or at the start still are."""
+    from quality import pii
+
+    token = "sk-" + "A1b2C3d4E5f6G7h8I9j0K1l2"
+    texts = ["vector-task-mcp", "flask-reqcheck", "odoo-addon-risk-analysis", token, f"key={token}",
+             f'{{"k":"{token}"}}', f"é{token}", f"(ghp_{'a' * 36})", "prefix_sk-notakey"]
+    routes = pii._routes(pl.Series(texts), pii.PREFILTER_REGEX)
+    engine = pii._engine()
+    for i, t in enumerate(texts):
+        found = [r.entity_type for r in engine.analyze(t)]
+        if "API_KEY" in found:
+            assert "API_KEY" in routes.get(i, []), t
+    assert not any(i in routes for i in (0, 1, 2, 8))
+    assert all("API_KEY" in routes[i] for i in (3, 4, 5, 7))
