@@ -238,8 +238,9 @@ def _row_group_batches(frame: pl.DataFrame) -> pa.Table:
     """``frame`` as an Arrow table of ``ROW_GROUP_SIZE``-row record batches, to register for an
     ``INSERT ... SELECT``. DuckDB scans an Arrow table one record batch per thread, and polars
     hands over one batch: the insert (mostly compressing text into row groups) then ran on one
-    thread. Batches of one row group each run in parallel, and the insertion order is kept; a
-    100k-row window's insert takes ~35% less time (``bench/ingest.py``)."""
+    thread. Batches of one row group each run in parallel, and the insertion order and row groups
+    are kept: a 100k-row window's raw write took 0.21 -> 0.15 s and its curated write 0.32 ->
+    0.26 s (alternating runs on real PyPI summaries)."""
     table = frame.to_arrow()
     return pa.Table.from_batches(table.to_batches(max_chunksize=ROW_GROUP_SIZE), schema=table.schema)
 

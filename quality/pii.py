@@ -273,8 +273,9 @@ class PendingScan:
 
     def __init__(self, executor: Any, futures: list | None, items: list[_Item], prefiltered: pl.Series,
                  marker: str | None = None, chunks: list[list[_Item]] | None = None) -> None:
-        self._executor, self._futures, self._marker, self._result = executor, futures, marker, None
+        self._executor, self._marker, self._result = executor, marker, None
         self._chunks = chunks
+        """``chunks[i]`` is what ``futures[i]`` analyzes (None: the futures cannot be taken back)."""
         self.items = items
         """The candidate values (``_candidate_items`` of the prefiltered rows)."""
         self.prefiltered = prefiltered
