@@ -31,6 +31,7 @@ lower-case) with its raw text. Counts are by entity only; values never leave thi
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
 import re
@@ -274,15 +275,14 @@ class PendingScan:
     def __init__(self, executor: Any, futures: list | None, items: list[_Item], prefiltered: pl.Series,
                  marker: str | None = None, chunks: list[list[_Item]] | None = None) -> None:
         self._executor, self._marker, self._result = executor, marker, None
-        self._chunks = chunks
-        """``chunks[i]`` is what ``futures[i]`` analyzes (None: the futures cannot be taken back)."""
         self.items = items
         """The candidate values (``_candidate_items`` of the prefiltered rows)."""
         self.prefiltered = prefiltered
         """row_number (Int64) of every row the prefilter saw (all rows but those over ``max_chars``)."""
         self.stolen = 0
         """Chunks of a forked scan analyzed in this process (``steal`` or ``result``)."""
-        self._pending = list(futures or [])
+        # (future, the chunk it analyzes) still to collect; without ``chunks`` none can be taken back
+        self._pending = list(itertools.zip_longest(futures or [], chunks or []))
         self._stolen: dict[int, _Scanned] = {}
 
     @property
@@ -294,11 +294,14 @@ class PendingScan:
         (every chunk is taken, the scan is inline or its result is in). ``result()`` calls it until
         it returns False. (Stealing while the caller's DuckDB hash thread ran instead was measured
         slower: the hash then waited for a core, and GX for the hash.)"""
+        if self._result is not None or not self._pending:
+            return False
+        future, chunk = self._pending[-1]
         # A chunk can be cancelled only while no worker has taken it; workers take from the front.
-        if self._result is not None or self._chunks is None or not self._pending or not self._pending[-1].cancel():
+        if chunk is None or not future.cancel():
             return False
         self._pending.pop()
-        self._stolen.update(_scan_items(self._chunks[len(self._pending)], self._marker))
+        self._stolen.update(_scan_items(chunk, self._marker))
         self.stolen += 1
         return True
 
@@ -312,7 +315,7 @@ class PendingScan:
             while self.steal():
                 pass
             merged = self._stolen
-            for f in self._pending:
+            for f, _ in self._pending:
                 try:
                     merged.update(f.result())
                 except Exception as exc:  # BrokenProcessPool, a pickling error, ...

@@ -250,4 +250,4 @@ def test_api_key_trigger_skips_package_names_but_keeps_every_token():
         if "API_KEY" in found:
             assert "API_KEY" in routes.get(i, []), t
     assert not any(i in routes for i in (0, 1, 2, 8))
-    assert all("API_KEY" in routes[i] for i in (3, 4, 5, 7))
+    assert all("API_KEY" in routes[i] for i in (3, 4, 5, 6, 7))
