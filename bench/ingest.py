@@ -72,6 +72,39 @@ def make_real_window(path: Path, parquet: Path, rows: int, seed: int = 0) -> Non
                                  "ts": f"{r['month']}-01T00:00:00Z", "pkg": r["name"]}) + "\n")
 
 
+def plain_load(src: Path, db: Path) -> int:
+    """The baseline: DuckDB's own ``read_json`` of the window file into a table of the database
+    file ``db`` (replaced). Returns the rows loaded."""
+    import duckdb
+
+    con = duckdb.connect(str(db))
+    try:
+        con.execute("CREATE OR REPLACE TABLE t AS SELECT * FROM read_json(?, format='newline_delimited')", [str(src)])
+        return con.execute("SELECT count(*) FROM t").fetchall()[0][0]
+    finally:
+        con.close()
+
+
+def gated_load(wh, src: Path, key: str, cfg, docs_dir: Path, step=lambda name, fn: fn()):
+    """The path of the ``raw_window`` + ``curated_window`` assets without Dagster, landing ``src``
+    as window ``key`` in the ``Warehouse`` ``wh``: parse, raw write, raw read, curate (``cfg``; GX
+    Data Docs into ``docs_dir``, Presidio, dedup), curated write. ``step(name, fn)`` runs each of
+    the five stages (e.g. timing it). Returns the ``WindowVerdict``. Imports ``quality`` lazily, so
+    a caller can put another source tree first on ``sys.path`` (``bench/ingest_revisions.py``)."""
+    from quality.readers import read_window_file
+    from quality.suite import curate_window
+
+    parsed = step("parse", lambda: read_window_file(src, key))
+    step("raw write", lambda: wh.replace_raw_window(
+        key, parsed.rows, parsed.rejects, file_name=src.name, file_sha256=parsed.file_sha256,
+        file_mtime_ns=0, dagster_run_id=None))
+    rows = step("raw read", lambda: wh.read_raw_window(key))
+    verdict = step("curate", lambda: curate_window(rows, cfg, window_key=key, prior_hashes=None, docs_dir=docs_dir))
+    step("curated write", lambda: wh.replace_curated_window(
+        key, verdict.curated, verdict.quarantine, verdict.window_results, verdict.gx_run_id))
+    return verdict
+
+
 def cpu_seconds() -> float:
     """CPU time of this process plus its reaped children (the Presidio workers), in seconds."""
     t = os.times()
@@ -102,8 +135,6 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
     args = ap.parse_args()
 
-    import duckdb
-
     from orchestration.warehouse import Warehouse
     from quality.dedup import find_duplicates
     from quality.pii import default_workers, redact_rows
@@ -126,11 +157,7 @@ def main() -> None:
         (t_warm, _), _ = timed(lambda: curate_window(read_window_file(src, "warm").rows.head(200), cfg))
 
         def plain():
-            con = duckdb.connect(str(tmp / "plain.duckdb"))
-            con.execute("CREATE OR REPLACE TABLE t AS SELECT * FROM read_json(?, format='newline_delimited')", [str(src)])
-            n = con.execute("SELECT count(*) FROM t").fetchall()[0][0]
-            con.close()
-            return n
+            return plain_load(src, tmp / "plain.duckdb")
 
         wh = Warehouse(tmp / "warehouse.duckdb")
         wh.init_schema()
@@ -146,16 +173,7 @@ def main() -> None:
         def gated(config=cfg):
             # a new window each time, as on a stream: the warehouse keeps the earlier ones
             key = f"bench-{next(landed):03d}"
-            parsed = step("parse", lambda: read_window_file(src, key))
-            step("raw write", lambda: wh.replace_raw_window(
-                key, parsed.rows, parsed.rejects, file_name=src.name, file_sha256=parsed.file_sha256,
-                file_mtime_ns=0, dagster_run_id=None))
-            rows = step("raw read", lambda: wh.read_raw_window(key))
-            verdict = step("curate", lambda: curate_window(rows, config, window_key=key, prior_hashes=None,
-                                                           docs_dir=tmp / "docs" / key))
-            step("curated write", lambda: wh.replace_curated_window(
-                key, verdict.curated, verdict.quarantine, verdict.window_results, verdict.gx_run_id))
-            return verdict
+            return gated_load(wh, src, key, config, tmp / "docs" / key, step)
 
         plains, gateds, inlines = [], [], []
         for _ in range(args.repeat):  # interleaved: all see the same load

@@ -3,9 +3,10 @@
 ``bench/ingest.py`` measures one tree; on a shared, noisy machine two separate runs of it can
 differ by more than a change's effect. This script starts one long-lived worker process per tree
 (``git worktree`` or ``git archive`` exports), warms each up once (imports, GX, Presidio), then asks
-them in turn, alternating the order every round, to load the same window file twice: the plain
-DuckDB ``read_json`` load and the gated path of ``bench/ingest.py`` (parse → raw write → raw read
-→ curate with the default ``QualityConfig`` and Data Docs → curated write, a new window each time).
+them in turn, alternating the order every round, to load the same window file twice, with
+``bench/ingest.py``'s own functions: the plain DuckDB ``read_json`` load (``plain_load``) and the
+gated path (``gated_load``: parse → raw write → raw read → curate with the default
+``QualityConfig`` and Data Docs → curated write, a new window each time).
 Every tree is measured under the same load, and the ratio plain/gated is computed per round.
 
     python bench/ingest_revisions.py --window W.jsonl --rounds 6 /tmp/old /work/main
@@ -27,42 +28,33 @@ from pathlib import Path
 
 
 def worker(root: str, window: Path) -> None:
-    """Serve rounds on stdin: for each line, print ``plain_s gated_s curated_rows``."""
-    sys.path.insert(0, root)
-    import duckdb
+    """Serve rounds on stdin: for each line, print ``plain_s gated_s curated_rows``, with
+    ``bench/ingest.py``'s ``plain_load`` and ``gated_load`` running the tree ``root``'s code."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from ingest import gated_load, plain_load  # puts this checkout's root first on sys.path
 
+    sys.path.insert(0, root)  # ... so the tree under test goes before it
     from orchestration.warehouse import Warehouse
     from quality.readers import read_window_file
     from quality.suite import QualityConfig, curate_window
 
+    for module in (Warehouse, curate_window):
+        if not Path(sys.modules[module.__module__].__file__).resolve().is_relative_to(Path(root).resolve()):
+            raise SystemExit(f"{module.__module__} was imported from outside {root}")
     tmp = Path(tempfile.mkdtemp(prefix="ingest-rev-"))
     cfg = QualityConfig(dedup_exact=True)
     curate_window(read_window_file(window, "warm").rows.head(200), cfg)
     wh = Warehouse(tmp / "warehouse.duckdb")
     wh.init_schema()
 
-    def plain() -> None:
-        con = duckdb.connect(str(tmp / "plain.duckdb"))
-        con.execute("CREATE OR REPLACE TABLE t AS SELECT * FROM read_json(?, format='newline_delimited')",
-                    [str(window)])
-        con.close()
-
-    def gated(key: str) -> int:
-        parsed = read_window_file(window, key)
-        wh.replace_raw_window(key, parsed.rows, parsed.rejects, file_name=window.name,
-                              file_sha256=parsed.file_sha256, file_mtime_ns=0, dagster_run_id=None)
-        verdict = curate_window(wh.read_raw_window(key), cfg, window_key=key, docs_dir=tmp / "docs" / key)
-        wh.replace_curated_window(key, verdict.curated, verdict.quarantine, verdict.window_results,
-                                  verdict.gx_run_id)
-        return verdict.curated.height
-
     print("ready", flush=True)
     for i, _ in enumerate(sys.stdin):
         t0 = time.perf_counter()
-        plain()
+        plain_load(window, tmp / "plain.duckdb")
         t1 = time.perf_counter()
-        rows = gated(f"rev-{i:03d}")
-        print(f"{t1 - t0:.4f} {time.perf_counter() - t1:.4f} {rows}", flush=True)
+        key = f"rev-{i:03d}"
+        verdict = gated_load(wh, window, key, cfg, tmp / "docs" / key)
+        print(f"{t1 - t0:.4f} {time.perf_counter() - t1:.4f} {verdict.curated.height}", flush=True)
 
 
 def main() -> None:
