@@ -3,7 +3,6 @@ quarantine; ``approved_window`` runs only after every blocking check on ``curate
 the same run; it is what makes a window visible to training.
 """
 
-
 import dagster as dg
 
 from assets.ingest import raw_window
@@ -29,8 +28,11 @@ def curated_window(
     cfg = settings.quality_config()
     rows = wh.read_raw_window(key)
     near = cfg.near_dup_threshold is not None
-    prior = (wh.recent_norm_hashes(key, cfg.dedup_recent_windows, with_text=near)
-             if (cfg.dedup_exact or near) and cfg.dedup_recent_windows else None)
+    prior = (
+        wh.recent_norm_hashes(key, cfg.dedup_recent_windows, with_text=near)
+        if (cfg.dedup_exact or near) and cfg.dedup_recent_windows
+        else None
+    )
     verdict = curate_window(rows, cfg, window_key=key, prior_hashes=prior, docs_dir=settings.paths.data_docs / key)
     wh.replace_curated_window(key, verdict.curated, verdict.quarantine, verdict.window_results, verdict.gx_run_id)
     purged = wh.purge_quarantine(settings.quarantine_retention_days)
@@ -53,9 +55,12 @@ def approved_window(context: dg.AssetExecutionContext, warehouse: WarehouseResou
     wh = warehouse.warehouse()
     counts = wh.approve_window(context.partition_key, context.run_id)
     return dg.MaterializeResult(
-        metadata={"dagster/row_count": counts.curated_rows, "quarantined_rows": counts.quarantined_rows,
-                  # curated rows passed the blocking pii_free check upstream: safe to show
-                  "preview": _preview(wh.read_curated_window(context.partition_key))}
+        metadata={
+            "dagster/row_count": counts.curated_rows,
+            "quarantined_rows": counts.quarantined_rows,
+            # curated rows passed the blocking pii_free check upstream: safe to show
+            "preview": _preview(wh.read_curated_window(context.partition_key)),
+        }
     )
 
 
@@ -66,9 +71,21 @@ PREVIEW_CHARS = 120
 def _preview(curated) -> dg.TableMetadataValue:
     """The first few curated rows (record id, timestamp, text cut to PREVIEW_CHARS) as a Dagster table."""
     head = curated.sort("row_number").head(PREVIEW_ROWS)
-    schema = dg.TableSchema(columns=[dg.TableColumn("record_id", "string"), dg.TableColumn("ts", "string"),
-                                     dg.TableColumn("text", "string")])
-    records = [dg.TableRecord({"record_id": str(r["record_id"]), "ts": "" if r["ts"] is None else str(r["ts"]),
-                               "text": r["text"] if len(r["text"]) <= PREVIEW_CHARS else r["text"][:PREVIEW_CHARS] + "…"})
-               for r in head.iter_rows(named=True)]
+    schema = dg.TableSchema(
+        columns=[
+            dg.TableColumn("record_id", "string"),
+            dg.TableColumn("ts", "string"),
+            dg.TableColumn("text", "string"),
+        ]
+    )
+    records = [
+        dg.TableRecord(
+            {
+                "record_id": str(r["record_id"]),
+                "ts": "" if r["ts"] is None else str(r["ts"]),
+                "text": r["text"] if len(r["text"]) <= PREVIEW_CHARS else r["text"][:PREVIEW_CHARS] + "…",
+            }
+        )
+        for r in head.iter_rows(named=True)
+    ]
     return dg.MetadataValue.table(records=records, schema=schema)

@@ -1,17 +1,15 @@
 """Ingest: one landed file becomes one window partition in ``raw.events`` / ``raw.rejects``."""
 
-
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
-from orchestration.landing import resolve_window_file
 from orchestration.partitions import windows_partitions
 from orchestration.resources import StreamtuneResource, WarehouseResource
-
-LANDING_FILE_TAG = "streamtune/landing_file"
+from orchestration.sources.landing import resolve_window_file
+from orchestration.tags import LANDING_FILE_TAG
 
 
 @dg.asset(
@@ -35,11 +33,13 @@ def raw_window(
     fields = RecordFields(text=settings.text_field, id=settings.id_field, ts=settings.ts_field)
     try:
         # records without ts get the file's landing time (mtime): reruns give identical rows
-        landed_at = datetime.fromtimestamp(path.stat().st_mtime_ns / 1e9, tz=timezone.utc)
+        landed_at = datetime.fromtimestamp(path.stat().st_mtime_ns / 1e9, tz=UTC)
         parsed = read_window_file(path, key, fields=fields, ingested_at=landed_at)
     except WindowReadError as e:  # unreadable file: fail the run at once, naming file + cause (no retry)
         raise dg.Failure(description=str(e), metadata={"file": path.name}, allow_retries=False) from e
-    rejects = parsed.rejects.with_columns(raw=pl.Series(redact_values(parsed.rejects["raw"].to_list()), dtype=pl.String))
+    rejects = parsed.rejects.with_columns(
+        raw=pl.Series(redact_values(parsed.rejects["raw"].to_list()), dtype=pl.String)
+    )
     same_file_as = warehouse.warehouse().windows_with_file(parsed.file_sha256, exclude=key)
     warehouse.warehouse().replace_raw_window(
         key,

@@ -1,6 +1,6 @@
 """Monitor: per-window drift statistics (``window_profile``) and their history (``drift_report``).
 
-Thin assets: the work is in ``orchestration.monitoring`` (I/O order, registry, MLflow) and
+Thin assets: the work is in ``orchestration.pipeline.monitor`` (I/O order, registry, MLflow) and
 ``quality.drift`` (statistics). ``drift_sensor`` reads ``window_profile`` materialization metadata.
 """
 
@@ -8,8 +8,6 @@ import dagster as dg
 
 from orchestration.partitions import windows_partitions
 from orchestration.resources import MlflowResource, StreamtuneResource, WarehouseResource
-
-DRIFT_METADATA_KEYS = ("drift", "confirmed", "exceeded", "reason")
 
 
 @dg.asset(
@@ -30,10 +28,15 @@ def window_profile(
     warehouse: WarehouseResource,
     mlflow: MlflowResource,
 ) -> dg.MaterializeResult:
-    from orchestration.monitoring import profile_and_record
+    from orchestration.pipeline.monitor import profile_and_record
 
-    out = profile_and_record(streamtune.settings(), warehouse.warehouse(), context.partition_key,
-                             registry=mlflow.registry(), run_id=context.run_id)
+    out = profile_and_record(
+        streamtune.settings(),
+        warehouse.warehouse(),
+        context.partition_key,
+        registry=mlflow.registry(),
+        run_id=context.run_id,
+    )
     row = out.row
     stats = {k: float(v) for k, v in out.profile.flat().items() if v is not None}
     context.log.info(f"{context.partition_key}: {row['reason']}")

@@ -7,18 +7,15 @@ check (ERROR, blocking): ``champion_model``, which only moves the ``champion`` a
 run ends failed with the gate's reason, while the windows are not retried (they are in the ledger).
 """
 
-
 import json
 import shutil
 from pathlib import Path
 
 import dagster as dg
 
-from orchestration.progress import PROGRESS_FILE, ProgressFile
+from orchestration.pipeline.progress import PROGRESS_FILE, ProgressFile
 from orchestration.resources import MlflowResource, StreamtuneResource, WarehouseResource
-
-TRIGGER_TAG = "streamtune/trigger"
-PIPELINE_TAG = "streamtune/pipeline"
+from orchestration.tags import TRIGGER_TAG
 
 
 def _trigger(context: dg.AssetExecutionContext) -> str:
@@ -36,7 +33,7 @@ def _trigger(context: dg.AssetExecutionContext) -> str:
     "fine-tune) when no window is pending.",
 )
 def training_snapshot(context: dg.AssetExecutionContext, streamtune: StreamtuneResource, warehouse: WarehouseResource):
-    from orchestration.snapshots import build_snapshot
+    from orchestration.pipeline.snapshot import build_snapshot
 
     settings = streamtune.settings()
     manifest = build_snapshot(
@@ -74,7 +71,7 @@ def training_snapshot(context: dg.AssetExecutionContext, streamtune: StreamtuneR
 def base_model(
     context: dg.AssetExecutionContext, training_snapshot: dict, streamtune: StreamtuneResource, mlflow: MlflowResource
 ) -> dg.Output:
-    from orchestration.snapshots import SnapshotManifest
+    from orchestration.pipeline.snapshot import SnapshotManifest
     from training.modeling import prepare_base
 
     settings = streamtune.settings()
@@ -86,9 +83,14 @@ def base_model(
     out_dir = settings.paths.models / "base"
     shutil.rmtree(out_dir, ignore_errors=True)
     model_cfg = settings.model_config()
-    prepare_base(settings.base_model or None, manifest.texts("train"), model_cfg, out_dir, seed=settings.train_config().seed)
-    params = {"base_model": settings.base_model or "local-gpt2", **{f"model.{k}": v for k, v in model_cfg.to_dict().items()},
-              "tokenizer_windows": ",".join(manifest.window_keys)}
+    prepare_base(
+        settings.base_model or None, manifest.texts("train"), model_cfg, out_dir, seed=settings.train_config().seed
+    )
+    params = {
+        "base_model": settings.base_model or "local-gpt2",
+        **{f"model.{k}": v for k, v in model_cfg.to_dict().items()},
+        "tokenizer_windows": ",".join(manifest.window_keys),
+    }
     run_id, version = registry.register_base(
         model_dir=out_dir, params=params, tags={"dagster.run_id": context.run_id, "streamtune.role": "base"}
     )
@@ -111,7 +113,7 @@ def challenger_model(
     streamtune: StreamtuneResource,
     mlflow: MlflowResource,
 ) -> dg.Output:
-    from orchestration.snapshots import SnapshotManifest
+    from orchestration.pipeline.snapshot import SnapshotManifest
     from training.finetune import finetune
     from training.gate import decide_promotion
 
@@ -138,24 +140,43 @@ def challenger_model(
     first, last = manifest.window_keys[0], manifest.window_keys[-1]
     run_name = f"update {first}" if first == last else f"update {first}..{last}"
     # the run exists during training so MLflow records system metrics (CPU, memory, GPU) beside it
-    run_id = registry.start_run(run_name, tags={"dagster.run_id": context.run_id, "streamtune.trigger": _trigger(context)})
+    run_id = registry.start_run(
+        run_name, tags={"dagster.run_id": context.run_id, "streamtune.trigger": _trigger(context)}
+    )
     new_by_window = manifest.texts_by_window("new_eval")
     replay = manifest.texts("replay")
     try:
         with registry.system_metrics(run_id):
             if launcher == "pipes":  # external processes (torchrun; DDP when nproc > 1), rank 0 reports back
-                from orchestration.pipes_launch import finetune_via_pipes
+                from orchestration.pipes import finetune_via_pipes
 
                 result, launch_metadata = finetune_via_pipes(
-                    context, parent_dir=parent_dir, snapshot_dir=manifest.directory, cfg=cfg, out_dir=out_dir,
-                    checkpoint_dir=work_dir / "checkpoint", nproc=nproc, mlflow_tracking_uri=registry.tracking_uri,
-                    mlflow_run_id=run_id, progress_file=progress.path)
+                    context,
+                    parent_dir=parent_dir,
+                    snapshot_dir=manifest.directory,
+                    cfg=cfg,
+                    out_dir=out_dir,
+                    checkpoint_dir=work_dir / "checkpoint",
+                    nproc=nproc,
+                    mlflow_tracking_uri=registry.tracking_uri,
+                    mlflow_run_id=run_id,
+                    progress_file=progress.path,
+                )
             else:
-                result = finetune(parent_dir, manifest.texts("train") + replay, manifest.texts("new_eval"),
-                                  manifest.texts("retention_eval"), cfg, out_dir, on_step=on_step,
-                                  first_eval_texts=manifest.texts("first_eval"), forward_eval=new_by_window,
-                                  matrix_eval={**manifest.texts_by_window("retention_eval"), **new_by_window},
-                                  checkpoint_dir=work_dir / "checkpoint", on_progress=progress.update)
+                result = finetune(
+                    parent_dir,
+                    manifest.texts("train") + replay,
+                    manifest.texts("new_eval"),
+                    manifest.texts("retention_eval"),
+                    cfg,
+                    out_dir,
+                    on_step=on_step,
+                    first_eval_texts=manifest.texts("first_eval"),
+                    forward_eval=new_by_window,
+                    matrix_eval={**manifest.texts_by_window("retention_eval"), **new_by_window},
+                    checkpoint_dir=work_dir / "checkpoint",
+                    on_progress=progress.update,
+                )
         samples = _sample_generations(out_dir, manifest.texts("new_eval"), settings.samples_per_update, cfg.seed)
     except BaseException:
         registry.fail_run(run_id)
@@ -165,16 +186,26 @@ def challenger_model(
     if result.resumed_from_step:
         context.log.info(f"resumed a killed update at step {result.resumed_from_step}")
     metrics = result.metrics()
-    matrix = {phase: {w: {"loss": r.loss, "bpb": r.bits_per_byte, "texts": r.texts, "bytes": r.bytes}
-                      for w, r in results.items()}
-              for phase, results in (("before", result.forward_before), ("after", result.matrix_after))}
-    matrix_metrics = {f"eval_matrix.{phase}.{w}.bpb": sc["bpb"] for phase, rows in matrix.items() for w, sc in rows.items()}
+    matrix = {
+        phase: {
+            w: {"loss": r.loss, "bpb": r.bits_per_byte, "texts": r.texts, "bytes": r.bytes} for w, r in results.items()
+        }
+        for phase, results in (("before", result.forward_before), ("after", result.matrix_after))
+    }
+    matrix_metrics = {
+        f"eval_matrix.{phase}.{w}.bpb": sc["bpb"] for phase, rows in matrix.items() for w, sc in rows.items()
+    }
     if "challenger_new_bpb" not in metrics:  # only possible for single-row windows: nothing to judge on
-        raise dg.Failure(f"windows {manifest.window_keys} have no held-out rows: the promotion gate cannot judge "
-                         "this update; land larger windows or raise eval_fraction")
+        raise dg.Failure(
+            f"windows {manifest.window_keys} have no held-out rows: the promotion gate cannot judge "
+            "this update; land larger windows or raise eval_fraction"
+        )
     decision = decide_promotion(
-        metrics.get("champion_new_bpb"), metrics["challenger_new_bpb"],
-        metrics.get("champion_retention_bpb"), metrics.get("challenger_retention_bpb"), settings.gate_config(),
+        metrics.get("champion_new_bpb"),
+        metrics["challenger_new_bpb"],
+        metrics.get("champion_retention_bpb"),
+        metrics.get("challenger_retention_bpb"),
+        settings.gate_config(),
     )
     manifest_file = Path(manifest.directory) / "manifest.json"
     samples_file = work_dir / "generations.json"
@@ -186,25 +217,46 @@ def challenger_model(
         model_dir=out_dir,
         params={
             **{f"train.{k}": v for k, v in cfg.to_dict().items()},
-            "parent_version": parent, "windows": ",".join(manifest.window_keys),
-            "snapshot_id": manifest.snapshot_id, "snapshot_sha256": manifest.content_sha256,
-            "train_rows": manifest.rows["train"], "new_eval_rows": manifest.rows["new_eval"],
-            "retention_eval_rows": manifest.rows["retention_eval"], "device": result.device, "bf16": result.bf16,
-            "threads": result.threads, "replay_rows": manifest.rows.get("replay", 0), "lora": result.lora,
-            "launcher": launcher, "nproc": nproc,
+            "parent_version": parent,
+            "windows": ",".join(manifest.window_keys),
+            "snapshot_id": manifest.snapshot_id,
+            "snapshot_sha256": manifest.content_sha256,
+            "train_rows": manifest.rows["train"],
+            "new_eval_rows": manifest.rows["new_eval"],
+            "retention_eval_rows": manifest.rows["retention_eval"],
+            "device": result.device,
+            "bf16": result.bf16,
+            "threads": result.threads,
+            "replay_rows": manifest.rows.get("replay", 0),
+            "lora": result.lora,
+            "launcher": launcher,
+            "nproc": nproc,
             **{f"replay.{k}": v for k, v in settings.replay_config().to_dict().items()},
         },
         metrics={**metrics, **matrix_metrics},
         curve=result.fit.curve if launcher == "inprocess" else [],  # a Pipes launch's rank 0 logged it live
-        tags={"dagster.run_id": context.run_id, "dagster.asset": "challenger_model", "streamtune.trigger": _trigger(context),
-              "streamtune.windows": ",".join(manifest.window_keys), "streamtune.parent_version": parent},
+        tags={
+            "dagster.run_id": context.run_id,
+            "dagster.asset": "challenger_model",
+            "streamtune.trigger": _trigger(context),
+            "streamtune.windows": ",".join(manifest.window_keys),
+            "streamtune.parent_version": parent,
+        },
         artifacts={"snapshot": manifest_file, "samples": samples_file},
         description=f"Fine-tuned from v{parent} on windows {', '.join(manifest.window_keys)}. Gate preview: {decision.reason}",
     )
     shutil.rmtree(work_dir, ignore_errors=True)  # the registry holds the model now
-    value = {"version": version, "mlflow_run_id": run_id, "parent_version": parent, "metrics": metrics,
-             "promote": decision.promote, "reason": decision.reason, "gate_tags": decision.tags(),
-             "snapshot": manifest.to_dict(), "matrix": matrix}
+    value = {
+        "version": version,
+        "mlflow_run_id": run_id,
+        "parent_version": parent,
+        "metrics": metrics,
+        "promote": decision.promote,
+        "reason": decision.reason,
+        "gate_tags": decision.tags(),
+        "snapshot": manifest.to_dict(),
+        "matrix": matrix,
+    }
     return dg.Output(
         value,
         metadata={
@@ -224,26 +276,43 @@ def challenger_model(
     )
 
 
-@dg.asset_check(asset=challenger_model, blocking=True, pool="duckdb",
-                description="Promotion gate (blocking): new-window bits/byte improve by gate.min_improvement and "
-                "retention bits/byte worsen by at most gate.retention_tolerance. Records the update first (version "
-                "tags, train.ledger, train.updates, monitor.eval_matrix, train.replay_buffer), so a rejection is on "
-                "record; a rejection then blocks champion_model.")
+@dg.asset_check(
+    asset=challenger_model,
+    blocking=True,
+    pool="duckdb",
+    description="Promotion gate (blocking): new-window bits/byte improve by gate.min_improvement and "
+    "retention bits/byte worsen by at most gate.retention_tolerance. Records the update first (version "
+    "tags, train.ledger, train.updates, monitor.eval_matrix, train.replay_buffer), so a rejection is on "
+    "record; a rejection then blocks champion_model.",
+)
 def challenger_beats_champion(
-    context: dg.AssetCheckExecutionContext, challenger_model: dict, streamtune: StreamtuneResource,
-    mlflow: MlflowResource, warehouse: WarehouseResource,
+    context: dg.AssetCheckExecutionContext,
+    challenger_model: dict,
+    streamtune: StreamtuneResource,
+    mlflow: MlflowResource,
+    warehouse: WarehouseResource,
 ) -> dg.AssetCheckResult:
-    from orchestration.snapshots import record_update
+    from orchestration.pipeline.snapshot import record_update
 
     replay = streamtune.settings().replay_config()
-    summary = record_update(warehouse.warehouse(), mlflow.registry(), challenger_model, replay_size=replay.size,
-                            replay_seed=replay.seed, trigger=context.run.tags.get(TRIGGER_TAG, "manual"),
-                            dagster_run_id=context.run.run_id)
+    summary = record_update(
+        warehouse.warehouse(),
+        mlflow.registry(),
+        challenger_model,
+        replay_size=replay.size,
+        replay_seed=replay.seed,
+        trigger=context.run.tags.get(TRIGGER_TAG, "manual"),
+        dagster_run_id=context.run.run_id,
+    )
     return dg.AssetCheckResult(
-        passed=bool(challenger_model["promote"]), severity=dg.AssetCheckSeverity.ERROR,
+        passed=bool(challenger_model["promote"]),
+        severity=dg.AssetCheckSeverity.ERROR,
         description=challenger_model["reason"],
-        metadata={**{k: v for k, v in challenger_model["gate_tags"].items() if k.startswith("gate.")},
-                  "version": challenger_model["version"], **{k: float(v) for k, v in summary.items()}},
+        metadata={
+            **{k: v for k, v in challenger_model["gate_tags"].items() if k.startswith("gate.")},
+            "version": challenger_model["version"],
+            **{k: float(v) for k, v in summary.items()},
+        },
     )
 
 
@@ -254,16 +323,24 @@ def challenger_beats_champion(
     description="The champion alias: moved to the challenger once the blocking gate check challenger_beats_champion "
     "has passed (that check records every update, promoted or not). Skipped when the gate rejects.",
 )
-def champion_model(context: dg.AssetExecutionContext, challenger_model: dict, mlflow: MlflowResource) -> dg.MaterializeResult:
+def champion_model(
+    context: dg.AssetExecutionContext, challenger_model: dict, mlflow: MlflowResource
+) -> dg.MaterializeResult:
     registry = mlflow.registry()
     version = challenger_model["version"]
     if challenger_model["promote"]:  # always true here: the blocking check stops rejected challengers
         registry.set_alias("champion", version)
     champion = registry.version_for_alias("champion")
-    context.log.info(("promoted" if challenger_model["promote"] else "rejected") + f" v{version}: {challenger_model['reason']}")
+    context.log.info(
+        ("promoted" if challenger_model["promote"] else "rejected") + f" v{version}: {challenger_model['reason']}"
+    )
     return dg.MaterializeResult(
-        metadata={"champion_version": champion, "challenger_version": version,
-                  "promoted": challenger_model["promote"], "reason": challenger_model["reason"]}
+        metadata={
+            "champion_version": champion,
+            "challenger_version": version,
+            "promoted": challenger_model["promote"],
+            "reason": challenger_model["reason"],
+        }
     )
 
 
@@ -284,15 +361,28 @@ def _dataset_refs(manifest) -> list:
     from training.tracking import DatasetRef
 
     refs = []
-    for split, context in (("train", "training"), ("replay", "training"), ("new_eval", "evaluation"),
-                           ("retention_eval", "evaluation")):
+    for split, context in (
+        ("train", "training"),
+        ("replay", "training"),
+        ("new_eval", "evaluation"),
+        ("retention_eval", "evaluation"),
+    ):
         path = manifest.path(split)
         if not path.exists():
             continue
-        windows = tuple(pl.read_parquet(path, columns=["window_key"])["window_key"].unique(maintain_order=True).to_list())
-        refs.append(DatasetRef(name=f"{split}", digest=hashlib.sha256(path.read_bytes()).hexdigest(),
-                               source=path.resolve().as_uri(), rows=manifest.rows.get(split, 0), windows=windows,
-                               context=context))
+        windows = tuple(
+            pl.read_parquet(path, columns=["window_key"])["window_key"].unique(maintain_order=True).to_list()
+        )
+        refs.append(
+            DatasetRef(
+                name=f"{split}",
+                digest=hashlib.sha256(path.read_bytes()).hexdigest(),
+                source=path.resolve().as_uri(),
+                rows=manifest.rows.get(split, 0),
+                windows=windows,
+                context=context,
+            )
+        )
     return refs
 
 
@@ -312,8 +402,13 @@ def _samples_table(samples: list[dict[str, str]]) -> str:
     if not samples:
         return "no samples (samples_per_update = 0)"
     esc = lambda t: t.replace("|", "\\|").replace("\n", " ")  # noqa: E731
-    return "\n".join(["| prompt | challenger's continuation |", "|---|---|",
-                      *[f"| {esc(s['prompt'])} | {esc(s['completion'])} |" for s in samples]])
+    return "\n".join(
+        [
+            "| prompt | challenger's continuation |",
+            "|---|---|",
+            *[f"| {esc(s['prompt'])} | {esc(s['completion'])} |" for s in samples],
+        ]
+    )
 
 
 def _matrix_table(matrix: dict) -> str:
@@ -332,7 +427,9 @@ def _eval_table(metrics: dict[str, float]) -> str:
         for model in ("champion", "challenger"):
             p = f"{model}_{slice_}_"
             if p + "loss" in metrics:
-                lines.append(f"| {slice_} | {model} | {metrics[p + 'loss']:.4f} | {metrics[p + 'ppl']:.2f} | {metrics[p + 'bpb']:.4f} |")
+                lines.append(
+                    f"| {slice_} | {model} | {metrics[p + 'loss']:.4f} | {metrics[p + 'ppl']:.2f} | {metrics[p + 'bpb']:.4f} |"
+                )
     return "\n".join(lines)
 
 

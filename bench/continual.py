@@ -42,7 +42,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -58,6 +58,7 @@ SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".csv", ".parquet")
 
 # -- stream ------------------------------------------------------------------------------------------
 
+
 def prepare(parquet: Path, out: Path, per_month: int, month_step: int, first: str, last: str, seed: int) -> list[Path]:
     """Write one ``pypi-YYYY-MM.jsonl`` per selected month: ``per_month`` rows sampled with ``seed``.
 
@@ -71,8 +72,9 @@ def prepare(parquet: Path, out: Path, per_month: int, month_step: int, first: st
     for m in months:
         part = df.filter(pl.col("month") == m).unique(["name", "version"], maintain_order=True)
         part = part.sample(min(per_month, part.height), seed=seed, shuffle=True)
-        recs = part.select(id=pl.col("name") + "@" + pl.col("version"), text=pl.col("summary"),
-                           ts=pl.lit(f"{m}-01T00:00:00Z"))
+        recs = part.select(
+            id=pl.col("name") + "@" + pl.col("version"), text=pl.col("summary"), ts=pl.lit(f"{m}-01T00:00:00Z")
+        )
         path = out / f"pypi-{m}.jsonl"
         recs.write_ndjson(path)
         paths.append(path)
@@ -84,8 +86,11 @@ def load_stream(stream: Path, text_field: str, eval_fraction: float) -> list[dic
     from quality.readers import RecordFields, read_window_file
     from training.data import heldout_mask
 
-    files = sorted(p for p in Path(stream).iterdir() if p.is_file() and p.name.lower().endswith(SUFFIXES)
-                   and not p.name.startswith("."))
+    files = sorted(
+        p
+        for p in Path(stream).iterdir()
+        if p.is_file() and p.name.lower().endswith(SUFFIXES) and not p.name.startswith(".")
+    )
     if len(files) < 2:
         raise SystemExit(f"{stream}: need at least 2 window files, found {len(files)}")
     windows = []
@@ -95,12 +100,18 @@ def load_stream(stream: Path, text_field: str, eval_fraction: float) -> list[dic
         rows = rows.filter(pl.col("text").is_not_null() & (pl.col("text").str.strip_chars().str.len_chars() > 0))
         held = heldout_mask(rows["record_id"].to_list(), eval_fraction)
         texts = rows["text"].to_list()
-        windows.append({"key": key, "train": [t for t, h in zip(texts, held) if not h],
-                        "eval": [t for t, h in zip(texts, held) if h]})
+        windows.append(
+            {
+                "key": key,
+                "train": [t for t, h in zip(texts, held) if not h],
+                "eval": [t for t, h in zip(texts, held) if h],
+            }
+        )
     return windows
 
 
 # -- methods -----------------------------------------------------------------------------------------
+
 
 def run_seed(windows: list[dict], methods: list[str], args, seed: int, work: Path, log) -> dict:
     from training.config import ModelConfig, TrainConfig
@@ -111,18 +122,37 @@ def run_seed(windows: list[dict], methods: list[str], args, seed: int, work: Pat
     T = len(windows)
     keys = [w["key"] for w in windows]
     evals = {w["key"]: w["eval"] for w in windows}
-    model_cfg = ModelConfig(n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, block_size=args.seq_len,
-                            vocab_size=args.vocab)
-    base_cfg = dict(seq_len=args.seq_len, batch_size=args.batch, peak_lr=args.lr, max_steps=args.steps, bf16=False,
-                    threads=args.threads, eval_batch_size=64, log_every=10**6, seed=seed)
+    model_cfg = ModelConfig(
+        n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, block_size=args.seq_len, vocab_size=args.vocab
+    )
+    base_cfg = dict(
+        seq_len=args.seq_len,
+        batch_size=args.batch,
+        peak_lr=args.lr,
+        max_steps=args.steps,
+        bf16=False,
+        threads=args.threads,
+        eval_batch_size=64,
+        log_every=10**6,
+        seed=seed,
+    )
     init = build_base_model(windows[0]["train"], model_cfg, work / "init", seed=seed)
     t0 = time.perf_counter()
-    m0 = finetune(init, windows[0]["train"], [], [], TrainConfig(**{**base_cfg, "max_steps": args.m0_steps}),
-                  work / "m0", matrix_eval=evals)
+    m0 = finetune(
+        init,
+        windows[0]["train"],
+        [],
+        [],
+        TrainConfig(**{**base_cfg, "max_steps": args.m0_steps}),
+        work / "m0",
+        matrix_eval=evals,
+    )
     m0_wall = time.perf_counter() - t0
     frozen_row = {k: r.bits_per_byte for k, r in m0.matrix_after.items()}
-    log(f"seed {seed}: M_0 trained ({m0.fit.train_tokens} tokens, {m0_wall:.0f}s); frozen bpb on W_0 "
-        f"{frozen_row[keys[0]]:.3f}, on W_T {frozen_row[keys[-1]]:.3f}")
+    log(
+        f"seed {seed}: M_0 trained ({m0.fit.train_tokens} tokens, {m0_wall:.0f}s); frozen bpb on W_0 "
+        f"{frozen_row[keys[0]]:.3f}, on W_T {frozen_row[keys[-1]]:.3f}"
+    )
     out: dict[str, dict] = {}
     for method in methods:
         rows = {0: frozen_row}  # R as bpb: rows[i][window]
@@ -163,8 +193,16 @@ def run_seed(windows: list[dict], methods: list[str], args, seed: int, work: Pat
             n_rep = replay_count(len(new), fraction)
             replay = sample_replay(buffer["text"].to_list(), n_rep, seed=seed * 1000 + t)
             s = time.perf_counter()
-            res = finetune(parent, new + replay, [], [], cfg, work / f"{method}-{t}",
-                           forward_eval={keys[t]: evals[keys[t]]}, matrix_eval=evals)
+            res = finetune(
+                parent,
+                new + replay,
+                [],
+                [],
+                cfg,
+                work / f"{method}-{t}",
+                forward_eval={keys[t]: evals[keys[t]]},
+                matrix_eval=evals,
+            )
             wall += time.perf_counter() - s
             tokens += res.fit.train_tokens
             train_wall += res.fit.wall_seconds
@@ -174,20 +212,35 @@ def run_seed(windows: list[dict], methods: list[str], args, seed: int, work: Pat
             if parent != work / "m0":
                 shutil.rmtree(parent, ignore_errors=True)
             parent = work / f"{method}-{t}"
-        log(f"seed {seed} {method}: forward {statistics.mean(forward.values()):.4f}, "
-            f"final W_0 {rows[T - 1][keys[0]]:.4f}, {tokens} tokens, {wall:.0f}s")
+        log(
+            f"seed {seed} {method}: forward {statistics.mean(forward.values()):.4f}, "
+            f"final W_0 {rows[T - 1][keys[0]]:.4f}, {tokens} tokens, {wall:.0f}s"
+        )
         out[method] = _summarise(rows, forward, keys, frozen_row, tokens, train_wall, wall)
     return out
 
 
 def _frame(window: dict, t: int) -> pl.DataFrame:
     n = len(window["train"])
-    return pl.DataFrame({"window_key": [window["key"]] * n, "row_number": list(range(n)),
-                         "record_id": [f"{window['key']}/{i}" for i in range(n)], "text": window["train"]})
+    return pl.DataFrame(
+        {
+            "window_key": [window["key"]] * n,
+            "row_number": list(range(n)),
+            "record_id": [f"{window['key']}/{i}" for i in range(n)],
+            "text": window["train"],
+        }
+    )
 
 
-def _summarise(rows: dict[int, dict], forward: dict[int, float], keys: list[str], frozen: dict[str, float],
-               tokens: int, train_wall: float, wall: float) -> dict:
+def _summarise(
+    rows: dict[int, dict],
+    forward: dict[int, float],
+    keys: list[str],
+    frozen: dict[str, float],
+    tokens: int,
+    train_wall: float,
+    wall: float,
+) -> dict:
     from training.cl_metrics import cl_summary
 
     T = len(keys)
@@ -200,14 +253,19 @@ def _summarise(rows: dict[int, dict], forward: dict[int, float], keys: list[str]
         "final_retention_bpb": statistics.mean(final[keys[j]] for j in range(T - 1)),
         "final_first_bpb": final[keys[0]],
         "final_new_bpb": final[keys[T - 1]],
-        "acc_bpb": -summary["acc"], "bwt_bpb": -summary["bwt"], "fwt_bpb": -summary["fwt"],
+        "acc_bpb": -summary["acc"],
+        "bwt_bpb": -summary["bwt"],
+        "fwt_bpb": -summary["fwt"],
         "forgetting_bpb": summary["forgetting"],
-        "train_tokens": tokens, "train_wall_s": train_wall, "wall_s": wall,
+        "train_tokens": tokens,
+        "train_wall_s": train_wall,
+        "wall_s": wall,
         "matrix_bpb": {str(i): rows[i] for i in rows},
     }
 
 
 # -- report ------------------------------------------------------------------------------------------
+
 
 def _ms(xs: list[float], fmt: str) -> str:
     if len(xs) == 1:
@@ -252,15 +310,17 @@ def report(results: dict[str, list[dict]], meta: dict, out: Path) -> str:
         )
     table = "\n".join(lines)
     md = [
-        "# Continual-learning benchmark", "",
-        f"Generated {meta['generated']} by `{meta['command']}` in {meta['wall_min']:.1f} min wall "
-        f"({meta['machine']}).", "",
+        "# Continual-learning benchmark",
+        "",
+        f"Generated {meta['generated']} by `{meta['command']}` in {meta['wall_min']:.1f} min wall ({meta['machine']}).",
+        "",
         f"Stream: `{meta['stream']}`: {meta['T']} windows ({meta['first']} .. {meta['last']}), "
         f"{meta['train_rows']} training rows and {meta['eval_rows']} held-out rows in total. Model: GPT-2 "
         f"{meta['model']}; M_0 = {meta['m0_steps']} steps on W_0 from random init; {meta['steps']} steps x "
         f"{meta['batch']} x {meta['seq_len']} tokens per update (oracle at t: M_0's + t x that, from scratch on the union); "
         f"peak lr {meta['lr']}; replay buffer {meta['buffer']} rows; oracle retrained at windows "
-        f"{meta['oracle_retrains']}.", "",
+        f"{meta['oracle_retrains']}.",
+        "",
         "bpb = bits per UTF-8 byte on held-out rows (lower is better). Forward = the model before an update on "
         "the new window (plasticity), mean over t = 1..T-1. Retention = the final model, mean over the held-out "
         "slices of W_0..W_{T-2}. Forgetting = Chaudhry et al. (max over past rows minus final), in bpb. ACC/BWT/FWT "
@@ -268,8 +328,10 @@ def report(results: dict[str, list[dict]], meta: dict, out: Path) -> str:
         "worse on old windows, FWT < 0 = better than frozen M_0 on the next window). Tokens and wall time cover "
         "the updates after M_0 (the oracle: its retrains, as executed). Between retrains the oracle serves its "
         "last model, so its forward score is stale on some windows: the fair comparison is the 'oracle-fresh' "
-        f"column (windows t = {meta['fresh_t']}, where the oracle was trained through t-1). ± = std over seeds.", "",
-        table, "",
+        f"column (windows t = {meta['fresh_t']}, where the oracle was trained through t-1). ± = std over seeds.",
+        "",
+        table,
+        "",
     ]
     for line in meta.get("notes", []):
         md.append(line)
@@ -304,6 +366,7 @@ def plot(results: dict[str, list[dict]], keys: list[str], out: Path) -> None:
 
 
 # -- main --------------------------------------------------------------------------------------------
+
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -370,13 +433,22 @@ def main(argv: list[str] | None = None) -> None:
             (args.out / "continual.json").write_text(json.dumps({"keys": keys, "results": results}, indent=1))
     wall_min = (time.perf_counter() - start) / 60
     meta = {
-        "generated": datetime.now(timezone.utc).isoformat(timespec="minutes"),
+        "generated": datetime.now(UTC).isoformat(timespec="minutes"),
         "command": "python bench/continual.py run " + " ".join(sys.argv[2:] if argv is None else argv[1:]),
-        "wall_min": wall_min, "machine": f"{os.cpu_count()} CPUs shared, torch threads={args.threads}",
-        "stream": str(args.stream), "T": len(windows), "first": keys[0], "last": keys[-1],
-        "train_rows": sum(len(w["train"]) for w in windows), "eval_rows": sum(len(w["eval"]) for w in windows),
-        "model": f"{args.n_layer} layers x {args.n_embd} dims, vocab {args.vocab}", "steps": args.steps,
-        "batch": args.batch, "seq_len": args.seq_len, "lr": args.lr, "buffer": args.buffer,
+        "wall_min": wall_min,
+        "machine": f"{os.cpu_count()} CPUs shared, torch threads={args.threads}",
+        "stream": str(args.stream),
+        "T": len(windows),
+        "first": keys[0],
+        "last": keys[-1],
+        "train_rows": sum(len(w["train"]) for w in windows),
+        "eval_rows": sum(len(w["eval"]) for w in windows),
+        "model": f"{args.n_layer} layers x {args.n_embd} dims, vocab {args.vocab}",
+        "steps": args.steps,
+        "batch": args.batch,
+        "seq_len": args.seq_len,
+        "lr": args.lr,
+        "buffer": args.buffer,
         "oracle_retrains": results["oracle"][0]["oracle_retrains"] if results.get("oracle") else [],
         "m0_steps": args.m0_steps,
     }

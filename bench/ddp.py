@@ -1,7 +1,7 @@
 """Data-parallel fine-tuning benchmark: torchrun + gloo (CPU) against one process, same global batch.
 
 Builds a small GPT-2 base (4 layers, width 128, BPE vocabulary 1024) on a synthetic corpus, writes a
-Parquet snapshot in ``orchestration.snapshots``' layout and runs ``training.distributed`` three ways, in
+Parquet snapshot in ``orchestration.pipeline.snapshot``' layout and runs ``training.distributed`` three ways, in
 rounds (alternating, so a busy machine hurts every layout alike):
 
 * ``1proc-1thread``: one process, one torch thread;
@@ -37,40 +37,79 @@ def corpus(n: int, seed: int = 0) -> list[str]:
     adj = ["fast", "tiny", "async", "typed", "simple", "modern", "robust", "minimal", "lazy", "secure"]
     noun = ["HTTP client", "JSON parser", "YAML loader", "CLI toolkit", "task queue", "ORM", "test runner", "logger"]
     dom = ["Python", "Django", "data science", "asyncio", "the web", "scientific computing", "Kafka", "Redis"]
-    return [f"A {rng.choice(adj)} {rng.choice(noun)} for {rng.choice(dom)}, version {rng.randint(0, 9)}."
-            for _ in range(n)]
+    return [
+        f"A {rng.choice(adj)} {rng.choice(noun)} for {rng.choice(dom)}, version {rng.randint(0, 9)}." for _ in range(n)
+    ]
 
 
 def write_snapshot(directory: Path, texts: list[str]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     n = len(texts)
-    for split, rows, window in (("train", texts[: n - 400], "w2"), ("new_eval", texts[n - 400 : n - 200], "w2"),
-                                ("retention_eval", texts[n - 200 :], "w1")):
-        pl.DataFrame({"window_key": [window] * len(rows), "row_number": list(range(len(rows))),
-                      "record_id": [f"{split}-{i}" for i in range(len(rows))], "text": rows}).write_parquet(
-            directory / f"{split}.parquet")
+    for split, rows, window in (
+        ("train", texts[: n - 400], "w2"),
+        ("new_eval", texts[n - 400 : n - 200], "w2"),
+        ("retention_eval", texts[n - 200 :], "w1"),
+    ):
+        pl.DataFrame(
+            {
+                "window_key": [window] * len(rows),
+                "row_number": list(range(len(rows))),
+                "record_id": [f"{split}-{i}" for i in range(len(rows))],
+                "text": rows,
+            }
+        ).write_parquet(directory / f"{split}.parquet")
 
 
 def run(work: Path, label: str, nproc: int, threads: int, base: Path, snapshot: Path, steps: int) -> dict:
-    cfg = {"seq_len": 128, "batch_size": 16, "peak_lr": 1e-3, "bf16": False, "threads": threads,
-           "max_steps": steps, "seed": 0, "log_every": 10}
-    spec = {"parent": str(base), "snapshot": str(snapshot), "out_dir": str(work / f"out-{label}"),
-            "train_config": cfg, "result": str(work / f"result-{label}.json"), "backend": "gloo"}
+    cfg = {
+        "seq_len": 128,
+        "batch_size": 16,
+        "peak_lr": 1e-3,
+        "bf16": False,
+        "threads": threads,
+        "max_steps": steps,
+        "seed": 0,
+        "log_every": 10,
+    }
+    spec = {
+        "parent": str(base),
+        "snapshot": str(snapshot),
+        "out_dir": str(work / f"out-{label}"),
+        "train_config": cfg,
+        "result": str(work / f"result-{label}.json"),
+        "backend": "gloo",
+    }
     spec_path = work / f"spec-{label}.json"
     spec_path.write_text(json.dumps(spec))
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
     env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS=str(threads))
-    cmd = [sys.executable, "-m", "training.distributed", str(spec_path)] if nproc == 1 else \
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-         "-m", "training.distributed", str(spec_path)]
+    cmd = (
+        [sys.executable, "-m", "training.distributed", str(spec_path)]
+        if nproc == 1
+        else [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={nproc}",
+            "-m",
+            "training.distributed",
+            str(spec_path),
+        ]
+    )
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode:
         raise RuntimeError(f"{label} failed:\n{proc.stderr[-3000:]}")
     m = json.loads(Path(spec["result"]).read_text())["metrics"]
-    return {"wall_s": wall, "loop_s": m["wall_s"], "tokens_per_s": m["tokens_per_s"],
-            "final_train_loss": m["final_train_loss"], "challenger_new_loss": m["challenger_new_loss"]}
+    return {
+        "wall_s": wall,
+        "loop_s": m["wall_s"],
+        "tokens_per_s": m["tokens_per_s"],
+        "final_train_loss": m["final_train_loss"],
+        "challenger_new_loss": m["challenger_new_loss"],
+    }
 
 
 def main() -> None:
@@ -92,12 +131,16 @@ def main() -> None:
     texts = corpus(12_000, seed=1)
     base = args.work / "base"
     if not (base / "config.json").exists():
-        build_base_model(texts[:3000], ModelConfig(n_layer=4, n_head=4, n_embd=128, block_size=128, vocab_size=1024),
-                         base, seed=0)
+        build_base_model(
+            texts[:3000], ModelConfig(n_layer=4, n_head=4, n_embd=128, block_size=128, vocab_size=1024), base, seed=0
+        )
     snapshot = args.work / "snapshot"
     write_snapshot(snapshot, texts)
-    layouts = [("1proc-1thread", 1, 1), (f"1proc-{args.nproc}threads", 1, args.nproc),
-               (f"{args.nproc}proc-1thread", args.nproc, 1)]
+    layouts = [
+        ("1proc-1thread", 1, 1),
+        (f"1proc-{args.nproc}threads", 1, args.nproc),
+        (f"{args.nproc}proc-1thread", args.nproc, 1),
+    ]
     rows: dict[str, list[dict]] = {label: [] for label, _, _ in layouts}
     for r in range(args.rounds):
         for label, nproc, threads in layouts:
@@ -115,8 +158,15 @@ def main() -> None:
             "challenger_new_loss": rows[label][-1]["challenger_new_loss"],
             "max_abs_weight_diff_vs_1proc": max(float((w[k] - ref[k]).abs().max()) for k in ref),
         }
-    result = {"nproc": args.nproc, "steps": args.steps, "global_batch": 16, "seq_len": 128, "rounds": rows,
-              "summary": summary, "load_avg_1min_at_end": os.getloadavg()[0]}
+    result = {
+        "nproc": args.nproc,
+        "steps": args.steps,
+        "global_batch": 16,
+        "seq_len": 128,
+        "rounds": rows,
+        "summary": summary,
+        "load_avg_1min_at_end": os.getloadavg()[0],
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ddp.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(summary, indent=2))

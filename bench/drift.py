@@ -71,7 +71,7 @@ def run_stream(name, months, lex, emb_texts, emb_vecs, cfg, ref_windows=3):
     (``emb_vecs`` None: no embedding statistic)."""
     rows, history = [], []
     for i, m in enumerate(months):
-        refk = months[max(0, i - ref_windows):i]
+        refk = months[max(0, i - ref_windows) : i]
         ref = [t for k in refk for t in lex[k]]
         vec_of = {}
         if emb_vecs is not None:
@@ -84,10 +84,17 @@ def run_stream(name, months, lex, emb_texts, emb_vecs, cfg, ref_windows=3):
 
         # the embedding test sees the embedded subsets only: pass them through the same sampler
         t0 = time.perf_counter()
-        # emerging_z: the last cfg.emerging_windows windows vs the ref_windows before them (as orchestration.monitoring)
+        # emerging_z: the last cfg.emerging_windows windows vs the ref_windows before them (as orchestration.pipeline.monitor)
         e = cfg.emerging_windows
-        recent_k, before_k = months[max(0, i - e + 1):i + 1], months[max(0, i - e + 1 - ref_windows):max(0, i - e + 1)]
-        emerging = ([t for k in recent_k for t in lex[k]], [t for k in before_k for t in lex[k]]) if e > 1 and before_k else None
+        recent_k, before_k = (
+            months[max(0, i - e + 1) : i + 1],
+            months[max(0, i - e + 1 - ref_windows) : max(0, i - e + 1)],
+        )
+        emerging = (
+            ([t for k in recent_k for t in lex[k]], [t for k in before_k for t in lex[k]])
+            if e > 1 and before_k
+            else None
+        )
         prof = profile_window(m, lex[m], ref, reference_keys=refk, cfg=cfg, history=history, emerging_samples=emerging)
         if len(ref_e) >= 2 and len(emb_texts[m]) >= 2:
             from quality.drift import mmd2_permutation_test
@@ -99,13 +106,23 @@ def run_stream(name, months, lex, emb_texts, emb_vecs, cfg, ref_windows=3):
             prof.alpha = cfg.false_alarm_rate / len(prof.stats)
             prof.exceeded = [k for k, s in prof.stats.items() if s.p_value < prof.alpha]
         dec = confirm_drift(prof, history, cfg, len(refk))
-        row = {"window_key": m, **prof.flat(), "alpha": prof.alpha, "exceeded": prof.exceeded, "drift": dec.drift,
-               "confirmed": dec.confirmed, "reason": dec.reason, "seconds": time.perf_counter() - t0,
-               "emerging_terms": prof.emerging, "emerging_over_threshold": prof.emerging_over_threshold,
-               "calibration": prof.calibration,
-               "permutation_exceeded": [k for k in prof.stats
-                                        if prof.info.get(f"{k}_p_permutation", prof.stats[k].p_value) < prof.alpha],
-               "info": {k: v for k, v in prof.info.items() if k.endswith(("_p_permutation", "_p_churn"))}}
+        row = {
+            "window_key": m,
+            **prof.flat(),
+            "alpha": prof.alpha,
+            "exceeded": prof.exceeded,
+            "drift": dec.drift,
+            "confirmed": dec.confirmed,
+            "reason": dec.reason,
+            "seconds": time.perf_counter() - t0,
+            "emerging_terms": prof.emerging,
+            "emerging_over_threshold": prof.emerging_over_threshold,
+            "calibration": prof.calibration,
+            "permutation_exceeded": [
+                k for k in prof.stats if prof.info.get(f"{k}_p_permutation", prof.stats[k].p_value) < prof.alpha
+            ],
+            "info": {k: v for k, v in prof.info.items() if k.endswith(("_p_permutation", "_p_churn"))},
+        }
         rows.append(row)
         history.append({k: row[k] for k in STAT_NAMES})
         print(f"[{name}] {m} drift={dec.drift} exceeded={prof.exceeded} {dec.reason[:90]}", flush=True)
@@ -114,7 +131,7 @@ def run_stream(name, months, lex, emb_texts, emb_vecs, cfg, ref_windows=3):
 
 def measure_cost(texts: list[str], cfg: DriftConfig, ref: list[str], embedder) -> dict:
     """Monitor vs ingest seconds on one window, side by side in this process."""
-    from orchestration.warehouse import Warehouse
+    from orchestration.store.warehouse import Warehouse
     from quality.readers import read_window_file
     from quality.suite import curate_window
 
@@ -126,16 +143,30 @@ def measure_cost(texts: list[str], cfg: DriftConfig, ref: list[str], embedder) -
         wh.init_schema()
         t0 = time.perf_counter()
         parsed = read_window_file(path, "cost")
-        wh.replace_raw_window("cost", parsed.rows, parsed.rejects, file_name=path.name,
-                              file_sha256=parsed.file_sha256, file_mtime_ns=0, dagster_run_id=None)
+        wh.replace_raw_window(
+            "cost",
+            parsed.rows,
+            parsed.rejects,
+            file_name=path.name,
+            file_sha256=parsed.file_sha256,
+            file_mtime_ns=0,
+            dagster_run_id=None,
+        )
         verdict = curate_window(wh.read_raw_window("cost"))
         wh.replace_curated_window("cost", verdict.curated, verdict.quarantine)
         out["ingest_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         # emerging_samples: the second (emerging-window) lexical pass costs what the first does; same sizes here
-        prof = profile_window("cost", texts, ref, reference_keys=["r"], cfg=cfg, embed=embedder or None,
-                              quarantine=(0, len(ref), verdict.quarantine.height, len(texts)),
-                              emerging_samples=(texts, ref) if cfg.emerging_windows > 1 else None)
+        prof = profile_window(
+            "cost",
+            texts,
+            ref,
+            reference_keys=["r"],
+            cfg=cfg,
+            embed=embedder or None,
+            quarantine=(0, len(ref), verdict.quarantine.height, len(texts)),
+            emerging_samples=(texts, ref) if cfg.emerging_windows > 1 else None,
+        )
         out["monitor_s"] = time.perf_counter() - t0
         out["monitor_parts_s"] = {k: v for k, v in prof.info.items() if k.startswith("seconds")}
     out["ingest_s_per_10k"] = out["ingest_s"] * 10_000 / len(texts)
@@ -184,24 +215,41 @@ def plot_mcp(real: list[dict], share: dict[str, float], path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/pypi_summaries_2023_2026.parquet")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=Path(__file__).resolve().parents[2] / "shared/data/pypi_summaries_2023_2026.parquet",
+    )
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     ap.add_argument("--lex-rows", type=int, default=4000, help="texts sampled per window and per reference (lexical)")
     ap.add_argument("--embed-rows", type=int, default=250)
     ap.add_argument("--no-embeddings", action="store_true", help="skip MiniLM (lexical statistics only)")
     ap.add_argument("--reference-windows", type=int, default=3, help="months pooled as the reference")
-    ap.add_argument("--near-dup-jaccard", type=float, default=DriftConfig.near_dup_jaccard,
-                    help="emerging_z near-duplicate weighting threshold (0 = off)")
-    ap.add_argument("--emerging-windows", type=int, default=DriftConfig.emerging_windows,
-                    help="emerging_z: last N windows vs the reference before them (1 = window vs its reference)")
+    ap.add_argument(
+        "--near-dup-jaccard",
+        type=float,
+        default=DriftConfig.near_dup_jaccard,
+        help="emerging_z near-duplicate weighting threshold (0 = off)",
+    )
+    ap.add_argument(
+        "--emerging-windows",
+        type=int,
+        default=DriftConfig.emerging_windows,
+        help="emerging_z: last N windows vs the reference before them (1 = window vs its reference)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     t_start = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     months, by = load_months(args.data)
-    cfg = DriftConfig(sample_rows=args.lex_rows, embed_rows=args.embed_rows, seed=args.seed,
-                      reference_windows=args.reference_windows, near_dup_jaccard=args.near_dup_jaccard,
-                      emerging_windows=args.emerging_windows)
+    cfg = DriftConfig(
+        sample_rows=args.lex_rows,
+        embed_rows=args.embed_rows,
+        seed=args.seed,
+        reference_windows=args.reference_windows,
+        near_dup_jaccard=args.near_dup_jaccard,
+        emerging_windows=args.emerging_windows,
+    )
     rng = random.Random(args.seed)
     lex = {m: sample(by[m], args.lex_rows, args.seed + i) for i, m in enumerate(months)}
     emb_texts = {m: sample(lex[m], args.embed_rows, args.seed + 100 + i) for i, m in enumerate(months)}
@@ -226,7 +274,7 @@ def main() -> None:
         rng.shuffle(pool)
         out, i = {}, 0
         for m in months:
-            out[m] = pool[i:i + len(d[m])]
+            out[m] = pool[i : i + len(d[m])]
             i += len(d[m])
         return out
 
@@ -236,7 +284,7 @@ def main() -> None:
 
     cost_month = min(months, key=lambda m: abs(len(by[m]) - 10_000))
     ci = months.index(cost_month)
-    cost_ref = [t for k in months[max(0, ci - 3):ci] for t in by[k]]
+    cost_ref = [t for k in months[max(0, ci - 3) : ci] for t in by[k]]
     cost = measure_cost(by[cost_month], DriftConfig(seed=args.seed), cost_ref, embedder)
     cost["month"] = cost_month
 
@@ -248,14 +296,22 @@ def main() -> None:
     # before or after it
     onset = next(m for m in months if share[m] >= 0.02 and m >= "2024-06")
     oi = months.index(onset)
-    window_ok = months[max(0, oi - 1):oi + 2]
+    window_ok = months[max(0, oi - 1) : oi + 2]
     first_after = next((r["window_key"] for r in real if r["drift"] and r["window_key"] >= "2024-10"), None)
-    topic_top = [r["window_key"] for r in real
-                 if any(TOPIC_TERMS.match(t["term"]) for t in (r.get("emerging_terms") or [])[:5])]
-    topic_confirmed = [r["window_key"] for r in real if r["drift"] and "emerging_z" in r["confirmed"]
-                       and any(TOPIC_TERMS.match(t["term"]) for t in (r.get("emerging_terms") or [])[:5])]
+    topic_top = [
+        r["window_key"] for r in real if any(TOPIC_TERMS.match(t["term"]) for t in (r.get("emerging_terms") or [])[:5])
+    ]
+    topic_confirmed = [
+        r["window_key"]
+        for r in real
+        if r["drift"]
+        and "emerging_z" in r["confirmed"]
+        and any(TOPIC_TERMS.match(t["term"]) for t in (r.get("emerging_terms") or [])[:5])
+    ]
     summary = {
-        "windows": len(months), "testable_windows": len(testable), "embeddings": not args.no_embeddings,
+        "windows": len(months),
+        "testable_windows": len(testable),
+        "embeddings": not args.no_embeddings,
         "real_alarms": [r["window_key"] for r in real if r["drift"]],
         "real_alarm_reasons": {r["window_key"]: r["reason"] for r in real if r["drift"]},
         "real_exceeded_windows": sum(bool(r["exceeded"]) for r in testable),
@@ -263,76 +319,120 @@ def main() -> None:
         "shuffled_alarms": [r["window_key"] for r in shuffled if r["drift"]],
         "shuffled_alarm_rate": sum(r["drift"] for r in s_testable) / len(s_testable),
         "shuffled_exceeded_rate": sum(bool(r["exceeded"]) for r in s_testable) / len(s_testable),
-        "mcp_agent_onset_month(share>=2%)": onset, "detection_window": window_ok,
+        "mcp_agent_onset_month(share>=2%)": onset,
+        "detection_window": window_ok,
         "alarms_in_detection_window": [r["window_key"] for r in real if r["drift"] and r["window_key"] in window_ok],
         "first_alarm_from_2024_10": first_after,
         "windows_with_mcp_agent_terms_in_top5": topic_top,
         "confirmed_emerging_alarms_naming_mcp_agent_terms": topic_confirmed,
-        "cost": cost, "embed_seconds": embed_s, "embedded_texts": len(uniq),
+        "cost": cost,
+        "embed_seconds": embed_s,
+        "embedded_texts": len(uniq),
         "config": cfg.to_dict(),
-        "wall_seconds": time.perf_counter() - t_start, "host": platform.platform(), "cpus": os.cpu_count(),
+        "wall_seconds": time.perf_counter() - t_start,
+        "host": platform.platform(),
+        "cpus": os.cpu_count(),
     }
     plot_drift_history(real, args.out / "drift_pypi.png", "PyPI summaries, monthly windows (real order)")
     plot_drift_history(shuffled, args.out / "drift_shuffled.png", "PyPI records shuffled across windows (no drift)")
     plot_mcp(real, share, args.out / "drift_mcp.png")
-    (args.out / "drift.json").write_text(json.dumps({"summary": summary, "real": real, "shuffled": shuffled,
-                                                     "topic_share": share}, indent=1, default=float))
-    cmd = "python bench/drift.py" + (" --no-embeddings" if args.no_embeddings else "") + (
-        f" --reference-windows {args.reference_windows}" if args.reference_windows != 3 else "") + (
-        f" --lex-rows {args.lex_rows}" if args.lex_rows != ap.get_default("lex_rows") else "") + (
-        f" --near-dup-jaccard {args.near_dup_jaccard}" if args.near_dup_jaccard != DriftConfig.near_dup_jaccard else "") + (
-        f" --emerging-windows {args.emerging_windows}" if args.emerging_windows != DriftConfig.emerging_windows else "") + (
-        f" --seed {args.seed}" if args.seed else "") + (f" --out {_rel(args.out)}" if args.out != ap.get_default("out") else "")
-    emb_note = (f"(embedding {len(uniq)} texts: {embed_s:.0f} s)" if not args.no_embeddings else
-                "(--no-embeddings: MiniLM MMD² not computed; lexical statistics only)")
-    lines = ["# Drift monitor on the PyPI stream", "",
-             f"`{cmd}` — wall {summary['wall_seconds']:.0f} s on {os.cpu_count()} shared CPUs {emb_note}.", "",
-             f"Per window: {args.lex_rows} texts vs {args.lex_rows} texts sampled from the {cfg.reference_windows} previous months "
-             f"(lexical: JS, OOV, length KS, emerging-term z with prior scale {cfg.prior_scale}, near-duplicate "
-             f"weighting at Jaccard {cfg.near_dup_jaccard or 'off'}, over the last {cfg.emerging_windows} window(s) vs the "
-             f"{cfg.reference_windows} before them)"
-             + ("" if args.no_embeddings else f", {args.embed_rows} vs {args.embed_rows} MiniLM embeddings (MMD², "
-                                              f"{cfg.permutations} permutations)")
-             + f"; family-wise false-alarm rate {cfg.false_alarm_rate} (Bonferroni over the statistics); "
-             f"{cfg.null_splits} permutations; churn null from the last {cfg.churn_windows} windows' values once "
-             f"{cfg.churn_min_windows} exist.", "",
-             "## Summary", "",
-             f"- real stream: confirmed drift in {summary['real_alarms']} "
-             f"({len(summary['real_alarms'])}/{len(testable)} testable windows); some statistic exceeded its "
-             f"calibrated threshold in {summary['real_exceeded_windows']}/{len(testable)} (the permutation null alone: "
-             f"{summary['real_permutation_exceeded_windows']}/{len(testable)})",
-             f"- MCP/agent share first >= 2% in {onset}; alarms within one window of it ({', '.join(window_ok)}): "
-             f"{summary['alarms_in_detection_window'] or 'none'}; first confirmed alarm from 2024-10 on: {first_after}",
-             f"- windows whose top-5 emerging terms include mcp/agent(s)/agentic/llm(s): {topic_top or 'none'}; "
-             f"of them confirmed on emerging_z: {topic_confirmed or 'none'}",
-             f"- shuffled stream: alarm rate {summary['shuffled_alarm_rate']:.3f} "
-             f"({summary['shuffled_alarms']}); exceedance rate {summary['shuffled_exceeded_rate']:.3f}",
-             f"- cost on {cost_month} ({cost['rows']} rows): monitor {cost['monitor_s_per_10k']:.1f} s / 10k rows vs "
-             f"ingest {cost['ingest_s_per_10k']:.1f} s / 10k rows (ratio {cost['monitor_over_ingest']:.2f}); "
-             f"monitor parts {json.dumps({k: round(v, 2) for k, v in cost['monitor_parts_s'].items()})}", "",
-             "## Per window (real order)", "",
-             "p = the p-value used (max of permutation and churn p once the churn null applies). Top emerging "
-             "terms: highest log-odds z first, with texts containing the term in reference / window samples.", "",
-             "| month | MCP/agent share | JS (p) | OOV (p) | len KS (p) | emerging z (p) | terms over z thr. "
-             "| top emerging terms | MMD² (p) | exceeded | drift |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    (args.out / "drift.json").write_text(
+        json.dumps(
+            {"summary": summary, "real": real, "shuffled": shuffled, "topic_share": share}, indent=1, default=float
+        )
+    )
+    cmd = (
+        "python bench/drift.py"
+        + (" --no-embeddings" if args.no_embeddings else "")
+        + (f" --reference-windows {args.reference_windows}" if args.reference_windows != 3 else "")
+        + (f" --lex-rows {args.lex_rows}" if args.lex_rows != ap.get_default("lex_rows") else "")
+        + (
+            f" --near-dup-jaccard {args.near_dup_jaccard}"
+            if args.near_dup_jaccard != DriftConfig.near_dup_jaccard
+            else ""
+        )
+        + (
+            f" --emerging-windows {args.emerging_windows}"
+            if args.emerging_windows != DriftConfig.emerging_windows
+            else ""
+        )
+        + (f" --seed {args.seed}" if args.seed else "")
+        + (f" --out {_rel(args.out)}" if args.out != ap.get_default("out") else "")
+    )
+    emb_note = (
+        f"(embedding {len(uniq)} texts: {embed_s:.0f} s)"
+        if not args.no_embeddings
+        else "(--no-embeddings: MiniLM MMD² not computed; lexical statistics only)"
+    )
+    lines = [
+        "# Drift monitor on the PyPI stream",
+        "",
+        f"`{cmd}` — wall {summary['wall_seconds']:.0f} s on {os.cpu_count()} shared CPUs {emb_note}.",
+        "",
+        f"Per window: {args.lex_rows} texts vs {args.lex_rows} texts sampled from the {cfg.reference_windows} previous months "
+        f"(lexical: JS, OOV, length KS, emerging-term z with prior scale {cfg.prior_scale}, near-duplicate "
+        f"weighting at Jaccard {cfg.near_dup_jaccard or 'off'}, over the last {cfg.emerging_windows} window(s) vs the "
+        f"{cfg.reference_windows} before them)"
+        + (
+            ""
+            if args.no_embeddings
+            else f", {args.embed_rows} vs {args.embed_rows} MiniLM embeddings (MMD², {cfg.permutations} permutations)"
+        )
+        + f"; family-wise false-alarm rate {cfg.false_alarm_rate} (Bonferroni over the statistics); "
+        f"{cfg.null_splits} permutations; churn null from the last {cfg.churn_windows} windows' values once "
+        f"{cfg.churn_min_windows} exist.",
+        "",
+        "## Summary",
+        "",
+        f"- real stream: confirmed drift in {summary['real_alarms']} "
+        f"({len(summary['real_alarms'])}/{len(testable)} testable windows); some statistic exceeded its "
+        f"calibrated threshold in {summary['real_exceeded_windows']}/{len(testable)} (the permutation null alone: "
+        f"{summary['real_permutation_exceeded_windows']}/{len(testable)})",
+        f"- MCP/agent share first >= 2% in {onset}; alarms within one window of it ({', '.join(window_ok)}): "
+        f"{summary['alarms_in_detection_window'] or 'none'}; first confirmed alarm from 2024-10 on: {first_after}",
+        f"- windows whose top-5 emerging terms include mcp/agent(s)/agentic/llm(s): {topic_top or 'none'}; "
+        f"of them confirmed on emerging_z: {topic_confirmed or 'none'}",
+        f"- shuffled stream: alarm rate {summary['shuffled_alarm_rate']:.3f} "
+        f"({summary['shuffled_alarms']}); exceedance rate {summary['shuffled_exceeded_rate']:.3f}",
+        f"- cost on {cost_month} ({cost['rows']} rows): monitor {cost['monitor_s_per_10k']:.1f} s / 10k rows vs "
+        f"ingest {cost['ingest_s_per_10k']:.1f} s / 10k rows (ratio {cost['monitor_over_ingest']:.2f}); "
+        f"monitor parts {json.dumps({k: round(v, 2) for k, v in cost['monitor_parts_s'].items()})}",
+        "",
+        "## Per window (real order)",
+        "",
+        "p = the p-value used (max of permutation and churn p once the churn null applies). Top emerging "
+        "terms: highest log-odds z first, with texts containing the term in reference / window samples.",
+        "",
+        "| month | MCP/agent share | JS (p) | OOV (p) | len KS (p) | emerging z (p) | terms over z thr. "
+        "| top emerging terms | MMD² (p) | exceeded | drift |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
 
     def cell(r, s):
         return "-" if r.get(s) is None else f"{r[s]:.4g} ({r[s + '_p']:.3g})"
 
     for r in real:
-        terms = ", ".join(f"{t['term']} {t['z']:.1f} ({t['reference_texts']}/{t['current_texts']})"
-                          for t in (r.get("emerging_terms") or [])[:3]) or "-"
-        lines.append(f"| {r['window_key']} | {share[r['window_key']]:.3f} | {cell(r, 'token_js')} | {cell(r, 'oov_rate')} "
-                     f"| {cell(r, 'length_ks')} | {cell(r, 'emerging_z')} | {r.get('emerging_over_threshold', 0)} "
-                     f"| {terms} | {cell(r, 'embedding_mmd2')} | {', '.join(r['exceeded']) or '-'} "
-                     f"| {'**yes**' if r['drift'] else 'no'} |")
+        terms = (
+            ", ".join(
+                f"{t['term']} {t['z']:.1f} ({t['reference_texts']}/{t['current_texts']})"
+                for t in (r.get("emerging_terms") or [])[:3]
+            )
+            or "-"
+        )
+        lines.append(
+            f"| {r['window_key']} | {share[r['window_key']]:.3f} | {cell(r, 'token_js')} | {cell(r, 'oov_rate')} "
+            f"| {cell(r, 'length_ks')} | {cell(r, 'emerging_z')} | {r.get('emerging_over_threshold', 0)} "
+            f"| {terms} | {cell(r, 'embedding_mmd2')} | {', '.join(r['exceeded']) or '-'} "
+            f"| {'**yes**' if r['drift'] else 'no'} |"
+        )
     lines += ["", "![mcp](drift_mcp.png)", "", "![real](drift_pypi.png)", "", "![shuffled](drift_shuffled.png)", ""]
     (args.out / "drift.md").write_text("\n".join(lines))
     print("\n".join(lines[:16]))
 
 
-def policy_schedules(n_windows: int, alarms: list[bool], cadences: list[int], stalenesses: list[int]) -> dict[str, list[int]]:
+def policy_schedules(
+    n_windows: int, alarms: list[bool], cadences: list[int], stalenesses: list[int]
+) -> dict[str, list[int]]:
     """Windows t = 1..n-1 at which each policy retrains (after scoring t, on every window pending since its last retrain).
 
     ``drift+staleness_K`` is the ``drift_sensor`` rule with ``max_windows_without_retrain = K``: retrain on a
@@ -354,7 +454,9 @@ def policy_schedules(n_windows: int, alarms: list[bool], cadences: list[int], st
     return out
 
 
-def retrain_steps(budget: str, steps_per_window: int, windows_covered: int, new_rows: int, mean_window_rows: float) -> int:
+def retrain_steps(
+    budget: str, steps_per_window: int, windows_covered: int, new_rows: int, mean_window_rows: float
+) -> int:
     """Optimizer steps of one retrain under a budget rule.
 
     ``per-retrain``: ``steps_per_window`` whatever the retrain covers (fewer retrains = less training).
@@ -416,8 +518,17 @@ def run_policies(args) -> None:
     alarms = [k in alarm_set for k in keys]
     schedules = policy_schedules(len(windows), alarms, args.cadences, args.stalenesses)
     mcfg = ModelConfig(n_layer=2, n_head=2, n_embd=64, block_size=64, vocab_size=2048)
-    base = dict(seq_len=64, batch_size=16, peak_lr=1e-3, max_steps=40, bf16=False, threads=args.threads,
-                eval_batch_size=64, log_every=10**6, seed=args.seed)
+    base = dict(
+        seq_len=64,
+        batch_size=16,
+        peak_lr=1e-3,
+        max_steps=40,
+        bf16=False,
+        threads=args.threads,
+        eval_batch_size=64,
+        log_every=10**6,
+        seed=args.seed,
+    )
     init = build_base_model(windows[0]["train"], mcfg, work / "init", seed=args.seed)
     finetune(init, windows[0]["train"], [], [], TrainConfig(**{**base, "max_steps": 120}), work / "m0")
     cfg = TrainConfig(**base)
@@ -443,7 +554,9 @@ def run_policies(args) -> None:
             pending.append(t)
             if t in retrain_at:
                 new = [x for p in pending for x in windows[p]["train"]]
-                replay = sample_replay(buffer["text"].to_list(), replay_count(len(new), 0.25), seed=args.seed * 1000 + t)
+                replay = sample_replay(
+                    buffer["text"].to_list(), replay_count(len(new), 0.25), seed=args.seed * 1000 + t
+                )
                 nxt = work / f"{name}-{t}"
                 steps = retrain_steps(args.budget, cfg.max_steps, len(pending), len(new), mean_train_rows)
                 finetune(model_dir, new + replay, [], [], TrainConfig(**{**base, "max_steps": steps}), nxt)
@@ -455,8 +568,13 @@ def run_policies(args) -> None:
             print(f"[policy {name}] {keys[t]} forward bpb {curve[-1]:.4f} retrain={t in retrain_at}", flush=True)
         if model_dir.name != "m0":
             shutil.rmtree(model_dir, ignore_errors=True)
-        out[name] = {"retrains": len(sched), "retrain_windows": [keys[t] for t in sched],
-                     "area_forward_bpb": float(np.mean(curve)), "curve": curve, "seconds": time.perf_counter() - t0}
+        out[name] = {
+            "retrains": len(sched),
+            "retrain_windows": [keys[t] for t in sched],
+            "area_forward_bpb": float(np.mean(curve)),
+            "curve": curve,
+            "seconds": time.perf_counter() - t0,
+        }
         done[key] = name
     shutil.rmtree(work, ignore_errors=True)
     ref = out["every_window"]
@@ -464,34 +582,53 @@ def run_policies(args) -> None:
         v["area_vs_every_window"] = v["area_forward_bpb"] / ref["area_forward_bpb"] - 1
         v["retrains_vs_every_window"] = v["retrains"] / ref["retrains"]
         v["meets_target"] = bool(v["area_vs_every_window"] <= 0.01 and v["retrains_vs_every_window"] <= 0.60)
-    res["policy"] = {"results": out, "budget": args.budget, "per_month": args.per_month, "eval_fraction": args.eval_fraction,
-                     "train_rows": sum(len(w["train"]) for w in windows), "eval_rows": sum(len(w["eval"]) for w in windows),
-                     "model": mcfg.to_dict(), "train": cfg.to_dict(), "wall_seconds": time.perf_counter() - t_start,
-                     "months": keys[1:], "alarms_used": sorted(alarm_set),
-                     "stalenesses": args.stalenesses, "cadences": args.cadences}
+    res["policy"] = {
+        "results": out,
+        "budget": args.budget,
+        "per_month": args.per_month,
+        "eval_fraction": args.eval_fraction,
+        "train_rows": sum(len(w["train"]) for w in windows),
+        "eval_rows": sum(len(w["eval"]) for w in windows),
+        "model": mcfg.to_dict(),
+        "train": cfg.to_dict(),
+        "wall_seconds": time.perf_counter() - t_start,
+        "months": keys[1:],
+        "alarms_used": sorted(alarm_set),
+        "stalenesses": args.stalenesses,
+        "cadences": args.cadences,
+    }
     (args.out / "drift.json").write_text(json.dumps(res, indent=1, default=float))
     plot_policies(out, keys[1:], args.out / "drift_policy.png")
-    cmd = (f"python bench/drift.py --policy --per-month {args.per_month} --eval-fraction {args.eval_fraction} "
-           + f"--budget {args.budget} "
-           + (f"--out {_rel(args.out)} " if args.out.resolve() != (Path(__file__).resolve().parent / "results") else "")
-           + f"--cadences {','.join(map(str, args.cadences))} --stalenesses {','.join(map(str, args.stalenesses))}")
-    lines = ["", "## Policy comparison", "",
-             f"`{cmd}` — wall {res['policy']['wall_seconds']:.0f} s, 1 seed. Machinery of bench/continual.py "
-             f"(prepare / load_stream, M_0 and update recipe): GPT-2 {mcfg.n_layer}x{mcfg.n_embd}, BPE "
-             f"{mcfg.vocab_size}; {res['policy']['train_rows']} training and {res['policy']['eval_rows']} held-out "
-             f"rows over {len(windows)} months; one retrain = {cfg.max_steps} steps x {cfg.batch_size} x {cfg.seq_len} "
-             f"tokens{ {'per-window': ' per window it covers', 'per-new-data': ' per mean window of new rows (catch-up: steps proportional to the rows not trained on yet)'}.get(args.budget, '')} on every window pending since "
-             "the previous retrain + 25% replay. Forward bpb = the "
-             "current model on month t's held-out rows before training on t. Drift alarms: the confirmed "
-             f"alarms of the real-stream run above ({sorted(alarm_set)}). K and the cadences were fixed "
-             "before the run.", "",
-             "| policy | retrains | area under forward bpb (mean) | vs every window | retrains vs every window "
-             "| target (≤ +1%, ≤ 60%) |",
-             "|---|---|---|---|---|---|"]
+    cmd = (
+        f"python bench/drift.py --policy --per-month {args.per_month} --eval-fraction {args.eval_fraction} "
+        + f"--budget {args.budget} "
+        + (f"--out {_rel(args.out)} " if args.out.resolve() != (Path(__file__).resolve().parent / "results") else "")
+        + f"--cadences {','.join(map(str, args.cadences))} --stalenesses {','.join(map(str, args.stalenesses))}"
+    )
+    lines = [
+        "",
+        "## Policy comparison",
+        "",
+        f"`{cmd}` — wall {res['policy']['wall_seconds']:.0f} s, 1 seed. Machinery of bench/continual.py "
+        f"(prepare / load_stream, M_0 and update recipe): GPT-2 {mcfg.n_layer}x{mcfg.n_embd}, BPE "
+        f"{mcfg.vocab_size}; {res['policy']['train_rows']} training and {res['policy']['eval_rows']} held-out "
+        f"rows over {len(windows)} months; one retrain = {cfg.max_steps} steps x {cfg.batch_size} x {cfg.seq_len} "
+        f"tokens{ {'per-window': ' per window it covers', 'per-new-data': ' per mean window of new rows (catch-up: steps proportional to the rows not trained on yet)'}.get(args.budget, '') } on every window pending since "
+        "the previous retrain + 25% replay. Forward bpb = the "
+        "current model on month t's held-out rows before training on t. Drift alarms: the confirmed "
+        f"alarms of the real-stream run above ({sorted(alarm_set)}). K and the cadences were fixed "
+        "before the run.",
+        "",
+        "| policy | retrains | area under forward bpb (mean) | vs every window | retrains vs every window "
+        "| target (≤ +1%, ≤ 60%) |",
+        "|---|---|---|---|---|---|",
+    ]
     for k, v in out.items():
         same = f" (= {v['same_schedule_as']})" if v.get("same_schedule_as") else ""
-        lines.append(f"| {k}{same} | {v['retrains']} | {v['area_forward_bpb']:.4f} | {100 * v['area_vs_every_window']:+.2f}% "
-                     f"| {100 * v['retrains_vs_every_window']:.0f}% | {'met' if v['meets_target'] else 'not met'} |")
+        lines.append(
+            f"| {k}{same} | {v['retrains']} | {v['area_forward_bpb']:.4f} | {100 * v['area_vs_every_window']:+.2f}% "
+            f"| {100 * v['retrains_vs_every_window']:.0f}% | {'met' if v['meets_target'] else 'not met'} |"
+        )
     lines += ["", "![policy](drift_policy.png)", ""]
     md = args.out / "drift.md"
     text = md.read_text()
@@ -522,7 +659,9 @@ def plot_policies(out: dict, months: list[str], path: Path) -> None:
     for name, v in out.items():
         if v.get("same_schedule_as"):
             continue
-        line, = ax.plot(x, v["curve"], lw=1, label=f"{name} ({v['retrains']} retrains, {100 * v['area_vs_every_window']:+.2f}%)")
+        (line,) = ax.plot(
+            x, v["curve"], lw=1, label=f"{name} ({v['retrains']} retrains, {100 * v['area_vs_every_window']:+.2f}%)"
+        )
         idx = [months.index(m) for m in v["retrain_windows"]]
         ax.scatter(idx, [v["curve"][i] for i in idx], s=8, color=line.get_color())
     ax.set_xticks(x[::2])
@@ -540,17 +679,25 @@ if __name__ == "__main__":
     if "--policy" in sys.argv:
         ap = argparse.ArgumentParser()
         ap.add_argument("--policy", action="store_true")
-        ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/pypi_summaries_2023_2026.parquet")
+        ap.add_argument(
+            "--data",
+            type=Path,
+            default=Path(__file__).resolve().parents[2] / "shared/data/pypi_summaries_2023_2026.parquet",
+        )
         ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
         ap.add_argument("--per-month", type=int, default=600)
         ap.add_argument("--eval-fraction", type=float, default=0.25)
         ap.add_argument("--cadences", type=lambda s: [int(x) for x in s.split(",")], default=[2, 3])
         ap.add_argument("--stalenesses", type=lambda s: [int(x) for x in s.split(",")], default=[2, 3])
         ap.add_argument("--threads", type=int, default=1)
-        ap.add_argument("--budget", choices=["per-retrain", "per-window", "per-new-data"], default="per-new-data",
-                        help="per-retrain: every retrain = 40 steps whatever it covers (retrains = compute); "
-                             "per-window: 40 steps per window covered (equal compute, only the timing differs); "
-                             "per-new-data: catch-up, 40 steps per mean window's worth of new rows")
+        ap.add_argument(
+            "--budget",
+            choices=["per-retrain", "per-window", "per-new-data"],
+            default="per-new-data",
+            help="per-retrain: every retrain = 40 steps whatever it covers (retrains = compute); "
+            "per-window: 40 steps per window covered (equal compute, only the timing differs); "
+            "per-new-data: catch-up, 40 steps per mean window's worth of new rows",
+        )
         ap.add_argument("--seed", type=int, default=0)
         run_policies(ap.parse_args())
     else:

@@ -37,12 +37,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-WORDS = ("fast async typed tiny safe simple modern robust lightweight pure python rust bindings client server "
-         "library toolkit framework parser validator scheduler pipeline stream cache queue database driver "
-         "for the with and of a an to in on cloud data web ml audio image graph kafka redis postgres http json "
-         "yaml toml cli api sdk plugin extension testing logging metrics tracing deployment kubernetes docker").split()
-PII = ["contact jane.roe{i}@example.org", "call +1 (415) 555-{i:04d}", "card 4111 1111 1111 1111",
-       "server 10.0.{a}.{b} is down"]
+WORDS = ["fast", "async", "typed", "tiny", "safe", "simple", "modern", "robust", "lightweight", "pure", "python", "rust", "bindings", "client", "server", "library", "toolkit", "framework", "parser", "validator", "scheduler", "pipeline", "stream", "cache", "queue", "database", "driver", "for", "the", "with", "and", "of", "a", "an", "to", "in", "on", "cloud", "data", "web", "ml", "audio", "image", "graph", "kafka", "redis", "postgres", "http", "json", "yaml", "toml", "cli", "api", "sdk", "plugin", "extension", "testing", "logging", "metrics", "tracing", "deployment", "kubernetes", "docker"]
+PII = [
+    "contact jane.roe{i}@example.org",
+    "call +1 (415) 555-{i:04d}",
+    "card 4111 1111 1111 1111",
+    "server 10.0.{a}.{b} is down",
+]
 
 
 def make_window(path: Path, rows: int, pii_rate: float, dup_rate: float, seed: int = 0) -> None:
@@ -68,8 +69,17 @@ def make_real_window(path: Path, parquet: Path, rows: int, seed: int = 0) -> Non
     df = pl.read_parquet(parquet).sample(rows, seed=seed, with_replacement=False)
     with path.open("w") as fh:
         for i, r in enumerate(df.iter_rows(named=True)):
-            fh.write(json.dumps({"id": f"{r['name']}=={r['version']}#{i}", "text": r["summary"],
-                                 "ts": f"{r['month']}-01T00:00:00Z", "pkg": r["name"]}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "id": f"{r['name']}=={r['version']}#{i}",
+                        "text": r["summary"],
+                        "ts": f"{r['month']}-01T00:00:00Z",
+                        "pkg": r["name"],
+                    }
+                )
+                + "\n"
+            )
 
 
 def plain_load(src: Path, db: Path) -> int:
@@ -95,13 +105,26 @@ def gated_load(wh, src: Path, key: str, cfg, docs_dir: Path, step=lambda name, f
     from quality.suite import curate_window
 
     parsed = step("parse", lambda: read_window_file(src, key))
-    step("raw write", lambda: wh.replace_raw_window(
-        key, parsed.rows, parsed.rejects, file_name=src.name, file_sha256=parsed.file_sha256,
-        file_mtime_ns=0, dagster_run_id=None))
+    step(
+        "raw write",
+        lambda: wh.replace_raw_window(
+            key,
+            parsed.rows,
+            parsed.rejects,
+            file_name=src.name,
+            file_sha256=parsed.file_sha256,
+            file_mtime_ns=0,
+            dagster_run_id=None,
+        ),
+    )
     rows = step("raw read", lambda: wh.read_raw_window(key))
     verdict = step("curate", lambda: curate_window(rows, cfg, window_key=key, prior_hashes=None, docs_dir=docs_dir))
-    step("curated write", lambda: wh.replace_curated_window(
-        key, verdict.curated, verdict.quarantine, verdict.window_results, verdict.gx_run_id))
+    step(
+        "curated write",
+        lambda: wh.replace_curated_window(
+            key, verdict.curated, verdict.quarantine, verdict.window_results, verdict.gx_run_id
+        ),
+    )
     return verdict
 
 
@@ -128,14 +151,18 @@ def main() -> None:
     ap.add_argument("--pii-rate", type=float, default=0.01)
     ap.add_argument("--dup-rate", type=float, default=0.02)
     ap.add_argument("--near-dup", action="store_true", help="also MinHash LSH near-dup (threshold 0.9)")
-    ap.add_argument("--real", type=Path, default=None,
-                    help="instead of synthetic texts: --rows random rows of this Parquet file (columns name, "
-                         "version, summary, month; e.g. ../shared/data/pypi_summaries_2023_2026.parquet)")
+    ap.add_argument(
+        "--real",
+        type=Path,
+        default=None,
+        help="instead of synthetic texts: --rows random rows of this Parquet file (columns name, "
+        "version, summary, month; e.g. ../shared/data/pypi_summaries_2023_2026.parquet)",
+    )
     ap.add_argument("--repeat", type=int, default=3, help="timings are the best of this many runs")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
     args = ap.parse_args()
 
-    from orchestration.warehouse import Warehouse
+    from orchestration.store.warehouse import Warehouse
     from quality.dedup import find_duplicates
     from quality.pii import default_workers, redact_rows
     from quality.readers import read_window_file
@@ -195,24 +222,33 @@ def main() -> None:
         rows = parsed.rows
         stages = {
             "parse": best(timed(lambda: read_window_file(src, "bench"))[0] for _ in range(args.repeat)),
-            "gx": best(timed(lambda: curate_window(rows, QualityConfig(pii=False, dedup_exact=False)))[0]
-                       for _ in range(args.repeat)),
+            "gx": best(
+                timed(lambda: curate_window(rows, QualityConfig(pii=False, dedup_exact=False)))[0]
+                for _ in range(args.repeat)
+            ),
         }
         pii_runs = [timed(lambda: redact_rows(rows)) for _ in range(args.repeat)]
         stages["pii"] = best(t for t, _ in pii_runs)
         pii = pii_runs[0][1]
-        stages["dedup"] = best(timed(lambda: find_duplicates(rows, "bench", exact=True, near_threshold=near))[0]
-                               for _ in range(args.repeat))
+        stages["dedup"] = best(
+            timed(lambda: find_duplicates(rows, "bench", exact=True, near_threshold=near))[0]
+            for _ in range(args.repeat)
+        )
 
     n = args.rows
     forks = default_workers() >= 1 and pii.candidates >= cfg.pii_parallel_min_candidates
-    presidio_mode = (f"in {default_workers()} forked worker(s) beside GX" if forks else
-                     f"inline beside the hash thread: {pii.candidates} < {cfg.pii_parallel_min_candidates} candidates")
+    presidio_mode = (
+        f"in {default_workers()} forked worker(s) beside GX"
+        if forks
+        else f"inline beside the hash thread: {pii.candidates} < {cfg.pii_parallel_min_candidates} candidates"
+    )
     table = [  # (JSON key, Markdown label, (wall s, CPU s))
         ("plain", "plain DuckDB `read_json`", t_plain),
         ("gated", f"**gated: raw → gates → curated** (default config: Presidio {presidio_mode})", t_gated),
-        *((f"gated_{name.replace(' ', '_')}", f"  {name} (in the fastest gated run)", best_steps[name])
-          for name in ("parse", "raw write", "raw read", "curate", "curated write")),
+        *(
+            (f"gated_{name.replace(' ', '_')}", f"  {name} (in the fastest gated run)", best_steps[name])
+            for name in ("parse", "raw write", "raw read", "curate", "curated write")
+        ),
         ("gated_pii_inline", "gated, Presidio inline (`pii_workers=0`)", t_inline),
         ("alone_parse", "stages alone, best of runs: parse (`read_window_file`)", stages["parse"]),
         ("alone_gx", "  GX suite (row + window rules, no Data Docs)", stages["gx"]),
@@ -222,11 +258,15 @@ def main() -> None:
     ratio = t_plain[0] / t_gated[0]
     ratio_inline = t_plain[0] / t_inline[0]
     source = f"real texts from {args.real.name}" if args.real else f"pii_rate={args.pii_rate}, dup_rate={args.dup_rate}"
-    print(f"{n} rows, {mb:.1f} MB JSONL, {source}, "
-          f"near_dup={'on' if near else 'off'}, best of {args.repeat}; warm-up (imports, engines) {t_warm:.1f} s; "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    print(f"curated {verdict.curated.height}, quarantined {verdict.quarantine.height} "
-          f"{dict(sorted(verdict.rule_counts.items()))}, redactions {verdict.redactions}\n")
+    print(
+        f"{n} rows, {mb:.1f} MB JSONL, {source}, "
+        f"near_dup={'on' if near else 'off'}, best of {args.repeat}; warm-up (imports, engines) {t_warm:.1f} s; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
+    print(
+        f"curated {verdict.curated.height}, quarantined {verdict.quarantine.height} "
+        f"{dict(sorted(verdict.rule_counts.items()))}, redactions {verdict.redactions}\n"
+    )
     print("| stage | wall s | CPU s | rows/s (wall) |")
     print("|---|---:|---:|---:|")
     for _, name, (wall, cpu) in table:
@@ -234,17 +274,32 @@ def main() -> None:
     print(f"\nratio gated/plain rows/s: {ratio:.3f} (target >= 0.25); with Presidio inline: {ratio_inline:.3f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "rows": n, "mb": round(mb, 2), "source": str(args.real.name) if args.real else "synthetic",
-            "pii_rate": None if args.real else args.pii_rate, "dup_rate": None if args.real else args.dup_rate,
-            "near_dup": bool(near), "repeat": args.repeat, "warmup_s": round(t_warm, 2),
-            "load_average": os.getloadavg()[0], "cpu_count": os.cpu_count(),
-            "presidio": presidio_mode,
-            "stages": {key: {"wall_s": round(w, 3), "cpu_s": round(c, 3)} for key, _, (w, c) in table},
-            "ratio": round(ratio, 4), "ratio_pii_inline": round(ratio_inline, 4),
-            "pii_workers": default_workers() if forks else 0, "pii_candidates": pii.candidates,
-            "quarantined_by_rule": dict(sorted(verdict.rule_counts.items())), "redactions": verdict.redactions,
-        }, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "rows": n,
+                    "mb": round(mb, 2),
+                    "source": str(args.real.name) if args.real else "synthetic",
+                    "pii_rate": None if args.real else args.pii_rate,
+                    "dup_rate": None if args.real else args.dup_rate,
+                    "near_dup": bool(near),
+                    "repeat": args.repeat,
+                    "warmup_s": round(t_warm, 2),
+                    "load_average": os.getloadavg()[0],
+                    "cpu_count": os.cpu_count(),
+                    "presidio": presidio_mode,
+                    "stages": {key: {"wall_s": round(w, 3), "cpu_s": round(c, 3)} for key, _, (w, c) in table},
+                    "ratio": round(ratio, 4),
+                    "ratio_pii_inline": round(ratio_inline, 4),
+                    "pii_workers": default_workers() if forks else 0,
+                    "pii_candidates": pii.candidates,
+                    "quarantined_by_rule": dict(sorted(verdict.rule_counts.items())),
+                    "redactions": verdict.redactions,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ def worker(root: str, window: Path) -> None:
     from ingest import gated_load, plain_load  # puts this checkout's root first on sys.path
 
     sys.path.insert(0, root)  # ... so the tree under test goes before it
-    from orchestration.warehouse import Warehouse
+    from orchestration.store.warehouse import Warehouse
     from quality.readers import read_window_file
     from quality.suite import QualityConfig, curate_window
 
@@ -79,15 +79,22 @@ def main() -> None:
             make_real_window(args.window, args.make_real, args.rows)
         else:
             make_window(args.window, args.rows, pii_rate=0.01, dup_rate=0.02)
-    procs = {t: subprocess.Popen([sys.executable, __file__, "--window", str(args.window), "--worker", t, t],
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for t in args.trees}
+    procs = {
+        t: subprocess.Popen(
+            [sys.executable, __file__, "--window", str(args.window), "--worker", t, t],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for t in args.trees
+    }
     for t, p in procs.items():
         if p.stdout.readline().strip() != "ready":
             raise SystemExit(f"worker for {t} failed to start")
     runs: dict[str, list[tuple[float, float]]] = {t: [] for t in args.trees}
     curated = {}
     for i in range(args.rounds):
-        for t in (args.trees if i % 2 == 0 else args.trees[::-1]):
+        for t in args.trees if i % 2 == 0 else args.trees[::-1]:
             procs[t].stdin.write("go\n")
             procs[t].stdin.flush()
             plain_s, gated_s, rows = procs[t].stdout.readline().split()
@@ -99,10 +106,17 @@ def main() -> None:
     out = {}
     for t, v in runs.items():
         plain_s, gated_s = min(a for a, _ in v), min(b for _, b in v)
-        out[t] = {"best_plain_s": plain_s, "best_gated_s": gated_s, "ratio_of_bests": round(plain_s / gated_s, 3),
-                  "round_ratios": sorted(round(a / b, 3) for a, b in v), "curated_rows": curated[t]}
-        print(f"{t}: plain {plain_s:.2f} s, gated {gated_s:.2f} s, ratio of bests {plain_s / gated_s:.3f}, "
-              f"rounds {out[t]['round_ratios']}, curated rows {curated[t]}")
+        out[t] = {
+            "best_plain_s": plain_s,
+            "best_gated_s": gated_s,
+            "ratio_of_bests": round(plain_s / gated_s, 3),
+            "round_ratios": sorted(round(a / b, 3) for a, b in v),
+            "curated_rows": curated[t],
+        }
+        print(
+            f"{t}: plain {plain_s:.2f} s, gated {gated_s:.2f} s, ratio of bests {plain_s / gated_s:.3f}, "
+            f"rounds {out[t]['round_ratios']}, curated rows {curated[t]}"
+        )
     if len(set(curated.values())) > 1:
         print("WARNING: the trees curated different row counts")
     if args.json:

@@ -43,7 +43,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -54,7 +54,6 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import polars as pl  # noqa: E402
-
 from continual import _frame, _ms, _summarise, load_stream  # noqa: E402
 
 STRATEGIES = ["loss_reweight", "rho_loss", "greats", "dwm", "d3"]
@@ -76,13 +75,30 @@ def run_seed(windows: list[dict], methods: list[tuple[str, str, float]], args, s
     T = len(windows)
     keys = [w["key"] for w in windows]
     evals = {w["key"]: w["eval"] for w in windows}
-    model_cfg = ModelConfig(n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, block_size=args.seq_len,
-                            vocab_size=args.vocab)
-    base_cfg = dict(seq_len=args.seq_len, batch_size=args.batch, peak_lr=args.lr, max_steps=args.steps, bf16=False,
-                    threads=args.threads, eval_batch_size=64, log_every=10**6, seed=seed)
+    model_cfg = ModelConfig(
+        n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, block_size=args.seq_len, vocab_size=args.vocab
+    )
+    base_cfg = dict(
+        seq_len=args.seq_len,
+        batch_size=args.batch,
+        peak_lr=args.lr,
+        max_steps=args.steps,
+        bf16=False,
+        threads=args.threads,
+        eval_batch_size=64,
+        log_every=10**6,
+        seed=seed,
+    )
     init = build_base_model(windows[0]["train"], model_cfg, work / "init", seed=seed)
-    m0 = finetune(init, windows[0]["train"], [], [], TrainConfig(**{**base_cfg, "max_steps": args.m0_steps}),
-                  work / "m0", matrix_eval=evals)
+    m0 = finetune(
+        init,
+        windows[0]["train"],
+        [],
+        [],
+        TrainConfig(**{**base_cfg, "max_steps": args.m0_steps}),
+        work / "m0",
+        matrix_eval=evals,
+    )
     frozen_row = {k: r.bits_per_byte for k, r in m0.matrix_after.items()}
     log(f"seed {seed}: M_0 trained ({m0.fit.train_tokens} tokens); bpb on W_0 {frozen_row[keys[0]]:.3f}")
     out: dict[str, dict] = {}
@@ -96,14 +112,26 @@ def run_seed(windows: list[dict], methods: list[tuple[str, str, float]], args, s
         for t in range(1, T):
             new, reference = windows[t]["train"], []
             if needs_reference(selection):
-                held = heldout_mask([f"{keys[t]}/{i}" for i in range(len(new))], args.ref_fraction, salt="selection-ref")
+                held = heldout_mask(
+                    [f"{keys[t]}/{i}" for i in range(len(new))], args.ref_fraction, salt="selection-ref"
+                )
                 reference = [x for x, h in zip(new, held) if h]
                 new = [x for x, h in zip(new, held) if not h]
-            replay = sample_replay(buffer["text"].to_list(), replay_count(len(windows[t]["train"]), args.replay),
-                                   seed=seed * 1000 + t)
+            replay = sample_replay(
+                buffer["text"].to_list(), replay_count(len(windows[t]["train"]), args.replay), seed=seed * 1000 + t
+            )
             s = time.perf_counter()
-            res = finetune(parent, new + replay, [], [], cfg, work / f"{name}-{t}", reference_texts=reference,
-                           forward_eval={keys[t]: evals[keys[t]]}, matrix_eval=evals)
+            res = finetune(
+                parent,
+                new + replay,
+                [],
+                [],
+                cfg,
+                work / f"{name}-{t}",
+                reference_texts=reference,
+                forward_eval={keys[t]: evals[keys[t]]},
+                matrix_eval=evals,
+            )
             wall += time.perf_counter() - s
             tokens += res.fit.train_tokens
             train_wall += res.fit.wall_seconds
@@ -118,21 +146,28 @@ def run_seed(windows: list[dict], methods: list[tuple[str, str, float]], args, s
         shutil.rmtree(parent, ignore_errors=True)
         summary = _summarise(rows, forward, keys, frozen_row, tokens, train_wall, wall)
         summary.pop("matrix_bpb")
-        summary.update({
-            "selection": selection, "budget": budget, "train_cpu_s": cpu,
-            "selection_overhead_s": sum(st["selection_overhead_s"] for st in sel_stats),
-            "selection_cpu_s": sum(st["selection_overhead_cpu_s"] for st in sel_stats),
-            "kept_fraction": statistics.mean(st["selection_kept_fraction"] for st in sel_stats),
-            "weight_entropy": statistics.mean(st["selection_weight_entropy"] for st in sel_stats),
-        })
-        log(f"seed {seed} {name}: forward {summary['forward_bpb']:.4f}, retention {summary['final_retention_bpb']:.4f}, "
+        summary.update(
+            {
+                "selection": selection,
+                "budget": budget,
+                "train_cpu_s": cpu,
+                "selection_overhead_s": sum(st["selection_overhead_s"] for st in sel_stats),
+                "selection_cpu_s": sum(st["selection_overhead_cpu_s"] for st in sel_stats),
+                "kept_fraction": statistics.mean(st["selection_kept_fraction"] for st in sel_stats),
+                "weight_entropy": statistics.mean(st["selection_weight_entropy"] for st in sel_stats),
+            }
+        )
+        log(
+            f"seed {seed} {name}: forward {summary['forward_bpb']:.4f}, retention {summary['final_retention_bpb']:.4f}, "
             f"{tokens} tokens, train {train_wall:.1f}s wall / {cpu:.1f}s CPU (selection {summary['selection_cpu_s']:.1f}s CPU), "
-            f"kept {summary['kept_fraction']:.2f}, entropy {summary['weight_entropy']:.3f}")
+            f"kept {summary['kept_fraction']:.2f}, entropy {summary['weight_entropy']:.3f}"
+        )
         out[name] = summary
     return out
 
 
 # -- analysis ----------------------------------------------------------------------------------------
+
 
 def tokens_to_reach(curve: list[tuple[float, float]], target: float) -> tuple[float, str]:
     """Tokens at which a decreasing ``[(tokens, bpb)]`` curve reaches ``target``, log-linear interpolation.
@@ -170,8 +205,21 @@ def analyse(results: dict[str, list[dict]], budgets: list[float]) -> dict[str, d
     n_seeds = len(results["uniform"])
     out: dict[str, dict] = {}
     for name, runs in results.items():
-        per: dict[str, list] = {k: [] for k in ("eff_fwd", "eff_ret", "flag_fwd", "flag_ret", "d_fwd", "d_ret",
-                                                 "d_fwd_wall", "flag_wall", "overhead", "overhead_wall")}
+        per: dict[str, list] = {
+            k: []
+            for k in (
+                "eff_fwd",
+                "eff_ret",
+                "flag_fwd",
+                "flag_ret",
+                "d_fwd",
+                "d_ret",
+                "d_fwd_wall",
+                "flag_wall",
+                "overhead",
+                "overhead_wall",
+            )
+        }
         for s in range(min(n_seeds, len(runs))):
             r = runs[s]
             fwd_tok = [(u[s]["train_tokens"], u[s]["forward_bpb"]) for u in uni]
@@ -226,15 +274,18 @@ def report(results: dict[str, list[dict]], analysis: dict[str, dict], meta: dict
         )
     table = "\n".join(lines)
     md = [
-        "# Online data selection benchmark", "",
-        f"Generated {meta['generated']} by `{meta['command']}` in {meta['wall_min']:.1f} min wall ({meta['machine']}).", "",
+        "# Online data selection benchmark",
+        "",
+        f"Generated {meta['generated']} by `{meta['command']}` in {meta['wall_min']:.1f} min wall ({meta['machine']}).",
+        "",
         f"Stream: `{meta['stream']}` (built as in `continual.md`: `python bench/continual.py prepare --parquet "
         f"../shared/data/pypi_summaries_2023_2026.parquet --out /tmp/pypi-stream --per-month 1000 --month-step 4`), "
         f"first {meta['T']} windows ({meta['first']} .. {meta['last']}), {meta['train_rows']} training rows, "
         f"{meta['eval_rows']} held-out rows. Model: GPT-2 {meta['model']}; M_0 = {meta['m0_steps']} steps on W_0; each "
         f"update {meta['steps']} steps x {meta['batch']} x {meta['seq_len']} tokens, peak lr {meta['lr']}, replay "
         f"{meta['replay']} (engine default), buffer {meta['buffer']} rows. Uniform budgets for the reference curve: "
-        f"{meta['budgets']} x the step budget. Strategy settings: module defaults (`training/selection/params.py`).", "",
+        f"{meta['budgets']} x the step budget. Strategy settings: module defaults (`training/selection/params.py`).",
+        "",
         "bpb = bits per UTF-8 byte on held-out rows (lower is better). Forward = model before each update on the new "
         "window (mean over t = 1..T-1); retention = final model on W_0..W_{T-2}. Δ = strategy − uniform on the same "
         "seed (negative = better). Train time = `fit` time summed over updates (training + selection + one-off "
@@ -245,8 +296,10 @@ def report(results: dict[str, list[dict]], analysis: dict[str, dict], meta: dict
         "on; '(>)' = the strategy beat uniform's largest budget, so the number is a lower bound; '(<)' = worse "
         "than uniform's smallest budget, an upper bound. Equal wall-clock = strategy bpb − uniform's bpb "
         "interpolated at the strategy's train time ('(>)': beyond uniform's largest budget, clamped). "
-        "Weight entropy = normalised Shannon entropy of the per-step weights (1 = uniform). ± = std over seeds.", "",
-        table, "",
+        "Weight entropy = normalised Shannon entropy of the per-step weights (1 = uniform). ± = std over seeds.",
+        "",
+        table,
+        "",
     ]
     (out / f"{meta['tag']}.md").write_text("\n".join(md) + "\n")
     return table
@@ -259,12 +312,18 @@ def plot(results: dict[str, list[dict]], budgets: list[float], out: Path, tag: s
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for ax, xkey, xlabel in ((axes[0], "train_tokens", "training tokens (sum over updates)"),
-                             (axes[1], "train_cpu_s", "training time s, 1 thread CPU (sum over updates)")):
+    for ax, xkey, xlabel in (
+        (axes[0], "train_tokens", "training tokens (sum over updates)"),
+        (axes[1], "train_cpu_s", "training time s, 1 thread CPU (sum over updates)"),
+    ):
         ux = [statistics.mean(r[xkey] for r in results[_uniform_name(b)]) for b in budgets]
         uy = [statistics.mean(r["forward_bpb"] for r in results[_uniform_name(b)]) for b in budgets]
-        ue = [statistics.stdev(r["forward_bpb"] for r in results[_uniform_name(b)])
-              if len(results[_uniform_name(b)]) > 1 else 0 for b in budgets]
+        ue = [
+            statistics.stdev(r["forward_bpb"] for r in results[_uniform_name(b)])
+            if len(results[_uniform_name(b)]) > 1
+            else 0
+            for b in budgets
+        ]
         ax.errorbar(ux, uy, yerr=ue, color="black", marker="o", label="uniform (budgets)")
         for name in STRATEGIES:
             if name not in results:
@@ -304,24 +363,44 @@ def diagnose(windows: list[dict], args, out: Path, log) -> str:
     from training.selection.uniform import Uniform
 
     evals = {w["key"]: w["eval"] for w in windows}
-    base_cfg = dict(seq_len=args.seq_len, batch_size=args.batch, peak_lr=args.lr, max_steps=args.steps, bf16=False,
-                    threads=args.threads, eval_batch_size=64, log_every=10**6, seed=0)
-    rows = ["| strategy | replay share of kept blocks | replay share of training weight | new-window share of weight |",
-            "|---|---|---|---|"]
+    base_cfg = dict(
+        seq_len=args.seq_len,
+        batch_size=args.batch,
+        peak_lr=args.lr,
+        max_steps=args.steps,
+        bf16=False,
+        threads=args.threads,
+        eval_batch_size=64,
+        log_every=10**6,
+        seed=0,
+    )
+    rows = [
+        "| strategy | replay share of kept blocks | replay share of training weight | new-window share of weight |",
+        "|---|---|---|---|",
+    ]
     with tempfile.TemporaryDirectory(prefix="streamtune-selection-diag-") as tmp:
         work = Path(tmp)
-        model_cfg = ModelConfig(n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
-                                block_size=args.seq_len, vocab_size=args.vocab)
+        model_cfg = ModelConfig(
+            n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, block_size=args.seq_len, vocab_size=args.vocab
+        )
         init = build_base_model(windows[0]["train"], model_cfg, work / "init", seed=0)
-        finetune(init, windows[0]["train"], [], [], TrainConfig(**{**base_cfg, "max_steps": args.m0_steps}),
-                 work / "m0", matrix_eval=evals)
+        finetune(
+            init,
+            windows[0]["train"],
+            [],
+            [],
+            TrainConfig(**{**base_cfg, "max_steps": args.m0_steps}),
+            work / "m0",
+            matrix_eval=evals,
+        )
         buffer = update_buffer(pl.DataFrame(), _frame(windows[0], 0), args.buffer, seed=0)
         replay = sample_replay(buffer["text"].to_list(), replay_count(len(windows[1]["train"]), args.replay), seed=1)
         for selection in ["uniform", *STRATEGIES]:
             new, reference = windows[1]["train"], []
             if needs_reference(selection):
-                held = heldout_mask([f"{windows[1]['key']}/{i}" for i in range(len(new))], args.ref_fraction,
-                                    salt="selection-ref")
+                held = heldout_mask(
+                    [f"{windows[1]['key']}/{i}" for i in range(len(new))], args.ref_fraction, salt="selection-ref"
+                )
                 reference = [x for x, h in zip(new, held) if h]
                 new = [x for x, h in zip(new, held) if not h]
             model, tok = load_model(work / "m0")
@@ -342,8 +421,15 @@ def diagnose(windows: list[dict], args, out: Path, log) -> str:
                 return sel
 
             selector.select = record
-            fit(model, make_optimizer(model, cfg), blocks, cfg, device=torch.device("cpu"), total_steps=args.steps,
-                selector=selector)
+            fit(
+                model,
+                make_optimizer(model, cfg),
+                blocks,
+                cfg,
+                device=torch.device("cpu"),
+                total_steps=args.steps,
+                selector=selector,
+            )
             k, w = torch.cat(kept), torch.cat(weights)
             is_replay = k >= boundary
             share_kept = float(is_replay.float().mean())
@@ -355,7 +441,9 @@ def diagnose(windows: list[dict], args, out: Path, log) -> str:
         f"# Where the strategies put their weight (seed 0, update on {windows[1]['key']})\n\n"
         f"`{' '.join(sys.argv)}`. Blocks are packed new-window rows first, then the replayed rows "
         f"(replay fraction {args.replay}), so a block at or after the first replay block counts as replay.\n\n"
-        + table + "\n")
+        + table
+        + "\n"
+    )
     return table
 
 
@@ -383,8 +471,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ref-fraction", type=float, default=0.05)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--tag", default="selection", help="output file stem")
-    p.add_argument("--diagnose", action="store_true",
-                   help="only run the replay-share diagnostic (one update per strategy, seed 0)")
+    p.add_argument(
+        "--diagnose", action="store_true", help="only run the replay-share diagnostic (one update per strategy, seed 0)"
+    )
     args = p.parse_args(argv)
 
     import torch
@@ -421,20 +510,33 @@ def main(argv: list[str] | None = None) -> None:
             (args.out / f"{args.tag}.json").write_text(json.dumps({"keys": keys, "results": results}, indent=1))
     wall_min = (time.perf_counter() - start) / 60
     meta = {
-        "generated": datetime.now(timezone.utc).isoformat(timespec="minutes"),
+        "generated": datetime.now(UTC).isoformat(timespec="minutes"),
         "command": "python bench/selection.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "wall_min": wall_min, "machine": f"{os.cpu_count()} CPUs shared, torch threads={args.threads}",
-        "stream": str(args.stream), "T": len(windows), "first": keys[0], "last": keys[-1],
-        "train_rows": sum(len(w["train"]) for w in windows), "eval_rows": sum(len(w["eval"]) for w in windows),
-        "model": f"{args.n_layer} layers x {args.n_embd} dims, vocab {args.vocab}", "steps": args.steps,
-        "batch": args.batch, "seq_len": args.seq_len, "lr": args.lr, "buffer": args.buffer, "replay": args.replay,
-        "m0_steps": args.m0_steps, "budgets": budgets, "tag": args.tag,
+        "wall_min": wall_min,
+        "machine": f"{os.cpu_count()} CPUs shared, torch threads={args.threads}",
+        "stream": str(args.stream),
+        "T": len(windows),
+        "first": keys[0],
+        "last": keys[-1],
+        "train_rows": sum(len(w["train"]) for w in windows),
+        "eval_rows": sum(len(w["eval"]) for w in windows),
+        "model": f"{args.n_layer} layers x {args.n_embd} dims, vocab {args.vocab}",
+        "steps": args.steps,
+        "batch": args.batch,
+        "seq_len": args.seq_len,
+        "lr": args.lr,
+        "buffer": args.buffer,
+        "replay": args.replay,
+        "m0_steps": args.m0_steps,
+        "budgets": budgets,
+        "tag": args.tag,
     }
     analysis = analyse(results, budgets)
     table = report(results, analysis, meta, args.out)
     plot(results, budgets, args.out, args.tag)
-    (args.out / f"{args.tag}.json").write_text(json.dumps({"keys": keys, "meta": meta, "results": results,
-                                                          "analysis": analysis}, indent=1))
+    (args.out / f"{args.tag}.json").write_text(
+        json.dumps({"keys": keys, "meta": meta, "results": results, "analysis": analysis}, indent=1)
+    )
     log(f"done in {wall_min:.1f} min\n{table}")
 
 

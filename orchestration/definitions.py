@@ -11,6 +11,7 @@ from assets.curate import approved_window, curated_window
 from assets.ingest import raw_window
 from assets.monitor import MONITOR_ASSETS
 from assets.train import TRAINING_ASSETS, challenger_beats_champion
+from orchestration.config.settings import Settings, load_settings
 from orchestration.jobs import drift_report_job, finetune_job, ingest_job, monitor_job
 from orchestration.resources import build_resources
 from orchestration.schedules import build_periodic_finetune
@@ -20,8 +21,7 @@ from orchestration.sensors import (
     build_new_window_sensor,
     build_profile_sensor,
 )
-from orchestration.settings import Settings, load_settings
-from orchestration.sources.sensors import build_source_sensors
+from orchestration.source_sensors import build_source_sensors
 
 
 def with_owners(assets: list, owners: str) -> list:
@@ -35,16 +35,18 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or load_settings()
     drift = settings.drift_config()
     return dg.Definitions(
-        assets=with_owners([raw_window, curated_window, approved_window, *TRAINING_ASSETS, *MONITOR_ASSETS],
-                           settings.owners),
+        assets=with_owners(
+            [raw_window, curated_window, approved_window, *TRAINING_ASSETS, *MONITOR_ASSETS], settings.owners
+        ),
         asset_checks=[*WINDOW_CHECKS, challenger_beats_champion],
         jobs=[ingest_job, finetune_job, monitor_job, drift_report_job],
         sensors=[
             build_landing_sensor(settings.landing_interval_s),
             build_new_window_sensor(settings.finetune_trigger_interval_s, enabled=drift.retrain_on == "new_window"),
             build_profile_sensor(settings.finetune_trigger_interval_s, enabled=drift.enabled),
-            build_drift_sensor(settings.finetune_trigger_interval_s, drift.cooldown_s,
-                               drift.max_windows_without_retrain),
+            build_drift_sensor(
+                settings.finetune_trigger_interval_s, drift.cooldown_s, drift.max_windows_without_retrain
+            ),
             *build_source_sensors(settings),  # [sources.redis] / [sources.sse]: none unless configured
         ],
         schedules=[build_periodic_finetune(settings.finetune_cron)],

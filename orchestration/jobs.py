@@ -2,13 +2,11 @@
 
 import dagster as dg
 
-from assets.train import PIPELINE_TAG
 from orchestration.partitions import windows_partitions
+from orchestration.tags import COMPUTE_TAG, MODEL_PRIORITY, PIPELINE_TAG
 
-COMPUTE_TAG = "streamtune/compute"
 """Runs tagged ``model`` (fine-tunes, drift profiles) run one at a time on one machine (dagster.yaml)."""
 
-MODEL_PRIORITY = {"dagster/priority": "1"}
 """Fine-tunes and drift profiles are dequeued before queued ingest runs (Dagster's run-queue priority,
 default 0): their short DuckDB step takes the ``duckdb`` slot next, then their model compute (which
 holds no DuckDB slot) overlaps the rest of an ingest backlog instead of waiting for all of it."""

@@ -1,8 +1,8 @@
 """Dagster resources: the DuckDB warehouse, the MLflow registry, and the home's settings.
 
 Each resource is a typed ``ConfigurableResource`` over a plain-Python class
-(``orchestration.warehouse.Warehouse``, ``training.tracking.ModelRegistry``,
-``orchestration.settings.Settings``), so tests and the CLI use the same code
+(``orchestration.store.warehouse.Warehouse``, ``training.tracking.ModelRegistry``,
+``orchestration.config.settings.Settings``), so tests and the CLI use the same code
 without Dagster.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import dagster as dg
 
-from orchestration.profiles import artifact_location
-from orchestration.settings import Settings, load_settings
-from orchestration.warehouse import Warehouse
+from orchestration.config.profiles import artifact_location
+from orchestration.config.settings import Settings, load_settings
+from orchestration.store.warehouse import Warehouse
 
 
 class WarehouseResource(dg.ConfigurableResource):

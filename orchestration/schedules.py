@@ -2,8 +2,8 @@
 
 import dagster as dg
 
-from assets.train import TRIGGER_TAG
 from orchestration.jobs import finetune_job
+from orchestration.tags import TRIGGER_TAG
 
 
 def build_periodic_finetune(cron: str) -> dg.ScheduleDefinition:

@@ -23,15 +23,13 @@ profiled windows without a fine-tune it asks for one with ``streamtune/trigger=s
 
 import json
 
-
 import dagster as dg
 
-from assets.ingest import LANDING_FILE_TAG
-from assets.train import TRIGGER_TAG
 from orchestration.jobs import drift_report_job, finetune_job, ingest_job, monitor_job
-from orchestration.landing import closed_files_after, parse_cursor, window_key_for
 from orchestration.partitions import WINDOWS_PARTITION, windows_partitions
 from orchestration.resources import StreamtuneResource
+from orchestration.sources.landing import closed_files_after, parse_cursor, window_key_for
+from orchestration.tags import DRIFT_TAG_PREFIX, LANDING_FILE_TAG, TRIGGER_TAG, WINDOW_TAG
 
 
 def build_landing_sensor(interval_s: int) -> dg.SensorDefinition:
@@ -73,11 +71,13 @@ def _approved_since(context: dg.SensorEvaluationContext) -> list:
     """``approved_window`` materialization records after the sensor's cursor (a storage id), oldest first, at
     most 100 per tick."""
     after = int(context.cursor) if context.cursor else None
-    return list(context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("approved_window"), after_storage_id=after),
-        limit=100,
-        ascending=True,
-    ).records)
+    return list(
+        context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("approved_window"), after_storage_id=after),
+            limit=100,
+            ascending=True,
+        ).records
+    )
 
 
 def build_new_window_sensor(interval_s: int, enabled: bool = True) -> dg.SensorDefinition:
@@ -95,12 +95,14 @@ def build_new_window_sensor(interval_s: int, enabled: bool = True) -> dg.SensorD
         if not records:
             return dg.SensorResult(skip_reason="no newly approved windows")
         if not enabled:
-            return dg.SensorResult(skip_reason="retrain_on = drift: new windows wait for drift or the schedule",
-                                   cursor=str(records[-1].storage_id))
+            return dg.SensorResult(
+                skip_reason="retrain_on = drift: new windows wait for drift or the schedule",
+                cursor=str(records[-1].storage_id),
+            )
         requests = [
             dg.RunRequest(
                 run_key=f"new-window-{r.storage_id}",
-                tags={TRIGGER_TAG: "new_data", "streamtune/window": r.partition_key or ""},
+                tags={TRIGGER_TAG: "new_data", WINDOW_TAG: r.partition_key or ""},
             )
             for r in records
         ]
@@ -125,17 +127,17 @@ def build_profile_sensor(interval_s: int, enabled: bool = True) -> dg.SensorDefi
         if not enabled:
             return dg.SensorResult(skip_reason="drift monitor disabled ([drift] enabled = false)", cursor=cursor)
         requests = [
-            dg.RunRequest(run_key=f"profile-{r.storage_id}", partition_key=r.partition_key,
-                          tags={TRIGGER_TAG: "monitor", "streamtune/window": r.partition_key or ""})
+            dg.RunRequest(
+                run_key=f"profile-{r.storage_id}",
+                partition_key=r.partition_key,
+                tags={TRIGGER_TAG: "monitor", WINDOW_TAG: r.partition_key or ""},
+            )
             for r in records
             if r.partition_key
         ]
         return dg.SensorResult(run_requests=requests, cursor=cursor)
 
     return profile_sensor
-
-
-DRIFT_TAG_PREFIX = "streamtune/drift."
 
 
 def _meta_value(metadata: dict, key: str, default=None):
@@ -182,8 +184,11 @@ def build_drift_sensor(interval_s: int, cooldown_s: float, max_windows_without_r
         # a fine-tune from elsewhere (schedule, new_window_sensor, CLI) since the last tick resets the staleness
         # count: windows profiled before it was created are covered by it (this sensor's own requests reset it below)
         finetune_ts = float(state.get("finetune_ts", float("-inf")))
-        others = [rec for rec in context.instance.get_run_records(dg.RunsFilter(job_name=finetune_job.name), limit=20)
-                  if rec.dagster_run.tags.get(TRIGGER_TAG) not in {"drift", "staleness"}]
+        others = [
+            rec
+            for rec in context.instance.get_run_records(dg.RunsFilter(job_name=finetune_job.name), limit=20)
+            if rec.dagster_run.tags.get(TRIGGER_TAG) not in {"drift", "staleness"}
+        ]
         if others and others[0].create_timestamp.timestamp() > finetune_ts:
             finetune_ts = others[0].create_timestamp.timestamp()
             since = []
@@ -198,15 +203,21 @@ def build_drift_sensor(interval_s: int, cooldown_s: float, max_windows_without_r
                 suppressed.append(window)
             if not drift or r.timestamp - last_ts < cooldown_s:
                 if max_windows_without_retrain and len(since) >= max_windows_without_retrain:
-                    requests.append(dg.RunRequest(
-                        run_key=f"staleness-{r.storage_id}", job_name=finetune_job.name,
-                        tags={TRIGGER_TAG: "staleness", "streamtune/window": window,
-                              "streamtune/windows_since_retrain": str(len(since))}))
+                    requests.append(
+                        dg.RunRequest(
+                            run_key=f"staleness-{r.storage_id}",
+                            job_name=finetune_job.name,
+                            tags={
+                                TRIGGER_TAG: "staleness",
+                                WINDOW_TAG: window,
+                                "streamtune/windows_since_retrain": str(len(since)),
+                            },
+                        )
+                    )
                     since = []
                 continue
             confirmed = list(_meta_value(md, "confirmed", []) or [])
-            tags = {TRIGGER_TAG: "drift", "streamtune/window": window,
-                    "streamtune/drift_stats": ",".join(confirmed)}
+            tags = {TRIGGER_TAG: "drift", WINDOW_TAG: window, "streamtune/drift_stats": ",".join(confirmed)}
             for stat in confirmed:
                 tags[f"{DRIFT_TAG_PREFIX}{stat}"] = f"{float(_meta_value(md, stat, float('nan'))):.6g}"
                 p = _meta_value(md, f"{stat}_p")
@@ -218,10 +229,14 @@ def build_drift_sensor(interval_s: int, cooldown_s: float, max_windows_without_r
         if suppressed:
             context.log.info(f"drift in {suppressed} within the {cooldown_s:.0f} s cooldown: no extra fine-tune")
         last = result.records[-1].storage_id
-        requests.append(dg.RunRequest(run_key=f"drift-report-{last}", job_name=drift_report_job.name,
-                                      tags={TRIGGER_TAG: "monitor"}))
-        cursor = {"after": last, "last_request_ts": last_ts if last_ts != float("-inf") else None,
-                  "since_retrain": since[-200:]}  # bounded cursor; K > 200 is not a staleness bound
+        requests.append(
+            dg.RunRequest(run_key=f"drift-report-{last}", job_name=drift_report_job.name, tags={TRIGGER_TAG: "monitor"})
+        )
+        cursor = {
+            "after": last,
+            "last_request_ts": last_ts if last_ts != float("-inf") else None,
+            "since_retrain": since[-200:],
+        }  # bounded cursor; K > 200 is not a staleness bound
         if finetune_ts != float("-inf"):
             cursor["finetune_ts"] = finetune_ts
         if cursor["last_request_ts"] is None:

@@ -22,7 +22,7 @@ from jinja2 import FileSystemBytecodeCache
 _CACHE_ENV = "STREAMTUNE_JINJA_CACHE_DIR"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _bytecode_cache(directory: str | None) -> FileSystemBytecodeCache:
     if directory:
         Path(directory).mkdir(parents=True, exist_ok=True)
@@ -61,8 +61,10 @@ def site_config(base_directory: str | os.PathLike) -> dict[str, Any]:
     view = {"module_name": __name__}
     return {
         "class_name": "SiteBuilder",
-        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder",
-                               "view": {**view, "class_name": CachedJinjaIndexPageView.__name__}},
+        "site_index_builder": {
+            "class_name": "DefaultSiteIndexBuilder",
+            "view": {**view, "class_name": CachedJinjaIndexPageView.__name__},
+        },
         "site_section_builders": {  # merged into GX's defaults (nested_update)
             "expectations": "0",
             "profiling": "0",

@@ -106,16 +106,21 @@ def find_duplicates(
         return empty
     if hashes is None:
         hashes = norm_hashes(rows)
-    hashed = hashes.select("row_number", "norm_hash").join(rows.select("row_number", "text"), on="row_number") \
+    hashed = (
+        hashes.select("row_number", "norm_hash")
+        .join(rows.select("row_number", "text"), on="row_number")
         .sort("row_number")
+    )
     parts = [empty]
     dropped = pl.Series("row_number", [], dtype=pl.Int64)
     if exact:
-        j = hashed.select("row_number", "norm_hash").with_columns(
-            kept=pl.col("row_number").min().over("norm_hash"))
+        j = hashed.select("row_number", "norm_hash").with_columns(kept=pl.col("row_number").min().over("norm_hash"))
         if prior is not None and prior.height:
-            prev = (prior.sort("window_key", "row_number").group_by("norm_hash", maintain_order=True)
-                    .agg(pw=pl.col("window_key").first(), pr=pl.col("row_number").first()))
+            prev = (
+                prior.sort("window_key", "row_number")
+                .group_by("norm_hash", maintain_order=True)
+                .agg(pw=pl.col("window_key").first(), pr=pl.col("row_number").first())
+            )
             j = j.join(prev, on="norm_hash", how="left")
         else:
             j = j.with_columns(pw=pl.lit(None, pl.String), pr=pl.lit(None, pl.Int64))
@@ -124,9 +129,11 @@ def find_duplicates(
         exact_dups = j.select(
             "row_number",
             rule=pl.lit("duplicate_exact"),
-            reason=pl.format("duplicate_exact: same normalized text as row {} of window {}",
-                             pl.when(in_prior).then(pl.col("pr")).otherwise(pl.col("kept")),
-                             pl.when(in_prior).then(pl.col("pw")).otherwise(pl.lit(window_key))),
+            reason=pl.format(
+                "duplicate_exact: same normalized text as row {} of window {}",
+                pl.when(in_prior).then(pl.col("pr")).otherwise(pl.col("kept")),
+                pl.when(in_prior).then(pl.col("pw")).otherwise(pl.lit(window_key)),
+            ),
             duplicate_of_window=pl.when(in_prior).then(pl.col("pw")).otherwise(pl.lit(window_key)),
             duplicate_of_row=pl.when(in_prior).then(pl.col("pr")).otherwise(pl.col("kept")),
         )
@@ -134,8 +141,9 @@ def find_duplicates(
         dropped = exact_dups.get_column("row_number")
     if near_threshold is not None:
         near_prior = prior if prior is not None and prior.height and "text" in prior.columns else None
-        out = _near(hashed.filter(~pl.col("row_number").is_in(dropped)), window_key, near_threshold, num_perm,
-                    near_prior)
+        out = _near(
+            hashed.filter(~pl.col("row_number").is_in(dropped)), window_key, near_threshold, num_perm, near_prior
+        )
         if out:
             parts.append(pl.DataFrame(out, schema=DUP_SCHEMA, orient="row"))
     return pl.concat([p.cast(DUP_SCHEMA) for p in parts]).sort("row_number")
@@ -152,8 +160,7 @@ _SHINGLE = 5
 def _shingle_lists(texts: pl.Series, k: int = _SHINGLE) -> list[list[str]]:
     """Character k-gram shingles of each text after lower-casing and collapsing whitespace runs
     (Python's ``str.split`` whitespace) to one space; a text of at most k chars is one shingle."""
-    norm = (texts.fill_null("").str.to_lowercase().str.replace_all(r"[\s\x1c-\x1f]+", " ")
-            .str.strip_chars(" ").to_list())
+    norm = texts.fill_null("").str.to_lowercase().str.replace_all(r"[\s\x1c-\x1f]+", " ").str.strip_chars(" ").to_list()
     longest = max((len(t) for t in norm), default=0)
     slices = [slice(i, i + k) for i in range(max(longest - k + 1, 0))]
     return [list(map(t.__getitem__, slices[: len(t) - k + 1])) if len(t) > k else [t] for t in norm]
@@ -178,8 +185,9 @@ def lsh_bands(threshold: float, num_perm: int) -> int:
     return best
 
 
-def _near(rows: pl.DataFrame, window_key: str, threshold: float, num_perm: int,
-          prior: pl.DataFrame | None = None) -> list[tuple]:
+def _near(
+    rows: pl.DataFrame, window_key: str, threshold: float, num_perm: int, prior: pl.DataFrame | None = None
+) -> list[tuple]:
     if not 0 < threshold <= 1:
         raise ValueError(f"near-duplicate threshold must be in (0, 1], got {threshold}")
     from rensa import RMinHash, RMinHashLSH
@@ -197,8 +205,11 @@ def _near(rows: pl.DataFrame, window_key: str, threshold: float, num_perm: int,
     where: list[tuple[str, int]] = []  # index -> (window_key, row_number)
     if prior is not None:
         prior = prior.filter(pl.col("text").is_not_null()).sort("window_key", "row_number")
-        for wk, rn, sig in zip(prior.get_column("window_key").to_list(), prior.get_column("row_number").to_list(),
-                               signatures(prior.get_column("text"))):
+        for wk, rn, sig in zip(
+            prior.get_column("window_key").to_list(),
+            prior.get_column("row_number").to_list(),
+            signatures(prior.get_column("text")),
+        ):
             lsh.insert(len(kept), sig)
             kept.append(sig)
             where.append((wk, rn))
@@ -216,6 +227,13 @@ def _near(rows: pl.DataFrame, window_key: str, threshold: float, num_perm: int,
             where.append((window_key, rn))
         else:
             kw, kr = where[best[0]]
-            out.append(_dup(rn, "duplicate_near", f"estimated Jaccard {best[1]:.2f} >= {threshold} with row {kr} "
-                                                  f"of window {kw}", kw, kr))
+            out.append(
+                _dup(
+                    rn,
+                    "duplicate_near",
+                    f"estimated Jaccard {best[1]:.2f} >= {threshold} with row {kr} of window {kw}",
+                    kw,
+                    kr,
+                )
+            )
     return out

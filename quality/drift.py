@@ -91,8 +91,16 @@ __all__ = [
     "CHURN_STATS",
 ]
 
-STAT_NAMES = ("token_js", "oov_rate", "length_ks", "emerging_z", "bytes_per_token", "lm_bpb", "embedding_mmd2",
-              "quarantine_rate")
+STAT_NAMES = (
+    "token_js",
+    "oov_rate",
+    "length_ks",
+    "emerging_z",
+    "bytes_per_token",
+    "lm_bpb",
+    "embedding_mmd2",
+    "quarantine_rate",
+)
 """Every statistic a profile can hold, in report order."""
 
 CHURN_STATS = ("token_js", "oov_rate", "length_ks", "emerging_z")
@@ -312,7 +320,9 @@ def _ks(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(fa - fb)))
 
 
-def _lexical(x: sp.csr_matrix, lengths: np.ndarray, ref_idx: np.ndarray, cur_idx: np.ndarray) -> tuple[float, float, float]:
+def _lexical(
+    x: sp.csr_matrix, lengths: np.ndarray, ref_idx: np.ndarray, cur_idx: np.ndarray
+) -> tuple[float, float, float]:
     ref = np.asarray(x[ref_idx].sum(axis=0)).ravel()
     cur = np.asarray(x[cur_idx].sum(axis=0)).ravel()
     return _js_bits(ref, cur), _oov(ref, cur), _ks(lengths[ref_idx], lengths[cur_idx])
@@ -439,9 +449,17 @@ class LexicalResult:
         """The ``k`` highest-z terms (z > 0) and the number of terms with z above ``threshold``."""
         order = np.argsort(-self.z, kind="stable")[:k]
         eff = self.cur_effective if self.cur_effective is not None else self.cur_texts
-        top = [{"term": self.terms[i], "z": round(float(self.z[i]), 3), "reference_texts": int(self.ref_texts[i]),
-                "current_texts": int(self.cur_texts[i]), "current_effective_texts": round(float(eff[i]), 1)}
-               for i in order if self.z[i] > 0]
+        top = [
+            {
+                "term": self.terms[i],
+                "z": round(float(self.z[i]), 3),
+                "reference_texts": int(self.ref_texts[i]),
+                "current_texts": int(self.cur_texts[i]),
+                "current_effective_texts": round(float(eff[i]), 1),
+            }
+            for i in order
+            if self.z[i] > 0
+        ]
         over = int(np.sum(self.z > threshold)) if threshold is not None else 0
         return top, over
 
@@ -518,16 +536,17 @@ def lexical_tests(
     total_b = ref_b + cur_b
     ref_null = np.asarray(xb.T.dot(member.T).T) if len(total_b) else np.zeros((splits, 0))
     for lo in range(0, splits, 64):  # (64, V) blocks keep memory flat for large vocabularies
-        r = ref_null[lo:lo + 64]
-        null[lo:lo + 64, 3] = _max_z_rows(r, total_b[None, :] - r, prior[None, :]) if len(total_b) else 0.0
+        r = ref_null[lo : lo + 64]
+        null[lo : lo + 64, 3] = _max_z_rows(r, total_b[None, :] - r, prior[None, :]) if len(total_b) else 0.0
     stats = {}
     for j, name in enumerate(("token_js", "oov_rate", "length_ks", "emerging_z")):
         p = (1 + int(np.sum(null[:, j] >= observed[j] - 1e-12))) / (splits + 1)
         stats[name] = StatResult(float(observed[j]), p, float(np.quantile(null[:, j], 1 - alpha, method="higher")))
     ref_raw = np.asarray(raw[ref_idx].sum(axis=0)).ravel().astype(np.int64)
     cur_raw = np.asarray(raw[cur_idx].sum(axis=0)).ravel().astype(np.int64)
-    return LexicalResult(stats, vocab, z, ref_raw, cur_raw, ref_b, cur_b,
-                         float(weights[:n_ref].sum()), float(weights[n_ref:].sum()))
+    return LexicalResult(
+        stats, vocab, z, ref_raw, cur_raw, ref_b, cur_b, float(weights[:n_ref].sum()), float(weights[n_ref:].sum())
+    )
 
 
 def churn_test(value: float, past: Sequence[float], alpha: float) -> StatResult:
@@ -597,7 +616,13 @@ def token_js_null(
 
 
 def mean_difference_permutation_test(
-    ref_num: np.ndarray, ref_den: np.ndarray, cur_num: np.ndarray, cur_den: np.ndarray, *, permutations: int, seed: int = 0
+    ref_num: np.ndarray,
+    ref_den: np.ndarray,
+    cur_num: np.ndarray,
+    cur_den: np.ndarray,
+    *,
+    permutations: int,
+    seed: int = 0,
 ) -> StatResult:
     """Two-sided permutation test of a ratio-of-sums difference ``sum(cur_num)/sum(cur_den) - sum(ref_num)/sum(ref_den)``.
 
@@ -687,8 +712,10 @@ def quarantine_test(ref_quarantined: int, ref_total: int, cur_quarantined: int, 
     from scipy.stats import fisher_exact
 
     if not (0 <= ref_quarantined <= max(ref_total, 0) and 0 <= cur_quarantined <= max(cur_total, 0)):
-        raise ValueError(f"quarantined rows must be within [0, total], got {ref_quarantined}/{ref_total} "
-                         f"and {cur_quarantined}/{cur_total}")
+        raise ValueError(
+            f"quarantined rows must be within [0, total], got {ref_quarantined}/{ref_total} "
+            f"and {cur_quarantined}/{cur_total}"
+        )
     if ref_total <= 0 or cur_total <= 0:
         return StatResult(0.0, 1.0)
     diff = cur_quarantined / cur_total - ref_quarantined / ref_total
@@ -778,27 +805,55 @@ def profile_window(
         near_dup = cfg.near_dup_jaccard or None
         # the near-duplicate weights (O(n²) word-set Jaccard) only enter emerging_z: skip them here when the
         # multi-window test below supplies emerging_z (JS, OOV and length KS do not use them)
-        lex = lexical_tests(ref, cur, splits=cfg.null_splits, alpha=alpha, seed=cfg.seed, prior_scale=cfg.prior_scale,
-                            near_dup_jaccard=None if multi_window else near_dup)
+        lex = lexical_tests(
+            ref,
+            cur,
+            splits=cfg.null_splits,
+            alpha=alpha,
+            seed=cfg.seed,
+            prior_scale=cfg.prior_scale,
+            near_dup_jaccard=None if multi_window else near_dup,
+        )
         terms = lex
         if multi_window:
-            terms = lexical_tests(e_ref, e_cur, splits=cfg.null_splits, alpha=alpha, seed=cfg.seed,
-                                  prior_scale=cfg.prior_scale, near_dup_jaccard=near_dup)
+            terms = lexical_tests(
+                e_ref,
+                e_cur,
+                splits=cfg.null_splits,
+                alpha=alpha,
+                seed=cfg.seed,
+                prior_scale=cfg.prior_scale,
+                near_dup_jaccard=near_dup,
+            )
             lex.stats["emerging_z"] = terms.stats["emerging_z"]
             prof.info["emerging_windows"] = cfg.emerging_windows
-        prof.info.update({"reference_effective_texts": terms.ref_effective_texts,
-                          "current_effective_texts": terms.cur_effective_texts})
+        prof.info.update(
+            {
+                "reference_effective_texts": terms.ref_effective_texts,
+                "current_effective_texts": terms.cur_effective_texts,
+            }
+        )
         for name, res in lex.stats.items():
             stats[name] = res
             prof.calibration[name] = "permutation"
-            past = [float(h[name]) for h in (history or []) if h.get(name) is not None
-                    and math.isfinite(float(h[name])) and float(h[name]) > 0][-cfg.churn_windows:]
+            past = [
+                float(h[name])
+                for h in (history or [])
+                if h.get(name) is not None and math.isfinite(float(h[name])) and float(h[name]) > 0
+            ][-cfg.churn_windows :]
             if name in CHURN_STATS and len(past) >= cfg.churn_min_windows:
                 churn = churn_test(res.value, past, alpha)
-                prof.info.update({f"{name}_p_permutation": res.p_value, f"{name}_p_churn": churn.p_value,
-                                  f"{name}_threshold_permutation": res.threshold,
-                                  f"{name}_threshold_churn": churn.threshold})
-                stats[name] = StatResult(res.value, max(res.p_value, churn.p_value), max(res.threshold, churn.threshold))
+                prof.info.update(
+                    {
+                        f"{name}_p_permutation": res.p_value,
+                        f"{name}_p_churn": churn.p_value,
+                        f"{name}_threshold_permutation": res.threshold,
+                        f"{name}_threshold_churn": churn.threshold,
+                    }
+                )
+                stats[name] = StatResult(
+                    res.value, max(res.p_value, churn.p_value), max(res.threshold, churn.threshold)
+                )
                 prof.calibration[name] = "permutation+churn"
         prof.emerging, prof.emerging_over_threshold = terms.top(cfg.top_terms, stats["emerging_z"].threshold)
         prof.info["emerging_terms_over_threshold"] = prof.emerging_over_threshold
@@ -900,7 +955,9 @@ def confirm_drift(
         above every earlier value of the statistic (or there are fewer than 3 earlier values).
     """
     if n_reference_windows < cfg.min_reference_windows:
-        return DriftDecision(False, [], [], f"only {n_reference_windows} earlier windows (< {cfg.min_reference_windows})")
+        return DriftDecision(
+            False, [], [], f"only {n_reference_windows} earlier windows (< {cfg.min_reference_windows})"
+        )
     confirmed, adwin = [], []
     for name, res in profile.stats.items():
         past = [float(h[name]) for h in history if h.get(name) is not None and math.isfinite(float(h[name]))]

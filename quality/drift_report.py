@@ -6,7 +6,6 @@ No Dagster or MLflow imports; used by the ``drift_report`` asset and ``bench/dri
 from __future__ import annotations
 
 import base64
-import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,8 +68,9 @@ def plot_drift_history(rows: Sequence[dict], path: str | Path, title: str = "dri
         ax.scatter(exc, [vals[i] for i in exc], color="tab:orange", zorder=3, s=18, label="exceeded")
         ps = [_num(r.get(f"{stat}_p")) for r in rows]
         axp.plot(x, [-math.log10(p) if p and p > 0 else math.nan for p in ps], marker=".", lw=1, color="tab:green")
-        axp.plot(x, [-math.log10(r["alpha"]) if r.get("alpha") else math.nan for r in rows], ls="--", lw=1,
-                 color="gray")
+        axp.plot(
+            x, [-math.log10(r["alpha"]) if r.get("alpha") else math.nan for r in rows], ls="--", lw=1, color="gray"
+        )
         for a in (ax, axp):
             for i in drift_x:
                 a.axvline(i, color="red", alpha=0.35, lw=2)

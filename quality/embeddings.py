@@ -74,8 +74,9 @@ class MiniLMEmbedder:
         FileNotFoundError / ValueError: see ``verify_model_files``.
     """
 
-    def __init__(self, directory: Path | None = None, batch_size: int = 64, max_length: int = 128,
-                 threads: int | None = None) -> None:
+    def __init__(
+        self, directory: Path | None = None, batch_size: int = 64, max_length: int = 128, threads: int | None = None
+    ) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import torch
         from transformers import AutoModel, AutoTokenizer
@@ -101,8 +102,13 @@ class MiniLMEmbedder:
         try:
             with torch.inference_mode():
                 for i in range(0, len(texts), self.batch_size):
-                    enc = self.tokenizer(list(texts[i : i + self.batch_size]), padding=True, truncation=True,
-                                         max_length=self.max_length, return_tensors="pt")
+                    enc = self.tokenizer(
+                        list(texts[i : i + self.batch_size]),
+                        padding=True,
+                        truncation=True,
+                        max_length=self.max_length,
+                        return_tensors="pt",
+                    )
                     hidden = self.model(**enc).last_hidden_state  # (B, T, 384)
                     mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
                     pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # (B, 384)

@@ -41,7 +41,9 @@ class ChampionScorer:
         if self.tokenizer.eos_token_id is None:
             raise ValueError(f"tokenizer of {model_dir} has no eos token")
         self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).to(self.device).eval()
-        limit = getattr(self.model.config, "n_positions", None) or getattr(self.model.config, "max_position_embeddings", 1024)
+        limit = getattr(self.model.config, "n_positions", None) or getattr(
+            self.model.config, "max_position_embeddings", 1024
+        )
         self.max_tokens = min(max_tokens or limit, limit)
         self.batch_size = batch_size
 
@@ -73,8 +75,9 @@ class ChampionScorer:
                     mask[j, : len(s)] = 1
                 x, mask = x.to(self.device), mask.to(self.device)
                 logits = self.model(input_ids=x, attention_mask=mask, use_cache=False).logits.float()  # (B, T, V)
-                nll = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1),
-                                      reduction="none").view(len(batch), -1)  # (B, T-1) nats
+                nll = F.cross_entropy(
+                    logits[:, :-1].reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), reduction="none"
+                ).view(len(batch), -1)  # (B, T-1) nats
                 nll = (nll * mask[:, 1:]).sum(1)
                 out[i : i + len(batch)] = nll.double().cpu().numpy() / math.log(2)
         return out

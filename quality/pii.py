@@ -42,8 +42,16 @@ from typing import Any
 
 import polars as pl
 
-ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IP_ADDRESS", "IBAN_CODE",
-            "API_KEY", "PRIVATE_KEY")
+ENTITIES = (
+    "EMAIL_ADDRESS",
+    "PHONE_NUMBER",
+    "CREDIT_CARD",
+    "US_SSN",
+    "IP_ADDRESS",
+    "IBAN_CODE",
+    "API_KEY",
+    "PRIVATE_KEY",
+)
 """Entity types detected, in reporting order."""
 
 ACTIONS = ("redact", "quarantine")
@@ -61,7 +69,10 @@ SECRET_PATTERNS: dict[str, list[tuple[str, str]]] = {
         ("jwt", r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"),
     ],
     "PRIVATE_KEY": [
-        ("pem_block", r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----(?:[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|[\s\S]*)"),
+        (
+            "pem_block",
+            r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----(?:[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|[\s\S]*)",
+        ),
     ],
 }
 """Vetted secret patterns (gitleaks / detect-secrets rule families), one Presidio PatternRecognizer
@@ -110,8 +121,10 @@ class PiiPolicy:
         bad = [f"{k}={v!r}" for k, v in {**self.actions, "default": self.default}.items() if v not in ACTIONS]
         unknown = sorted(set(self.actions) - set(ENTITIES))
         if bad or unknown:
-            raise ValueError(f"invalid PiiPolicy: actions must be one of {ACTIONS} (got {bad}); "
-                             f"unknown entities {unknown}; known {list(ENTITIES)}")
+            raise ValueError(
+                f"invalid PiiPolicy: actions must be one of {ACTIONS} (got {bad}); "
+                f"unknown entities {unknown}; known {list(ENTITIES)}"
+            )
 
     def action(self, entity: str) -> str:
         return self.actions.get(entity, self.default)
@@ -141,7 +154,7 @@ def placeholder(entity: str) -> str:
     return f"<{entity}>"
 
 
-def redact_rows(rows: pl.DataFrame, policy: PiiPolicy = PiiPolicy(), scan: "PendingScan | None" = None) -> PiiOutcome:
+def redact_rows(rows: pl.DataFrame, policy: PiiPolicy = PiiPolicy(), scan: PendingScan | None = None) -> PiiOutcome:
     """Detect and redact PII/secrets in ``text`` and ``metadata`` of a RAW_SCHEMA-like frame.
 
     Args:
@@ -191,15 +204,18 @@ def redact_rows(rows: pl.DataFrame, policy: PiiPolicy = PiiPolicy(), scan: "Pend
         updated.append((n, red_text, red_meta))
         redactions.update(kept)
     if updated:  # only the candidate rows change: a left join keeps the input's order and length
-        new = pl.DataFrame(updated, schema={"row_number": pl.Int64, "_text": pl.String, "_meta": pl.String},
-                           orient="row").with_columns(_hit=pl.lit(True))
-        merged = rows.select("row_number", "text", "metadata").join(new, on="row_number", how="left",
-                                                                     maintain_order="left")
+        new = pl.DataFrame(
+            updated, schema={"row_number": pl.Int64, "_text": pl.String, "_meta": pl.String}, orient="row"
+        ).with_columns(_hit=pl.lit(True))
+        merged = rows.select("row_number", "text", "metadata").join(
+            new, on="row_number", how="left", maintain_order="left"
+        )
         if merged.height != rows.height:
             raise ValueError("redact_rows: row_number must be unique within the frame")
         hit = pl.col("_hit").fill_null(False)
-        merged = merged.select(text=pl.when(hit).then("_text").otherwise("text"),
-                               metadata=pl.when(hit).then("_meta").otherwise("metadata"))
+        merged = merged.select(
+            text=pl.when(hit).then("_text").otherwise("text"), metadata=pl.when(hit).then("_meta").otherwise("metadata")
+        )
         texts, metas = merged.get_column("text"), merged.get_column("metadata")
     return PiiOutcome(
         texts.rename("text").cast(pl.String),
@@ -272,8 +288,15 @@ class PendingScan:
     (killed, out of memory) is left out with a warning; ``redact_rows`` then analyzes those rows
     inline, so a lost worker costs time, never a verdict."""
 
-    def __init__(self, executor: Any, futures: list | None, items: list[_Item], prefiltered: pl.Series,
-                 marker: str | None = None, chunks: list[list[_Item]] | None = None) -> None:
+    def __init__(
+        self,
+        executor: Any,
+        futures: list | None,
+        items: list[_Item],
+        prefiltered: pl.Series,
+        marker: str | None = None,
+        chunks: list[list[_Item]] | None = None,
+    ) -> None:
         self._executor, self._marker, self._result = executor, marker, None
         self.items = items
         """The candidate values (``_candidate_items`` of the prefiltered rows)."""
@@ -320,7 +343,8 @@ class PendingScan:
                     merged.update(f.result())
                 except Exception as exc:  # BrokenProcessPool, a pickling error, ...
                     logging.getLogger(__name__).warning(
-                        "a Presidio worker failed (%s: %s); its rows are analyzed inline", type(exc).__name__, exc)
+                        "a Presidio worker failed (%s: %s); its rows are analyzed inline", type(exc).__name__, exc
+                    )
             self._result = merged
         finally:
             self._executor.shutdown(wait=True)
@@ -341,9 +365,15 @@ def default_workers() -> int:
     return min(4, cores - 1)
 
 
-def start_scan(rows: pl.DataFrame, policy: PiiPolicy = PiiPolicy(), *, workers: int | None = None,
-               min_candidates: int = 1500, max_chars: int | None = None,
-               chunk_items: int = 50) -> PendingScan | None:
+def start_scan(
+    rows: pl.DataFrame,
+    policy: PiiPolicy = PiiPolicy(),
+    *,
+    workers: int | None = None,
+    min_candidates: int = 1500,
+    max_chars: int | None = None,
+    chunk_items: int = 50,
+) -> PendingScan | None:
     """Prefilter ``rows`` and start Presidio on the candidates in ``workers`` forked processes,
     returning at once so the caller can run other gates meanwhile; pass the handle to ``redact_rows``.
 
@@ -377,7 +407,7 @@ def start_scan(rows: pl.DataFrame, policy: PiiPolicy = PiiPolicy(), *, workers: 
     _engine()  # built before the fork: the workers inherit it
     executor = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
     size = max(chunk_items, -(-len(items) // (workers * 64)))
-    chunks = [items[k:k + size] for k in range(0, len(items), size)]
+    chunks = [items[k : k + size] for k in range(0, len(items), size)]
     futures = [executor.submit(_scan_items, chunk, marker) for chunk in chunks]
     return PendingScan(executor, futures, items, seen, marker, chunks)
 
@@ -421,8 +451,10 @@ def _kept(results: list) -> list:
     """Drop findings fully inside a longer one (the anonymizer merges them the same way)."""
     out = []
     for r in results:
-        if not any(o is not r and o.start <= r.start and r.end <= o.end and (o.end - o.start) > (r.end - r.start)
-                   for o in results):
+        if not any(
+            o is not r and o.start <= r.start and r.end <= o.end and (o.end - o.start) > (r.end - r.start)
+            for o in results
+        ):
             out.append(r)
     return out
 
@@ -459,7 +491,7 @@ def _mask(text: str, spans: Any) -> str:
     return text
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _min_national_length(region: str) -> int:
     """Fewest digits of a valid national significant number in ``region`` (phonenumbers metadata;
     0 = unknown region: never skip it)."""
@@ -506,7 +538,8 @@ def _phone_recognizer_class() -> type:
                 for match in phonenumbers.PhoneNumberMatcher(masked, region, leniency=self.leniency):
                     try:
                         found_region = phonenumbers.region_code_for_number(
-                            phonenumbers.parse(text[match.start:match.end]))
+                            phonenumbers.parse(text[match.start : match.end])
+                        )
                     except phonenumbers.NumberParseException:
                         found_region = region
                     results.append(self._get_recognizer_result(match, text, found_region, nlp_artifacts))
@@ -531,8 +564,12 @@ def _context_enhancer_class() -> type:
     class _Enhancer(ContextAwareEnhancer):
         def __init__(self) -> None:
             self._lemma = LemmaContextAwareEnhancer()
-            super().__init__(self._lemma.context_similarity_factor, self._lemma.min_score_with_context_similarity,
-                             self._lemma.context_prefix_count, self._lemma.context_suffix_count)
+            super().__init__(
+                self._lemma.context_similarity_factor,
+                self._lemma.min_score_with_context_similarity,
+                self._lemma.context_prefix_count,
+                self._lemma.context_suffix_count,
+            )
 
         def enhance_using_context(self, text, raw_results, nlp_artifacts, recognizers, context=None):
             if not context and nlp_artifacts is not None and not nlp_artifacts.tokens and not nlp_artifacts.lemmas:
@@ -555,15 +592,20 @@ class _Engine:
         tlde.TLD_EXTRACTOR = tlde.TLDExtract(suffix_list_urls=(), cache_dir=None)
         tlde.TLD_EXTRACTOR("example.com")
         self.analyzer = AnalyzerEngine(
-            nlp_engine=NoOpNlpEngine(models=[{"lang_code": "en", "model_name": "none"}]), supported_languages=["en"],
+            nlp_engine=NoOpNlpEngine(models=[{"lang_code": "en", "model_name": "none"}]),
+            supported_languages=["en"],
             context_aware_enhancer=_context_enhancer_class()(),
         )
         self.analyzer.registry.remove_recognizer("PhoneRecognizer")
         self.analyzer.registry.add_recognizer(_phone_recognizer_class()())
         for entity, patterns in SECRET_PATTERNS.items():
-            self.analyzer.registry.add_recognizer(PatternRecognizer(
-                supported_entity=entity, name=f"streamtune_{entity.lower()}",
-                patterns=[Pattern(name, rx, 0.9) for name, rx in patterns]))
+            self.analyzer.registry.add_recognizer(
+                PatternRecognizer(
+                    supported_entity=entity,
+                    name=f"streamtune_{entity.lower()}",
+                    patterns=[Pattern(name, rx, 0.9) for name, rx in patterns],
+                )
+            )
         self.anonymizer = AnonymizerEngine()
         self.operators = {e: OperatorConfig("replace", {"new_value": placeholder(e)}) for e in ENTITIES}
         self.lock = threading.Lock()
@@ -580,15 +622,19 @@ class _Engine:
         entities = list(entities or ENTITIES)
         others = [e for e in entities if e != "PHONE_NUMBER"]
         with self.lock:
-            found = self.analyzer.analyze(text=text, language="en", entities=others,
-                                          score_threshold=SCORE_THRESHOLD) if others else []
+            found = (
+                self.analyzer.analyze(text=text, language="en", entities=others, score_threshold=SCORE_THRESHOLD)
+                if others
+                else []
+            )
             if len(others) == len(entities):
                 return found
             masked = _mask(text, ((r.start, r.end) for r in found))
             if not _PHONE_TRIGGER.search(masked):
                 return found
-            return found + self.analyzer.analyze(text=masked, language="en", entities=["PHONE_NUMBER"],
-                                                 score_threshold=SCORE_THRESHOLD)
+            return found + self.analyzer.analyze(
+                text=masked, language="en", entities=["PHONE_NUMBER"], score_threshold=SCORE_THRESHOLD
+            )
 
     def anonymize(self, text: str, results: list[Any]) -> str:
         with self.lock:

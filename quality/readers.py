@@ -39,10 +39,11 @@ import json
 import math
 import re
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 import polars as pl
@@ -57,12 +58,19 @@ _CSV_FIELD_LIMIT = 1 << 28  # characters
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _BIG_FLOAT = 9.2e18  # orjson reads integers beyond 64 bits as floats of at least this size: use json there
 _FLOAT_OR_CONTAINER = frozenset((float, dict, list))
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _TS_CACHE_MAX = 65536
 _META_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-_JSON_TYPE = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number",
-              bool: "a boolean", type(None): "null"}
+_JSON_TYPE = {
+    dict: "an object",
+    list: "an array",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+    type(None): "null",
+}
 
 
 class WindowReadError(Exception):
@@ -145,10 +153,10 @@ def read_window_file(
     path = Path(path)
     fmt = _format_of(path)
     if ingested_at is None:
-        ingested_at = datetime.now(timezone.utc)
+        ingested_at = datetime.now(UTC)
     elif ingested_at.tzinfo is None or ingested_at.utcoffset() is None:
         raise ValueError(f"ingested_at must be timezone-aware, got {ingested_at!r}")
-    builder = _Builder(window_key, fields, ingested_at.astimezone(timezone.utc))
+    builder = _Builder(window_key, fields, ingested_at.astimezone(UTC))
 
     data = _read_bytes(path)
     if data:
@@ -217,7 +225,9 @@ def _gunzip(data: bytes, path: Path) -> bytes:
             except zlib.error:
                 pass
             lines = out.count(b"\n")
-            raise WindowReadError(f"cannot read window file {path}: corrupt gzip stream after {lines} lines ({e})") from e
+            raise WindowReadError(
+                f"cannot read window file {path}: corrupt gzip stream after {lines} lines ({e})"
+            ) from e
         if d.eof:  # member complete; another may follow
             pos += len(chunk) - len(d.unused_data)
             d = None
@@ -255,8 +265,14 @@ class _Builder:
         self.reject_raw.append(raw)
         self.reject_errors.append(error)
 
-    def record(self, row_number: int, rec: dict[str, Any], raw: str | Callable[[], str],
-               unicode_checked: bool = False, orjson_meta: bool = False) -> None:
+    def record(
+        self,
+        row_number: int,
+        rec: dict[str, Any],
+        raw: str | Callable[[], str],
+        unicode_checked: bool = False,
+        orjson_meta: bool = False,
+    ) -> None:
         """Validate one parsed record; append it as a row or a reject.
 
         ``raw`` is the record verbatim, or a function building it (only called when needed).
@@ -266,8 +282,14 @@ class _Builder:
         if error is not None:
             self.reject(row_number, raw if isinstance(raw, str) else raw(), error)
 
-    def _add(self, row_number: int, rec: dict[str, Any], raw: str | Callable[[], str],
-             unicode_checked: bool = False, orjson_meta: bool = False) -> str | None:
+    def _add(
+        self,
+        row_number: int,
+        rec: dict[str, Any],
+        raw: str | Callable[[], str],
+        unicode_checked: bool = False,
+        orjson_meta: bool = False,
+    ) -> str | None:
         f = self.fields
         text = rec.get(f.text)
         if text is not None:
@@ -302,7 +324,7 @@ class _Builder:
             except OverflowError:
                 return f"field {f.ts!r} is out of range in UTC: {_short_repr(ts.isoformat())}"
         elif isinstance(ts, date):
-            ts_us = (datetime(ts.year, ts.month, ts.day, tzinfo=timezone.utc) - _EPOCH) // _MICROSECOND
+            ts_us = (datetime(ts.year, ts.month, ts.day, tzinfo=UTC) - _EPOCH) // _MICROSECOND
         else:
             return f"field {f.ts!r} has type {type(ts).__name__}, expected an ISO-8601 string"
 
@@ -363,8 +385,8 @@ class _Builder:
 def _as_utc(ts: datetime) -> datetime:
     # An offset-less timestamp is read as UTC (documented in the record contract).
     if ts.tzinfo is None or ts.utcoffset() is None:
-        return ts.replace(tzinfo=timezone.utc)
-    return ts.astimezone(timezone.utc)
+        return ts.replace(tzinfo=UTC)
+    return ts.astimezone(UTC)
 
 
 def _short_repr(value: str, limit: int = 64) -> str:
@@ -469,8 +491,9 @@ def _parse_jsonl(data: bytes, b: _Builder) -> None:
                         add_id(rid)
                         add_text(text)
                         add_ts(ts_us)
-                        add_metadata("{}" if not rec else dumps(rec).decode() if floats == 0
-                                     else _metadata_json(rec, True))
+                        add_metadata(
+                            "{}" if not rec else dumps(rec).decode() if floats == 0 else _metadata_json(rec, True)
+                        )
                         continue
         # Anything else (a reject, null text, a big integer...): the general path, on the line
         # decoded again since rec has lost its contract fields.

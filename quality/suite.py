@@ -23,7 +23,7 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
@@ -130,8 +130,9 @@ class QualityConfig:
             issues.append("min_window_rows must be an int (0 disables it)")
         if self.max_duplicate_rate is not None and not 0 <= self.max_duplicate_rate <= 1:
             issues.append(f"max_duplicate_rate must be in [0, 1] or None, got {self.max_duplicate_rate!r}")
-        if self.pii_workers is not None and (isinstance(self.pii_workers, bool) or not isinstance(self.pii_workers, int)
-                                             or self.pii_workers < 0):
+        if self.pii_workers is not None and (
+            isinstance(self.pii_workers, bool) or not isinstance(self.pii_workers, int) or self.pii_workers < 0
+        ):
             issues.append(f"pii_workers must be a non-negative int or None, got {self.pii_workers!r}")
         if self.near_dup_threshold is not None and not 0 < self.near_dup_threshold <= 1:
             issues.append(f"near_dup_threshold must be in (0, 1] or None, got {self.near_dup_threshold!r}")
@@ -256,8 +257,9 @@ def curate_window(
     # Presidio (pure Python) in worker processes while this process hashes and runs GX, or inline
     # while a thread hashes (DuckDB releases the GIL); texts over max_chars are left out (GX
     # quarantines them before PII). The fork comes before the thread starts.
-    pending = start_scan(rows, policy, workers=cfg.pii_workers, min_candidates=cfg.pii_parallel_min_candidates,
-                         max_chars=cfg.max_chars)
+    pending = start_scan(
+        rows, policy, workers=cfg.pii_workers, min_candidates=cfg.pii_parallel_min_candidates, max_chars=cfg.max_chars
+    )
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="norm-hash") as pool:
             hashing = pool.submit(norm_hashes, rows)
@@ -266,7 +268,9 @@ def curate_window(
                 pending.result()
             hashes = hashing.result()
         scored = scored.with_columns(norm_hash_key=_hash_key(hashes.get_column("norm_hash")))
-        specs = _row_specs(cfg) + [("record_id_missing", "ExpectColumnValuesToNotBeNull", {"column": "record_id_bytes"})]
+        specs = _row_specs(cfg) + [
+            ("record_id_missing", "ExpectColumnValuesToNotBeNull", {"column": "record_id_bytes"})
+        ]
         wspecs = _window_specs(cfg, list(scored.columns))
         run = _gx().validate("curate_window", specs + wspecs, scored, docs_dir=docs_dir)
     except BaseException:
@@ -284,11 +288,14 @@ def curate_window(
     flags = {rule: pl.col("row_number").is_in(pl.Series(failing[rule], dtype=pl.Int64)) for rule in gx_rules}
     reasons = {
         "text_missing": pl.lit("text_missing: text is null"),
-        "valid_utf8": pl.format("valid_utf8: invalid UTF-8 replaced by U+FFFD at byte {} of {}",
-                                pl.col("_fffd_at"), pl.col("_fffd_field")),
+        "valid_utf8": pl.format(
+            "valid_utf8: invalid UTF-8 replaced by U+FFFD at byte {} of {}", pl.col("_fffd_at"), pl.col("_fffd_field")
+        ),
         "text_too_short": pl.format(
             "text_too_short: {} chars after stripping whitespace, min_chars={}",
-            pl.col("_stripped_chars"), pl.lit(cfg.min_chars)),
+            pl.col("_stripped_chars"),
+            pl.lit(cfg.min_chars),
+        ),
         "text_too_long": pl.format("text_too_long: {} chars, max_chars={}", pl.col("_chars"), pl.lit(cfg.max_chars)),
         "text_control_chars": pl.lit("text_control_chars: contains C0/C1 control characters"),
         "record_id_missing": pl.lit("record_id_missing: record_id is null"),
@@ -316,27 +323,45 @@ def curate_window(
     redacted = passed.with_columns(text=pii.text, metadata=pii.metadata)
     changed = passed.filter((pl.col("text") != pii.text) | (pl.col("metadata") != pii.metadata))
     if pii.quarantine:
-        qrows = pl.DataFrame({"row_number": list(pii.quarantine),
-                              "rule": [f"pii_{ents[0].lower()}" for ents in pii.quarantine.values()],
-                              "reason": ["; ".join(f"pii_{e.lower()}: contains {e} (policy: quarantine)" for e in ents)
-                                         for ents in pii.quarantine.values()]},
-                             schema={"row_number": pl.Int64, "rule": pl.String, "reason": pl.String})
+        qrows = pl.DataFrame(
+            {
+                "row_number": list(pii.quarantine),
+                "rule": [f"pii_{ents[0].lower()}" for ents in pii.quarantine.values()],
+                "reason": [
+                    "; ".join(f"pii_{e.lower()}: contains {e} (policy: quarantine)" for e in ents)
+                    for ents in pii.quarantine.values()
+                ],
+            },
+            schema={"row_number": pl.Int64, "rule": pl.String, "reason": pl.String},
+        )
         parts.append(_quarantine_rows(passed, qrows, run.run_id))
         redacted = redacted.filter(~pl.col("row_number").is_in(qrows.get_column("row_number")))
 
     # Dedup on the redacted texts (no PII in hashes or links): hashes of unchanged texts are reused.
     redacted_hashes = None
     if cfg.dedup_exact or cfg.near_dup_threshold is not None:
-        redone = redacted.join(passed.select("row_number", raw_text="text"), on="row_number") \
-            .filter(pl.col("text") != pl.col("raw_text")).select("row_number", "text")
-        redacted_hashes = pl.concat([
-            hashes.join(redacted.select("row_number"), on="row_number")
-                  .filter(~pl.col("row_number").is_in(redone.get_column("row_number"))),
-            norm_hashes(redone),
-        ])
-    dups = find_duplicates(redacted, window_key, prior_hashes if cfg.dedup_recent_windows else None,
-                           exact=cfg.dedup_exact, near_threshold=cfg.near_dup_threshold,
-                           num_perm=cfg.near_dup_num_perm, hashes=redacted_hashes)
+        redone = (
+            redacted.join(passed.select("row_number", raw_text="text"), on="row_number")
+            .filter(pl.col("text") != pl.col("raw_text"))
+            .select("row_number", "text")
+        )
+        redacted_hashes = pl.concat(
+            [
+                hashes.join(redacted.select("row_number"), on="row_number").filter(
+                    ~pl.col("row_number").is_in(redone.get_column("row_number"))
+                ),
+                norm_hashes(redone),
+            ]
+        )
+    dups = find_duplicates(
+        redacted,
+        window_key,
+        prior_hashes if cfg.dedup_recent_windows else None,
+        exact=cfg.dedup_exact,
+        near_threshold=cfg.near_dup_threshold,
+        num_perm=cfg.near_dup_num_perm,
+        hashes=redacted_hashes,
+    )
     if dups.height:
         parts.append(_quarantine_rows(passed, dups, run.run_id))
         redacted = redacted.filter(~pl.col("row_number").is_in(dups.get_column("row_number")))
@@ -351,7 +376,8 @@ def curate_window(
     dup_rate = (1 - n_hash.n_unique() / n_hash.len()) if n_hash.len() else 0.0
     window_results = tuple(
         {"rule": s["rule"], "success": s["success"], "observed": _json_number(run.observed_value(s["rule"]))}
-        for s in run.summaries if s["rule"] in WINDOW_RULES
+        for s in run.summaries
+        if s["rule"] in WINDOW_RULES
     )
     return WindowVerdict(
         curated=curated,
@@ -375,8 +401,11 @@ def _quarantine_rows(source: pl.DataFrame, verdicts: pl.DataFrame, run_id: str) 
     for col, dtype in (("duplicate_of_window", pl.String), ("duplicate_of_row", pl.Int64)):
         if col not in verdicts.columns:
             verdicts = verdicts.with_columns(pl.lit(None, dtype=dtype).alias(col))
-    return (source.join(verdicts, on="row_number", how="inner")
-            .with_columns(gx_run_id=pl.lit(run_id, dtype=pl.String)).select(list(QUARANTINE_SCHEMA)))
+    return (
+        source.join(verdicts, on="row_number", how="inner")
+        .with_columns(gx_run_id=pl.lit(run_id, dtype=pl.String))
+        .select(list(QUARANTINE_SCHEMA))
+    )
 
 
 def _json_number(value: Any) -> Any:
@@ -391,11 +420,17 @@ def _json_number(value: Any) -> Any:
 def _window_specs(cfg: QualityConfig, columns: list[str]) -> list[tuple[str, str, dict]]:
     """Window-level expectations of the curate suite (``WINDOW_RULES``)."""
     specs = [("schema_columns", "ExpectTableColumnsToMatchSet", {"column_set": columns, "exact_match": True})]
-    specs.append(("window_row_count", "ExpectTableRowCountToBeBetween",
-                  {"min_value": 0, "max_value": cfg.max_window_rows}))
+    specs.append(
+        ("window_row_count", "ExpectTableRowCountToBeBetween", {"min_value": 0, "max_value": cfg.max_window_rows})
+    )
     if cfg.max_duplicate_rate is not None:
-        specs.append(("duplicate_rate", "ExpectColumnProportionOfUniqueValuesToBeBetween",
-                      {"column": "norm_hash_key", "min_value": 1 - cfg.max_duplicate_rate}))
+        specs.append(
+            (
+                "duplicate_rate",
+                "ExpectColumnProportionOfUniqueValuesToBeBetween",
+                {"column": "norm_hash_key", "min_value": 1 - cfg.max_duplicate_rate},
+            )
+        )
     return specs
 
 
@@ -464,8 +499,12 @@ def check_pii_free(curated: pl.DataFrame) -> CheckOutcome:
     meta: dict[str, Any] = {"row_count": curated.height, "findings": sum(found.values())}
     meta.update({f"findings_{e.lower()}": n for e, n in found.items()})
     if found:
-        return CheckOutcome(False, f"{sum(found.values())} detectable PII/secret findings remain in the curated "
-                                   f"window ({', '.join(sorted(found))})", meta)
+        return CheckOutcome(
+            False,
+            f"{sum(found.values())} detectable PII/secret findings remain in the curated "
+            f"window ({', '.join(sorted(found))})",
+            meta,
+        )
     return CheckOutcome(True, f"no detectable PII/secrets in {curated.height} curated rows", meta)
 
 
@@ -481,12 +520,13 @@ def check_text_not_null(curated: pl.DataFrame) -> CheckOutcome:
     """
     _check_raw_frame(curated)
     run = _gx().validate(
-        "check_text_not_null", [("text_missing", "ExpectColumnValuesToNotBeNull", {"column": "text_chars"})], _score(curated)
+        "check_text_not_null",
+        [("text_missing", "ExpectColumnValuesToNotBeNull", {"column": "text_chars"})],
+        _score(curated),
     )
     n, bad = curated.height, len(run.failing_rows("text_missing"))
     passed = bad == 0 and run.success
-    description = (f"text is non-null in all {n} curated rows" if passed
-                   else f"{bad} of {n} curated rows have null text")
+    description = f"text is non-null in all {n} curated rows" if passed else f"{bad} of {n} curated rows have null text"
     return CheckOutcome(passed, description, {"row_count": n, "unexpected_count": bad, "gx_run_id": run.run_id})
 
 
@@ -513,13 +553,17 @@ def check_text_length(curated: pl.DataFrame, cfg: QualityConfig) -> CheckOutcome
     meta["too_long_count"] = len(run.failing_rows("text_too_long"))
     meta["gx_run_id"] = run.run_id
     passed = run.success and meta["too_short_count"] == 0 and meta["too_long_count"] == 0
-    bounds = (f"{cfg.min_chars if cfg.min_chars is not None else 0} to "
-              f"{cfg.max_chars if cfg.max_chars is not None else 'unbounded'} chars")
+    bounds = (
+        f"{cfg.min_chars if cfg.min_chars is not None else 0} to "
+        f"{cfg.max_chars if cfg.max_chars is not None else 'unbounded'} chars"
+    )
     if passed:
         description = f"all {curated.height} curated texts are {bounds} long"
     else:
-        description = (f"{meta['too_short_count']} curated rows below min_chars (stripped) and "
-                       f"{meta['too_long_count']} above max_chars, of {curated.height} (expected {bounds})")
+        description = (
+            f"{meta['too_short_count']} curated rows below min_chars (stripped) and "
+            f"{meta['too_long_count']} above max_chars, of {curated.height} (expected {bounds})"
+        )
     return CheckOutcome(passed, description, meta)
 
 
@@ -532,8 +576,11 @@ def check_window_not_empty(curated: pl.DataFrame, cfg: QualityConfig) -> CheckOu
     GX fails.
     """
     _check_raw_frame(curated)
-    spec = ("window_rows", "ExpectTableRowCountToBeBetween",
-            {"min_value": cfg.min_window_rows, "max_value": cfg.max_window_rows})
+    spec = (
+        "window_rows",
+        "ExpectTableRowCountToBeBetween",
+        {"min_value": cfg.min_window_rows, "max_value": cfg.max_window_rows},
+    )
     run = _gx().validate("check_window_not_empty", [spec], curated.select("row_number"))
     observed = int(run.observed_value("window_rows"))
     meta: dict[str, Any] = {"observed_row_count": observed, "min_window_rows": cfg.min_window_rows}
@@ -543,8 +590,11 @@ def check_window_not_empty(curated: pl.DataFrame, cfg: QualityConfig) -> CheckOu
         expected += f" and at most {cfg.max_window_rows}"
     meta["gx_run_id"] = run.run_id
     passed = run.success
-    description = (f"curated window has {observed} rows ({expected})" if passed
-                   else f"curated window has {observed} rows, expected {expected}")
+    description = (
+        f"curated window has {observed} rows ({expected})"
+        if passed
+        else f"curated window has {observed} rows, expected {expected}"
+    )
     return CheckOutcome(passed, description, meta)
 
 
@@ -578,17 +628,23 @@ def _row_specs(cfg: QualityConfig) -> list[tuple[str, str, dict]]:
     # text_missing is always on: a null text can never be curated (text_chars is null iff text is).
     specs = [("text_missing", "ExpectColumnValuesToNotBeNull", {"column": "text_chars"})]
     if cfg.require_valid_utf8:
-        specs.append(("valid_utf8", "ExpectColumnValuesToBeBetween",
-                      {"column": "invalid_utf8_chars", "max_value": 0}))
+        specs.append(("valid_utf8", "ExpectColumnValuesToBeBetween", {"column": "invalid_utf8_chars", "max_value": 0}))
     if cfg.min_chars is not None:
-        specs.append(("text_too_short", "ExpectColumnValuesToBeBetween",
-                      {"column": "text_stripped_chars", "min_value": cfg.min_chars}))
+        specs.append(
+            (
+                "text_too_short",
+                "ExpectColumnValuesToBeBetween",
+                {"column": "text_stripped_chars", "min_value": cfg.min_chars},
+            )
+        )
     if cfg.max_chars is not None:
-        specs.append(("text_too_long", "ExpectColumnValuesToBeBetween",
-                      {"column": "text_chars", "max_value": cfg.max_chars}))
+        specs.append(
+            ("text_too_long", "ExpectColumnValuesToBeBetween", {"column": "text_chars", "max_value": cfg.max_chars})
+        )
     if cfg.forbid_control_chars:
-        specs.append(("text_control_chars", "ExpectColumnValuesToBeBetween",
-                      {"column": "text_control_chars", "max_value": 0}))
+        specs.append(
+            ("text_control_chars", "ExpectColumnValuesToBeBetween", {"column": "text_control_chars", "max_value": 0})
+        )
     return specs
 
 
@@ -597,11 +653,16 @@ def _check_raw_frame(rows: pl.DataFrame) -> None:
         raise ValueError(f"expected a polars DataFrame, got {type(rows).__name__}")
     if dict(rows.schema) != RAW_SCHEMA:
         got = dict(rows.schema)
-        issues = [f"{name}: got {got.get(name, 'missing')}, expected {dtype}"
-                  for name, dtype in RAW_SCHEMA.items() if got.get(name) != dtype]
+        issues = [
+            f"{name}: got {got.get(name, 'missing')}, expected {dtype}"
+            for name, dtype in RAW_SCHEMA.items()
+            if got.get(name) != dtype
+        ]
         issues += [f"{name}: unexpected column" for name in got if name not in RAW_SCHEMA]
-        raise ValueError("frame does not match RAW_SCHEMA (select and cast with df.select(list(RAW_SCHEMA))"
-                         ".cast(RAW_SCHEMA)): " + "; ".join(issues))
+        raise ValueError(
+            "frame does not match RAW_SCHEMA (select and cast with df.select(list(RAW_SCHEMA))"
+            ".cast(RAW_SCHEMA)): " + "; ".join(issues)
+        )
     row_number = rows.get_column("row_number")
     if row_number.null_count() or row_number.n_unique() != rows.height:
         raise ValueError("row_number must be non-null and unique within the frame (it is the GX row index)")
@@ -613,8 +674,10 @@ def _score(rows: pl.DataFrame) -> pl.DataFrame:
     text is null); ``text_control_chars`` (matches of ``CONTROL_CHARS_REGEX``, null where text is
     null); ``invalid_utf8_chars`` (U+FFFD in record_id, text and metadata; 0 if none);
     ``record_id_bytes`` (null where record_id is null)."""
-    fffd = [pl.col(c).str.count_matches(REPLACEMENT_CHAR, literal=True).fill_null(0)
-            for c in ("record_id", "text", "metadata")]
+    fffd = [
+        pl.col(c).str.count_matches(REPLACEMENT_CHAR, literal=True).fill_null(0)
+        for c in ("record_id", "text", "metadata")
+    ]
     return rows.select(
         "row_number",
         text_chars=pl.col("text").str.len_chars().cast(pl.Int64),
@@ -693,8 +756,13 @@ class _Gx:
             )
         return self.definitions[name]
 
-    def validate(self, kind: str, specs: list[tuple[str, str, dict]], frame: pl.DataFrame,
-                 docs_dir: str | os.PathLike | None = None) -> _Run:
+    def validate(
+        self,
+        kind: str,
+        specs: list[tuple[str, str, dict]],
+        frame: pl.DataFrame,
+        docs_dir: str | os.PathLike | None = None,
+    ) -> _Run:
         run_id = f"{kind}-{uuid.uuid4().hex}"
         docs_index = None
         with self.lock:
@@ -702,7 +770,7 @@ class _Gx:
             result = definition.run(
                 batch_parameters={"dataframe": frame.to_pandas()},
                 result_format=RESULT_FORMAT,
-                run_id=self.RunIdentifier(run_name=run_id, run_time=datetime.now(timezone.utc)),
+                run_id=self.RunIdentifier(run_name=run_id, run_time=datetime.now(UTC)),
             )
             store = self.ctx.validation_results_store
             try:
@@ -733,14 +801,16 @@ class _Gx:
                 )
             rows[rule] = sorted(ids)
             observed[rule] = res.get("observed_value")
-            summaries.append({
-                "rule": rule,
-                "expectation_type": r.expectation_config.type,
-                "success": bool(r.success),
-                "element_count": int(res.get("element_count") or 0),
-                "unexpected_count": int(res.get("unexpected_count") or 0),
-                "missing_count": int(res.get("missing_count") or 0),
-            })
+            summaries.append(
+                {
+                    "rule": rule,
+                    "expectation_type": r.expectation_config.type,
+                    "success": bool(r.success),
+                    "element_count": int(res.get("element_count") or 0),
+                    "unexpected_count": int(res.get("unexpected_count") or 0),
+                    "missing_count": int(res.get("missing_count") or 0),
+                }
+            )
         order = {rule: i for i, (rule, _, _) in enumerate(specs)}
         missing = set(order) - set(rows)
         if missing:
@@ -748,8 +818,10 @@ class _Gx:
         return _Run(
             run_id=run_id,
             success=bool(result.success),
-            statistics={k: (float(v) if k == "success_percent" and v is not None else v)
-                        for k, v in dict(result.statistics).items()},
+            statistics={
+                k: (float(v) if k == "success_percent" and v is not None else v)
+                for k, v in dict(result.statistics).items()
+            },
             summaries=tuple(sorted(summaries, key=lambda s: order[s["rule"]])),
             _rows=rows,
             _observed=observed,

@@ -21,7 +21,7 @@ import argparse
 import json
 import random
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -48,7 +48,13 @@ def sample_month(source: pl.DataFrame, month: str, rows: int, seed: int) -> pl.D
 
 
 def record_line(month: str, name: str, version: str, summary: str | None) -> str:
-    record = {"id": f"{name}=={version}", "text": summary, "ts": f"{month}-01T00:00:00Z", "package": name, "version": version}
+    record = {
+        "id": f"{name}=={version}",
+        "text": summary,
+        "ts": f"{month}-01T00:00:00Z",
+        "package": name,
+        "version": version,
+    }
     return json.dumps(record, ensure_ascii=False) + "\n"
 
 
@@ -76,7 +82,7 @@ def summarize(paths: list[Path]) -> pl.DataFrame:
     from quality.readers import read_window_file
     from quality.suite import RULES, QualityConfig, curate_window
 
-    fixed = datetime(2000, 1, 1, tzinfo=timezone.utc)  # every record has a ts; keeps the run deterministic
+    fixed = datetime(2000, 1, 1, tzinfo=UTC)  # every record has a ts; keeps the run deterministic
     stats = []
     for path in paths:
         month = path.stem.removeprefix("pypi-")
@@ -85,19 +91,21 @@ def summarize(paths: list[Path]) -> pl.DataFrame:
         text = parsed.rows.get_column("text").fill_null("")
         mcp, agent = text.str.contains(MCP_REGEX), text.str.contains(AGENT_REGEX)
         near_empty = verdict.curated.get_column("text").str.strip_chars().str.len_chars() <= 2
-        stats.append({
-            "month": month,
-            "rows": parsed.source_rows,
-            "rejects": parsed.rejects.height,
-            "quarantined": verdict.quarantine.height,
-            **{rule: verdict.counts[rule] for rule in RULES},
-            "near_empty": int(near_empty.sum()),
-            "near_empty_examples": sorted(verdict.curated.filter(near_empty).get_column("text").to_list()),
-            "mcp": int(mcp.sum()),
-            "agent": int(agent.sum()),
-            "mcp_or_agent": int((mcp | agent).sum()),
-            "bytes": path.stat().st_size,
-        })
+        stats.append(
+            {
+                "month": month,
+                "rows": parsed.source_rows,
+                "rejects": parsed.rejects.height,
+                "quarantined": verdict.quarantine.height,
+                **{rule: verdict.counts[rule] for rule in RULES},
+                "near_empty": int(near_empty.sum()),
+                "near_empty_examples": sorted(verdict.curated.filter(near_empty).get_column("text").to_list()),
+                "mcp": int(mcp.sum()),
+                "agent": int(agent.sum()),
+                "mcp_or_agent": int((mcp | agent).sum()),
+                "bytes": path.stat().st_size,
+            }
+        )
     return pl.DataFrame(stats)
 
 
@@ -107,26 +115,30 @@ def readme(stats: pl.DataFrame, rows: int, seed: int) -> str:
         lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in stats.select(columns).iter_rows()]
         return "\n".join(lines)
 
-    shift = stats.with_columns(
-        share=(pl.col("mcp_or_agent") / pl.col("rows") * 100).round(1).cast(pl.String) + "%"
-    )
+    shift = stats.with_columns(share=(pl.col("mcp_or_agent") / pl.col("rows") * 100).round(1).cast(pl.String) + "%")
     topic = ["| month | rows | MCP | agent | either | share |", "|---|---|---|---|---|---|"]
-    topic += [f"| {r['month']} | {r['rows']} | {r['mcp']} | {r['agent']} | {r['mcp_or_agent']} | {r['share']} |"
-              for r in shift.iter_rows(named=True)]
+    topic += [
+        f"| {r['month']} | {r['rows']} | {r['mcp']} | {r['agent']} | {r['mcp_or_agent']} | {r['share']} |"
+        for r in shift.iter_rows(named=True)
+    ]
     total_kb = stats.get_column("bytes").sum() / 1024
     quarantined, rejected = stats.get_column("quarantined").sum(), stats.get_column("rejects").sum()
     if quarantined == 0 and rejected == 0:
-        gate_note = ("Every line parses and no row is quarantined under the defaults: the sampled summaries have\n"
-                     "no empty, whitespace-only, over-long (> 2000 chars) or control-character texts.")
+        gate_note = (
+            "Every line parses and no row is quarantined under the defaults: the sampled summaries have\n"
+            "no empty, whitespace-only, over-long (> 2000 chars) or control-character texts."
+        )
     else:
         gate_note = f"{rejected} lines are rejected and {quarantined} rows quarantined in total under the defaults."
     examples = sorted({t for ts in stats.get_column("near_empty_examples").to_list() for t in ts})
-    gate_note += (f"\n{stats.get_column('near_empty').sum()} curated summaries have at most 2 characters after stripping "
-                  f"({', '.join(json.dumps(t, ensure_ascii=False) for t in examples)});\nthey pass `min_chars=1`, "
-                  "and `QualityConfig(min_chars=3)` would quarantine them (column `near_empty`).")
+    gate_note += (
+        f"\n{stats.get_column('near_empty').sum()} curated summaries have at most 2 characters after stripping "
+        f"({', '.join(json.dumps(t, ensure_ascii=False) for t in examples)});\nthey pass `min_chars=1`, "
+        "and `QualityConfig(min_chars=3)` would quarantine them (column `near_empty`)."
+    )
     return f"""# Demo stream: PyPI package summaries, 2024-09 to 2025-08
 
-Twelve monthly windows (`pypi-YYYY-MM.jsonl`, {stats.get_column('rows').sum():,} records, {total_kb:,.0f} KiB in
+Twelve monthly windows (`pypi-YYYY-MM.jsonl`, {stats.get_column("rows").sum():,} records, {total_kb:,.0f} KiB in
 total) for running streamtune end to end without a live source. Drop them into a landing folder one
 at a time to replay a year of a real, drifting text stream.
 
@@ -157,8 +169,12 @@ Deterministic: re-running produces identical bytes (this README included).
 `rows` = lines in the file; `rejects` = unparseable lines; the rule columns count rows failing each
 rule (`quality.suite.RULES`).
 
-{table(["month", "rows", "rejects", "quarantined", *RULE_COLUMNS, "near_empty"],
-       ["month", "rows", "rejects", "quarantined", *RULE_COLUMNS, "near_empty"])}
+{
+        table(
+            ["month", "rows", "rejects", "quarantined", *RULE_COLUMNS, "near_empty"],
+            ["month", "rows", "rejects", "quarantined", *RULE_COLUMNS, "near_empty"],
+        )
+    }
 
 {gate_note}
 
@@ -172,7 +188,9 @@ Rows whose summary mentions MCP (`\\bMCP\\b`, or "model context protocol" in any
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="Parquet with month, name, version, summary")
+    parser.add_argument(
+        "--source", type=Path, default=DEFAULT_SOURCE, help="Parquet with month, name, version, summary"
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: data/demo)")
     parser.add_argument("--rows", type=int, default=2000, help="maximum rows per month")
     parser.add_argument("--seed", type=int, default=0)

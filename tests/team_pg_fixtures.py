@@ -35,8 +35,11 @@ PG_USER = "streamtune"
 def find_pg_bindir() -> Path | None:
     """Newest ``/usr/lib/postgresql/<major>/bin`` holding initdb, pg_ctl and postgres (or $PG_BINDIR)."""
     candidates = [os.environ["PG_BINDIR"]] if os.environ.get("PG_BINDIR") else []
-    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name)
-                         if Path(p).parent.name.isdigit() else 0, reverse=True)
+    candidates += sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"),
+        key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
+        reverse=True,
+    )
     for c in candidates:
         if all((Path(c) / exe).is_file() for exe in ("initdb", "pg_ctl", "postgres")):
             return Path(c)
@@ -90,8 +93,11 @@ class PgServer:
             con.close()
 
     def stop(self) -> None:
-        subprocess.run([*self.run_as, str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w",
-                        "stop"], check=False, capture_output=True)
+        subprocess.run(
+            [*self.run_as, str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w", "stop"],
+            check=False,
+            capture_output=True,
+        )
 
 
 def start_pg_server(root: Path) -> PgServer:
@@ -111,15 +117,48 @@ def start_pg_server(root: Path) -> PgServer:
     pwfile.write_text(password + "\n")
     if run_as:
         shutil.chown(pwfile, "postgres", "postgres")
-    subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(datadir), "-U", PG_USER, f"--pwfile={pwfile}",
-                    "--auth-host=scram-sha-256", "--auth-local=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            *run_as,
+            str(bindir / "initdb"),
+            "-D",
+            str(datadir),
+            "-U",
+            PG_USER,
+            f"--pwfile={pwfile}",
+            "--auth-host=scram-sha-256",
+            "--auth-local=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+        ],
+        check=True,
+        capture_output=True,
+    )
     pwfile.unlink()
     port = free_port()
-    opts = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={root} -c fsync=off " \
-           "-c max_connections=200"
-    subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(datadir), "-l", str(root / "server.log"), "-o", opts,
-                    "-w", "-t", "60", "start"], check=True, capture_output=True)
+    opts = (
+        f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={root} -c fsync=off "
+        "-c max_connections=200"
+    )
+    subprocess.run(
+        [
+            *run_as,
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(datadir),
+            "-l",
+            str(root / "server.log"),
+            "-o",
+            opts,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return PgServer(bindir=bindir, datadir=datadir, port=port, password=password, run_as=run_as)
 
 
@@ -155,18 +194,35 @@ class MlflowServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.backend_uri,
-             "--artifacts-destination", str(self.artifacts), "--serve-artifacts",
-             "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--backend-store-uri",
+                self.backend_uri,
+                "--artifacts-destination",
+                str(self.artifacts),
+                "--serve-artifacts",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
+            ],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.time() + 180
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"mlflow server exited: {self.log_path.read_text()[-3000:]}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        return self
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.url}/health", timeout=2) as r:
+                if r.status == 200:
+                    return self
             time.sleep(0.5)
         self.__exit__()
         raise RuntimeError(f"mlflow server not healthy after 180 s: {self.log_path.read_text()[-3000:]}")

@@ -23,9 +23,7 @@ from collections.abc import Mapping, Sequence
 __all__ = ["cl_summary"]
 
 
-def cl_summary(
-    R: Mapping[tuple[int, int], float], T: int, base: Sequence[float] | None = None
-) -> dict[str, float]:
+def cl_summary(R: Mapping[tuple[int, int], float], T: int, base: Sequence[float] | None = None) -> dict[str, float]:
     """ACC, BWT, FWT and forgetting of a (possibly sparse) T x T score matrix.
 
     Args:

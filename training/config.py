@@ -171,7 +171,9 @@ class TrainConfig(_ConfigMixin):
         if not isinstance(self.lora_target_modules, str):
             issues.append(f"`lora_target_modules` must be a string, got {self.lora_target_modules!r}")
         if not isinstance(self.selection, str) or not isinstance(self.selection_params, str):
-            issues.append(f"`selection`/`selection_params` must be strings, got {self.selection!r}, {self.selection_params!r}")
+            issues.append(
+                f"`selection`/`selection_params` must be strings, got {self.selection!r}, {self.selection_params!r}"
+            )
         else:
             from training.selection.params import parse_params  # torch-free
 

@@ -15,7 +15,7 @@ Run directly (no orchestrator), e.g. for a benchmark::
 
 ``spec.json``: ``{"parent": dir, "snapshot": dir, "out_dir": dir, "train_config": {...},
 "checkpoint_dir": dir | null, "result": path}``; rank 0 writes the metrics and per-parameter checksums
-to ``result`` as JSON. ``orchestration.pipes_entry`` is the same path under Dagster Pipes.
+to ``result`` as JSON. ``orchestration.pipeline.train_entry`` is the same path under Dagster Pipes.
 """
 
 from __future__ import annotations
@@ -72,7 +72,10 @@ def init_distributed(backend: str | None = None, timeout_s: float = 600.0) -> tu
 
 def is_rank_zero() -> bool:
     """True outside a process group and on rank 0 inside one."""
-    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_rank() == 0
+    return (
+        not (torch.distributed.is_available() and torch.distributed.is_initialized())
+        or torch.distributed.get_rank() == 0
+    )
 
 
 def rank_threads(cfg: TrainConfig) -> TrainConfig:
@@ -162,8 +165,14 @@ def result_from_dict(d: dict) -> FinetuneResult:
     fit["curve"] = [tuple(p) for p in fit["curve"]]
     names = {f.name for f in dataclasses.fields(FinetuneResult)}
     kw = {k: v for k, v in d.items() if k in names}
-    for k in ("champion_new", "champion_retention", "challenger_new", "challenger_retention", "champion_first",
-              "challenger_first"):
+    for k in (
+        "champion_new",
+        "champion_retention",
+        "challenger_new",
+        "challenger_retention",
+        "champion_first",
+        "challenger_first",
+    ):
         kw[k] = ev(kw.get(k))
     for k in ("forward_before", "matrix_after"):
         kw[k] = {w: EvalResult(**r) for w, r in (kw.get(k) or {}).items()}
@@ -189,17 +198,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         digest: dict[str, str] = {}
         cfg = rank_threads(TrainConfig.from_dict(spec["train_config"]))
-        result = finetune_snapshot(spec["parent"], spec["snapshot"], cfg, spec["out_dir"],
-                                   checkpoint_dir=spec.get("checkpoint_dir"),
-                                   on_trained=lambda m: digest.update(parameter_digest(m)))
+        result = finetune_snapshot(
+            spec["parent"],
+            spec["snapshot"],
+            cfg,
+            spec["out_dir"],
+            checkpoint_dir=spec.get("checkpoint_dir"),
+            on_trained=lambda m: digest.update(parameter_digest(m)),
+        )
         digests: list = [None] * world
         if world > 1:  # every rank's weights, gathered on all ranks: equal digests = parameters in sync
             torch.distributed.all_gather_object(digests, digest)
         else:
             digests = [digest]
         if rank == 0 and spec.get("result"):
-            payload = {"world_size": world, "metrics": result.metrics(), "curve": result.fit.curve,
-                       "digests": digests, "threads": result.threads}
+            payload = {
+                "world_size": world,
+                "metrics": result.metrics(),
+                "curve": result.fit.curve,
+                "digests": digests,
+                "threads": result.threads,
+            }
             Path(spec["result"]).write_text(json.dumps(payload))
     finally:
         if torch.distributed.is_initialized():

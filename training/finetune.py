@@ -112,24 +112,28 @@ class FinetuneResult:
             ("retention", self.champion_retention or self.challenger_retention),
         ]:
             if result is not None:
-                out.update({
-                    f"{slice_name}_eval_texts": float(result.texts),
-                    f"{slice_name}_eval_tokens": float(result.tokens),
-                    f"{slice_name}_eval_bytes": float(result.bytes),
-                })
-        out.update({
-            "train_tokens": float(self.fit.train_tokens),
-            "tokens_per_s": self.fit.tokens_per_second,
-            "wall_s": self.fit.wall_seconds,
-            "final_train_loss": self.fit.final_loss,
-            "steps": float(self.fit.steps),
-            "train_blocks": float(self.train_blocks),
-            "global_step": float(self.global_step),
-            "optimizer_resumed": float(self.optimizer_resumed),
-            "peak_lr": self.peak_lr,
-            "resumed_from_step": float(self.resumed_from_step),
-            **self.fit.selection,  # selection_{overhead_s,kept_fraction,weight_entropy,...}
-        })
+                out.update(
+                    {
+                        f"{slice_name}_eval_texts": float(result.texts),
+                        f"{slice_name}_eval_tokens": float(result.tokens),
+                        f"{slice_name}_eval_bytes": float(result.bytes),
+                    }
+                )
+        out.update(
+            {
+                "train_tokens": float(self.fit.train_tokens),
+                "tokens_per_s": self.fit.tokens_per_second,
+                "wall_s": self.fit.wall_seconds,
+                "final_train_loss": self.fit.final_loss,
+                "steps": float(self.fit.steps),
+                "train_blocks": float(self.train_blocks),
+                "global_step": float(self.global_step),
+                "optimizer_resumed": float(self.optimizer_resumed),
+                "peak_lr": self.peak_lr,
+                "resumed_from_step": float(self.resumed_from_step),
+                **self.fit.selection,  # selection_{overhead_s,kept_fraction,weight_entropy,...}
+            }
+        )
         return out
 
 
@@ -152,12 +156,16 @@ def _rank_world() -> tuple[int, int]:
     return 0, 1
 
 
-def _split_reference(train_texts: Sequence[str], reference_texts: Sequence[str], cfg: TrainConfig) -> tuple[list[str], list[str]]:
+def _split_reference(
+    train_texts: Sequence[str], reference_texts: Sequence[str], cfg: TrainConfig
+) -> tuple[list[str], list[str]]:
     """``(train, reference)`` for ``cfg.selection``: the given reference, or ``reference_fraction`` of the
     training texts held back by a salted hash (at least one text, never all); no reference if unneeded."""
     if reference_texts or not needs_reference(cfg.selection):
         return list(train_texts), list(reference_texts)
-    held = heldout_mask(list(train_texts), reference_fraction(cfg.selection, cfg.selection_params), salt="selection-ref")
+    held = heldout_mask(
+        list(train_texts), reference_fraction(cfg.selection, cfg.selection_params), salt="selection-ref"
+    )
     if not any(held):
         held[-1] = True
     if all(held):
@@ -199,8 +207,14 @@ def _apply_lora(model, cfg: TrainConfig):
     from peft import LoraConfig, get_peft_model
 
     targets = [m.strip() for m in cfg.lora_target_modules.split(",") if m.strip()] or None
-    lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=targets, task_type="CAUSAL_LM", bias="none")
+    lcfg = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+        bias="none",
+    )
     return get_peft_model(model, lcfg)
 
 
@@ -300,9 +314,7 @@ def finetune(
     def score(texts: Sequence[str]) -> EvalResult | None:
         if rank:  # data parallel: only rank 0 evaluates; the other ranks only train
             return None
-        result = evaluate(
-            model, tokenizer, texts, seq_len=cfg.seq_len, batch_size=cfg.eval_batch_size, device=device
-        )
+        result = evaluate(model, tokenizer, texts, seq_len=cfg.seq_len, batch_size=cfg.eval_batch_size, device=device)
         phase = eval_phase[0]
         eval_done[phase] += 1
         if on_progress is not None:
@@ -327,7 +339,9 @@ def finetune(
         parent_step = int(state.get("global_step", 0))
         resumed = load_optimizer_state(optimizer, parent_dir / TRAIN_STATE_FILE, cfg.peak_lr)
     min_lr = cfg.peak_lr * cfg.min_lr_ratio
-    peak_lr = cfg.peak_lr if cfg.lr_schedule == "rewarm" else ar_meta_peak_lr(parent_step, total_steps, cfg.peak_lr, min_lr)
+    peak_lr = (
+        cfg.peak_lr if cfg.lr_schedule == "rewarm" else ar_meta_peak_lr(parent_step, total_steps, cfg.peak_lr, min_lr)
+    )
     if resumed:
         for group in optimizer.param_groups:  # the stale initial_lr is replaced by this update's peak
             group["lr"] = group["initial_lr"] = peak_lr
@@ -354,15 +368,33 @@ def finetune(
         if rank:  # data parallel: ranks hold identical weights; rank 0 writes the checkpoint
             return
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-        _save_checkpoint(ckpt_path, {"fingerprint": fingerprint, "step": step, "train_tokens": carried_tokens + tokens,
-                                     "model": model.state_dict(), "optimizer": optimizer.state_dict()})
+        _save_checkpoint(
+            ckpt_path,
+            {
+                "fingerprint": fingerprint,
+                "step": step,
+                "train_tokens": carried_tokens + tokens,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+            },
+        )
 
     log.info(
         "fine-tuning %s: %d blocks x %d tokens, %d steps from %d, peak_lr=%.3g, device=%s bf16=%s threads=%d "
         "optimizer_resumed=%s lora=%s",
-        parent, blocks.shape[0], cfg.seq_len + 1, total_steps, start_step, peak_lr, device.type, bf16, threads,
-        resumed, lora,
+        parent,
+        blocks.shape[0],
+        cfg.seq_len + 1,
+        total_steps,
+        start_step,
+        peak_lr,
+        device.type,
+        bf16,
+        threads,
+        resumed,
+        lora,
     )
+
     def progress_step(step: int, loss: float, lr: float) -> None:
         if on_step is not None:
             on_step(step, loss, lr)
@@ -370,13 +402,25 @@ def finetune(
             on_progress("train", step, total_steps)
 
     if world > 1 and min(cfg.batch_size, blocks.shape[0]) < world:
-        raise ValueError(f"data-parallel training over {world} processes needs a global batch of at least {world} "
-                         f"blocks, got min(batch_size={cfg.batch_size}, blocks={blocks.shape[0]})")
+        raise ValueError(
+            f"data-parallel training over {world} processes needs a global batch of at least {world} "
+            f"blocks, got min(batch_size={cfg.batch_size}, blocks={blocks.shape[0]})"
+        )
     trained = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    fit_result = fit(trained, optimizer, blocks, cfg, device=device, total_steps=total_steps, on_step=progress_step,
-                     peak_lr=peak_lr, start_step=start_step,
-                     on_checkpoint=on_checkpoint if ckpt_path is not None else None,
-                     shard=(rank, world) if world > 1 else None, selector=make_selector(cfg, ref_blocks))
+    fit_result = fit(
+        trained,
+        optimizer,
+        blocks,
+        cfg,
+        device=device,
+        total_steps=total_steps,
+        on_step=progress_step,
+        peak_lr=peak_lr,
+        start_step=start_step,
+        on_checkpoint=on_checkpoint if ckpt_path is not None else None,
+        shard=(rank, world) if world > 1 else None,
+        selector=make_selector(cfg, ref_blocks),
+    )
     fit_result.train_tokens += carried_tokens
     fit_result.selection["selection_reference_texts"] = float(len(reference))
     if lora:
@@ -395,8 +439,11 @@ def finetune(
         model.save_pretrained(out_dir)
         tokenizer.save_pretrained(out_dir)
         torch.save(
-            {"optimizer": optimizer.state_dict() if not lora else {}, "global_step": global_step,
-             "train_config": cfg.to_dict()},
+            {
+                "optimizer": optimizer.state_dict() if not lora else {},
+                "global_step": global_step,
+                "train_config": cfg.to_dict(),
+            },
             out_dir / TRAIN_STATE_FILE,
         )
         if ckpt_path is not None:

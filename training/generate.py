@@ -77,11 +77,21 @@ def sample_generations(
             ids = {k: v[:, : max(1, limit // 2)] for k, v in ids.items()}
             new_tokens = max(1, min(max_new_tokens, limit - ids["input_ids"].shape[1]))
         generated = model.generate(
-            **ids, max_new_tokens=new_tokens, do_sample=True, temperature=temperature, top_p=top_p,
+            **ids,
+            max_new_tokens=new_tokens,
+            do_sample=True,
+            temperature=temperature,
+            top_p=top_p,
             pad_token_id=tokenizer.pad_token_id,
         )
-        new_ids = generated[0, ids["input_ids"].shape[1]:]
+        new_ids = generated[0, ids["input_ids"].shape[1] :]
         completion = tokenizer.decode(new_ids, skip_special_tokens=True)
-        out.append({"prompt": prompt, "completion": completion, "prompt_tokens": int(ids["input_ids"].shape[1]),
-                    "new_tokens": int(new_ids.shape[0])})
+        out.append(
+            {
+                "prompt": prompt,
+                "completion": completion,
+                "prompt_tokens": int(ids["input_ids"].shape[1]),
+                "new_tokens": int(new_ids.shape[0]),
+            }
+        )
     return out

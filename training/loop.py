@@ -26,7 +26,7 @@ from training.config import TrainConfig
 from training.data import IGNORE_INDEX, split_block
 from training.device import bf16_supported
 from training.schedule import get_lr
-from training.selection.base import Selector, SelectionStats, TrainState, random_batches, selective_loss
+from training.selection.base import SelectionStats, Selector, TrainState, random_batches, selective_loss
 
 __all__ = ["ADAM_BETAS", "FitResult", "fit", "load_optimizer_state", "make_optimizer", "warmup_steps"]
 
@@ -150,7 +150,7 @@ def fit(
     start_step: int = 0,
     on_checkpoint: Callable[[int, int], None] | None = None,
     shard: tuple[int, int] | None = None,
-    selector: "Selector | None" = None,
+    selector: Selector | None = None,
 ) -> FitResult:
     """Train ``model`` for ``total_steps`` AdamW steps on packed ``blocks``.
 
@@ -240,7 +240,7 @@ def fit(
         else:
             if shard is not None:  # data parallel: this rank's rows of the global batch
                 n_targets = int((blocks[idx, 1:] != IGNORE_INDEX).sum())
-                idx = idx[shard[0]::shard[1]]
+                idx = idx[shard[0] :: shard[1]]
             x, y = split_block(blocks[idx].to(device))  # (B, T), (B, T)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = model(input_ids=x, use_cache=False).logits  # (B, T, V)
@@ -248,8 +248,9 @@ def fit(
                 loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX)
                 loss_value = loss.item()
             else:
-                loss_sum = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX,
-                                           reduction="sum")
+                loss_sum = F.cross_entropy(
+                    logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+                )
                 loss = loss_sum * (shard[1] / max(1, n_targets))
                 total = loss_sum.detach().reshape(1).clone()
                 torch.distributed.all_reduce(total)
@@ -272,8 +273,12 @@ def fit(
             pending.clear()
             if on_step is not None:
                 on_step(*point)
-        if on_checkpoint is not None and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 \
-                and step + 1 < total_steps:
+        if (
+            on_checkpoint is not None
+            and cfg.checkpoint_every
+            and (step + 1) % cfg.checkpoint_every == 0
+            and step + 1 < total_steps
+        ):
             on_checkpoint(step + 1, train_tokens)
     wall = time.perf_counter() - t0 + start_seconds
     return FitResult(
@@ -284,5 +289,7 @@ def fit(
         curve=curve,
         final_loss=curve[-1][1] if curve else (sum(pending) / len(pending) if pending else math.nan),
         cpu_seconds=time.process_time() - c0 + start_cpu,
-        selection=selector.stats.as_metrics(selector.name) if selector is not None else SelectionStats().as_metrics("uniform"),
+        selection=selector.stats.as_metrics(selector.name)
+        if selector is not None
+        else SelectionStats().as_metrics("uniform"),
     )

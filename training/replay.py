@@ -36,8 +36,15 @@ def reservoir_key(record_id: str, seed: int) -> float:
 
 
 def _empty() -> pl.DataFrame:
-    return pl.DataFrame(schema={"window_key": pl.String, "row_number": pl.Int64, "record_id": pl.String,
-                                "text": pl.String, "reservoir_key": pl.Float64})
+    return pl.DataFrame(
+        schema={
+            "window_key": pl.String,
+            "row_number": pl.Int64,
+            "record_id": pl.String,
+            "text": pl.String,
+            "reservoir_key": pl.Float64,
+        }
+    )
 
 
 def update_buffer(

@@ -33,6 +33,8 @@ from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # before mlflow is imported
 
+from datetime import UTC
+
 import mlflow  # noqa: E402
 import mlflow.transformers  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
@@ -75,7 +77,9 @@ class DatasetRef:
         import json
 
         dataset = Dataset(
-            name=self.name, digest=self.digest[:36], source_type="local",
+            name=self.name,
+            digest=self.digest[:36],
+            source_type="local",
             source=json.dumps({"uri": self.source}),
             schema=json.dumps({"mlflow_colspec": [{"type": "string", "name": "text", "required": True}]}),
             profile=json.dumps({"num_rows": int(self.rows), "windows": list(self.windows)}),
@@ -180,7 +184,9 @@ class ModelRegistry:
             )
         if self.artifact_location and exp.artifact_location.rstrip("/") != self.artifact_location.rstrip("/"):
             log.warning(
-                "experiment %r stores artifacts at %s, not %s", self.experiment, exp.artifact_location,
+                "experiment %r stores artifacts at %s, not %s",
+                self.experiment,
+                exp.artifact_location,
                 self.artifact_location,
             )
         self._experiment_id = exp.experiment_id
@@ -219,8 +225,16 @@ class ModelRegistry:
             ``(run_id, version)``.
         """
         run_id, version = self._log_and_register(
-            run_name=run_name, model_dir=model_dir, params=params, metrics=metrics, curve=curve,
-            tags=tags, artifacts=artifacts, description=description, run_id=run_id, datasets=datasets,
+            run_name=run_name,
+            model_dir=model_dir,
+            params=params,
+            metrics=metrics,
+            curve=curve,
+            tags=tags,
+            artifacts=artifacts,
+            description=description,
+            run_id=run_id,
+            datasets=datasets,
         )
         self.set_alias("challenger", version)
         return run_id, version
@@ -272,8 +286,14 @@ class ModelRegistry:
             ``(run_id, version)``.
         """
         run_id, version = self._log_and_register(
-            run_name="base-model", model_dir=model_dir, params=params, metrics={}, curve=[], tags=tags,
-            artifacts=None, description="base model of the lineage",
+            run_name="base-model",
+            model_dir=model_dir,
+            params=params,
+            metrics={},
+            curve=[],
+            tags=tags,
+            artifacts=None,
+            description="base model of the lineage",
         )
         self.set_alias("base", version)
         self.set_alias("champion", version)
@@ -320,7 +340,10 @@ class ModelRegistry:
             param_list = [Param(str(k), str(v)) for k, v in params.items()]
             metric_list = [Metric(str(k), float(v), now, 0) for k, v in metrics.items()]
             for step, loss, lr in curve:
-                metric_list += [Metric("train_loss", float(loss), now, int(step)), Metric("lr", float(lr), now, int(step))]
+                metric_list += [
+                    Metric("train_loss", float(loss), now, int(step)),
+                    Metric("lr", float(lr), now, int(step)),
+                ]
             for chunk in _chunks(param_list, 100):  # log_batch limits: 100 params, 1000 metrics per call
                 self.client.log_batch(run_id, params=chunk)
             for chunk in _chunks(metric_list, 1000):
@@ -366,7 +389,11 @@ class ModelRegistry:
         self._ensure_registered_model()
         source = self.client.get_logged_model(model_id).artifact_location
         mv = self.client.create_model_version(
-            self.model_name, source=source, run_id=run_id, tags=tags, description=description or None,
+            self.model_name,
+            source=source,
+            run_id=run_id,
+            tags=tags,
+            description=description or None,
             model_id=model_id,
         )
         return str(mv.version)
@@ -415,7 +442,7 @@ class ModelRegistry:
         Raises:
             ValueError: if ``to_version`` does not exist or already is the champion.
         """
-        from datetime import datetime, timezone
+        from datetime import datetime
 
         try:
             self.client.get_model_version(self.model_name, str(to_version))
@@ -424,13 +451,21 @@ class ModelRegistry:
         previous = self.version_for_alias("champion")
         if previous == str(to_version):
             raise ValueError(f"version {to_version} already is the champion")
-        at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        at = datetime.now(UTC).isoformat(timespec="seconds")
         self.set_alias("champion", str(to_version))
-        self.tag_version(str(to_version), {"rollback.restored_from": previous or "", "rollback.reason": reason,
-                                           "rollback.at": at, "rollback.actor": actor})
+        self.tag_version(
+            str(to_version),
+            {
+                "rollback.restored_from": previous or "",
+                "rollback.reason": reason,
+                "rollback.at": at,
+                "rollback.actor": actor,
+            },
+        )
         if previous is not None:
-            self.tag_version(previous, {"rollback.rolled_back_to": str(to_version), "rollback.reason": reason,
-                                        "rollback.at": at})
+            self.tag_version(
+                previous, {"rollback.rolled_back_to": str(to_version), "rollback.reason": reason, "rollback.at": at}
+            )
         return previous
 
     def version_tags(self, version: str) -> dict[str, str]:
@@ -460,12 +495,16 @@ class ModelRegistry:
         staging = dst / ".mlflow-download"
         shutil.rmtree(staging, ignore_errors=True)
         try:
-            local = Path(mlflow.artifacts.download_artifacts(
-                artifact_uri=source, dst_path=str(staging), tracking_uri=self.tracking_uri
-            ))
+            local = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=source, dst_path=str(staging), tracking_uri=self.tracking_uri
+                )
+            )
             flavor = Model.load(str(local / "MLmodel")).flavors.get("transformers")
             if flavor is None or "tokenizer" not in flavor.get("components", []):
-                raise FileNotFoundError(f"version {version} of {self.model_name!r} is not a transformers model with a tokenizer")
+                raise FileNotFoundError(
+                    f"version {version} of {self.model_name!r} is not a transformers model with a tokenizer"
+                )
             for sub in (local / flavor.get("model_binary", "model"), local / "components" / "tokenizer"):
                 for item in sub.iterdir():
                     if item.is_file():
@@ -495,7 +534,9 @@ class ModelRegistry:
         shutil.rmtree(staging, ignore_errors=True)
         try:
             local = mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path=TRAIN_STATE_ARTIFACT, dst_path=str(staging),
+                run_id=run_id,
+                artifact_path=TRAIN_STATE_ARTIFACT,
+                dst_path=str(staging),
                 tracking_uri=self.tracking_uri,
             )
             target = dst / "train_state.pt"

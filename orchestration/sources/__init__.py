@@ -1,6 +1,6 @@
 """Stream sources beyond the landing folder: Redis Streams and HTTP Server-Sent Events.
 
-No Dagster imports here or in the source modules; ``orchestration.sources.sensors`` wraps them in
+No Dagster imports here or in the source modules; ``orchestration.source_sensors`` wraps them in
 sensors. Every source has the same contract: it turns records into *windows* and lands each window
 in the landing folder as one JSONL file, atomically (temp file, fsync, rename) and under a name that
 is a pure function of the window's content position (so a re-delivered window lands under the same

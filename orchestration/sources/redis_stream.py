@@ -1,6 +1,6 @@
 """Redis Streams source: a consumer group's entries become windows by count or by time.
 
-No Dagster imports (``orchestration.sources.sensors`` wraps ``RedisStreamSource.poll`` in a sensor).
+No Dagster imports (``orchestration.source_sensors`` wraps ``RedisStreamSource.poll`` in a sensor).
 
 One ``poll``:
 
@@ -90,7 +90,7 @@ class RedisStreamConfig:
             raise ValueError("[sources.redis] max_entries must be >= 1")
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RedisStreamConfig":
+    def from_dict(cls, d: dict[str, Any]) -> RedisStreamConfig:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
@@ -124,8 +124,9 @@ class PollResult:
     """Entries read but waiting in the open (not yet closed) window."""
 
 
-def cut_windows(entries: list[Entry], window_count: int, window_seconds: float, now_ms: int | None,
-                complete: bool = True) -> tuple[list[list[Entry]], list[Entry]]:
+def cut_windows(
+    entries: list[Entry], window_count: int, window_seconds: float, now_ms: int | None, complete: bool = True
+) -> tuple[list[list[Entry]], list[Entry]]:
     """Cut entries (id order) into closed windows and the open tail.
 
     A window starts at its first entry's id time ``s`` and holds entries with id time < ``s + window_seconds``
@@ -211,8 +212,9 @@ class RedisStreamSource:
                 return
 
     def _read(self, start: str, count: int) -> list[tuple[str, dict | None]]:
-        reply = self.client.xreadgroup(self.config.group, self.config.consumer, {self.config.stream: start},
-                                       count=count)
+        reply = self.client.xreadgroup(
+            self.config.group, self.config.consumer, {self.config.stream: start}, count=count
+        )
         if not reply:
             return []
         if isinstance(reply, dict):  # RESP3
@@ -269,7 +271,7 @@ class RedisStreamSource:
         while entries and (landed := self.landed_window_covering(landing, entries[0].id)) is not None:
             name, last = landed
             done = [e.id for e in entries if parse_id(e.id) <= parse_id(last)]
-            entries = entries[len(done):]
+            entries = entries[len(done) :]
             self._ack(done)
             result.windows.append(name)
             result.acked += len(done)

@@ -1,6 +1,6 @@
 """HTTP Server-Sent Events source in the Wikimedia EventStreams format, with ``Last-Event-ID`` resume.
 
-No Dagster imports (``orchestration.sources.sensors`` wraps ``SseSource.poll`` in a sensor).
+No Dagster imports (``orchestration.source_sensors`` wraps ``SseSource.poll`` in a sensor).
 
 The stream sends events such as::
 
@@ -73,7 +73,7 @@ class SseConfig:
             raise ValueError("[sources.sse] needs window_count > 0 and/or window_seconds > 0")
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SseConfig":
+    def from_dict(cls, d: dict[str, Any]) -> SseConfig:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
@@ -95,7 +95,7 @@ class Position:
         return json.dumps({"seq": self.seq, "last_event_id": self.last_event_id})
 
     @classmethod
-    def from_cursor(cls, cursor: str | None) -> "Position":
+    def from_cursor(cls, cursor: str | None) -> Position:
         if not cursor:
             return cls()
         d = json.loads(cursor)
@@ -223,8 +223,10 @@ class SseSource:
                                     if not window:
                                         opened_at = time.monotonic()
                                     window.append(rec)
-                            if window and ((c.window_count and len(window) >= c.window_count) or
-                                           (c.window_seconds and time.monotonic() - opened_at >= c.window_seconds)):
+                            if window and (
+                                (c.window_count and len(window) >= c.window_count)
+                                or (c.window_seconds and time.monotonic() - opened_at >= c.window_seconds)
+                            ):
                                 close_window()
                             if time.monotonic() >= deadline:
                                 break

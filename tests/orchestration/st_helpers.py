@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from orchestration.settings import Settings, load_settings, write_settings
+from orchestration.config.settings import Settings, load_settings, write_settings
 
 TINY_SETTINGS = {
     "landing_interval_s": 1,
@@ -31,8 +31,14 @@ def window_records(index: int, n: int = 60) -> list[dict]:
     rows = []
     for i in range(n):
         topic = TOPICS[(i + index) % len(TOPICS)]
-        rows.append({"id": f"w{index}-{i}", "text": topic.format(x=THINGS[(i * 7 + index) % len(THINGS)]) + f" v{index}.{i}",
-                     "ts": f"2025-{index + 1:02d}-01T00:00:00Z", "package": f"pkg{i}"})
+        rows.append(
+            {
+                "id": f"w{index}-{i}",
+                "text": topic.format(x=THINGS[(i * 7 + index) % len(THINGS)]) + f" v{index}.{i}",
+                "ts": f"2025-{index + 1:02d}-01T00:00:00Z",
+                "package": f"pkg{i}",
+            }
+        )
     return rows
 
 

@@ -14,7 +14,7 @@ from assets.ingest import raw_window
 from assets.train import TRAINING_ASSETS, challenger_beats_champion
 from orchestration.partitions import WINDOWS_PARTITION
 from orchestration.resources import build_resources
-from orchestration.warehouse import Warehouse
+from orchestration.store.warehouse import Warehouse
 
 INGEST = [raw_window, curated_window, approved_window, *WINDOW_CHECKS]
 
@@ -23,14 +23,20 @@ def ingest(settings, instance, name, records, extra_lines=()):
     write_window(settings.paths.landing, name, records, extra_lines)
     key = name.rsplit(".jsonl", 1)[0]
     instance.add_dynamic_partitions(WINDOWS_PARTITION, [key])
-    result = dg.materialize(INGEST, partition_key=key, resources=build_resources(settings), instance=instance,
-                            raise_on_error=False)
+    result = dg.materialize(
+        INGEST, partition_key=key, resources=build_resources(settings), instance=instance, raise_on_error=False
+    )
     return key, result
 
 
 def finetune(settings, instance):
-    return dg.materialize([*TRAINING_ASSETS, challenger_beats_champion], resources=build_resources(settings),
-                          instance=instance, selection=TRAINING_ASSETS, raise_on_error=True)
+    return dg.materialize(
+        [*TRAINING_ASSETS, challenger_beats_champion],
+        resources=build_resources(settings),
+        instance=instance,
+        selection=TRAINING_ASSETS,
+        raise_on_error=True,
+    )
 
 
 @pytest.fixture
@@ -105,7 +111,9 @@ def test_finetune_registers_versions_and_moves_champion_only_when_better(home):
     assert {"train", "new_eval", "retention_eval"} <= set(inputs)
     assert json.loads(inputs["train"].dataset.profile)["windows"] == [k1]
     assert json.loads(inputs["train"].dataset.profile)["num_rows"] == int(run.data.params["train_rows"])
-    samples = json.loads(Path(client.download_artifacts(v2.run_id, "samples/generations.json", str(home.home / "dl"))).read_text())
+    samples = json.loads(
+        Path(client.download_artifacts(v2.run_id, "samples/generations.json", str(home.home / "dl"))).read_text()
+    )
     assert len(samples) == home.samples_per_update and all(s["prompt"] for s in samples)
     champion = str(client.get_model_version_by_alias(name, "champion").version)
     v3 = client.get_model_version(name, "3")

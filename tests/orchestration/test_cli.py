@@ -8,7 +8,9 @@ from st_helpers import window_records, write_window
 
 
 def cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "orchestration.cli", *args], capture_output=True, text=True, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "orchestration.cli.app", *args], capture_output=True, text=True, env=env
+    )
 
 
 def test_replay_lands_files_and_status_reports_an_empty_home(tmp_path):
@@ -36,7 +38,7 @@ def test_errors_are_one_line_and_a_hint_not_a_traceback(tmp_path):
 def test_bad_settings_file_is_a_clear_error(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
-    (home / "streamtune.toml").write_text('unknown_knob = 3\n')
+    (home / "streamtune.toml").write_text("unknown_knob = 3\n")
     out = cli("status", "--home", str(home))
     assert out.returncode == 1
     assert "unknown settings ['unknown_knob']" in out.stderr

@@ -6,9 +6,9 @@ import time
 
 from rich.console import Console
 
-from orchestration.cli_progress import LoopProgress
-from orchestration.daemon import LoopState
-from orchestration.progress import ProgressFile, read_progress
+from orchestration.cli.daemon import LoopState
+from orchestration.cli.progress import LoopProgress
+from orchestration.pipeline.progress import ProgressFile, read_progress
 
 
 def test_progress_file_round_trip_throttles_and_clears(tmp_path):
@@ -34,8 +34,14 @@ def test_stale_or_torn_progress_reads_as_none(tmp_path):
 
 
 def _state(**kw):
-    base = dict(message="1 run(s) active, 0 landed file(s) not yet seen, 2 window(s) known", active_runs=1,
-                landed=2, ingested=1, updates=0, training=None)
+    base = dict(
+        message="1 run(s) active, 0 landed file(s) not yet seen, 2 window(s) known",
+        active_runs=1,
+        landed=2,
+        ingested=1,
+        updates=0,
+        training=None,
+    )
     return LoopState(**(base | kw))
 
 

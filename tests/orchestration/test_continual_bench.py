@@ -16,10 +16,34 @@ def test_bench_runs_on_a_directory_of_window_files(tmp_path):
         write_window(stream, f"w-{i}.jsonl", window_records(i, 40))
     out = tmp_path / "results"
     proc = subprocess.run(
-        [sys.executable, str(BENCH), "run", "--stream", str(stream), "--out", str(out), "--seeds", "1", "--steps", "2",
-         "--m0-steps", "2", "--seq-len", "32", "--n-embd", "16", "--vocab", "300", "--oracle-every", "1",
-         "--methods", "frozen,naive,replay-0.25,oracle"],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(BENCH),
+            "run",
+            "--stream",
+            str(stream),
+            "--out",
+            str(out),
+            "--seeds",
+            "1",
+            "--steps",
+            "2",
+            "--m0-steps",
+            "2",
+            "--seq-len",
+            "32",
+            "--n-embd",
+            "16",
+            "--vocab",
+            "300",
+            "--oracle-every",
+            "1",
+            "--methods",
+            "frozen,naive,replay-0.25,oracle",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     table = (out / "continual.md").read_text()

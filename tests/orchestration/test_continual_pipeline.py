@@ -14,9 +14,9 @@ from assets.curate import approved_window, curated_window
 from assets.ingest import raw_window
 from assets.train import TRAINING_ASSETS, challenger_beats_champion
 from orchestration.partitions import WINDOWS_PARTITION
+from orchestration.pipeline.snapshot import SnapshotManifest
 from orchestration.resources import build_resources
-from orchestration.snapshots import SnapshotManifest
-from orchestration.warehouse import Warehouse
+from orchestration.store.warehouse import Warehouse
 
 INGEST = [raw_window, curated_window, approved_window, *WINDOW_CHECKS]
 
@@ -30,8 +30,13 @@ def ingest(settings, instance, index):
 
 
 def finetune(settings, instance):
-    return dg.materialize([*TRAINING_ASSETS, challenger_beats_champion], resources=build_resources(settings),
-                          instance=instance, selection=TRAINING_ASSETS, raise_on_error=False)
+    return dg.materialize(
+        [*TRAINING_ASSETS, challenger_beats_champion],
+        resources=build_resources(settings),
+        instance=instance,
+        selection=TRAINING_ASSETS,
+        raise_on_error=False,
+    )
 
 
 def test_replay_matrix_gate_and_rollback(tmp_path):
@@ -58,8 +63,11 @@ def test_replay_matrix_gate_and_rollback(tmp_path):
         assert not set(buf["record_id"]) & set(wh.heldout_record_ids())  # held-out rows never replayed
 
         # an impossible gate: the update is recorded, the run fails at the blocking check, champion stays
-        strict = tiny_home(root, replay={"size": 24, "fraction": 0.25, "seed": 0},
-                           gate={"min_improvement": 0.99, "retention_tolerance": 0.0})
+        strict = tiny_home(
+            root,
+            replay={"size": 24, "fraction": 0.25, "seed": 0},
+            gate={"min_improvement": 0.99, "retention_tolerance": 0.0},
+        )
         ingest(strict, instance, 2)
         third = finetune(strict, instance)
         assert not third.success
@@ -85,8 +93,20 @@ def test_replay_matrix_gate_and_rollback(tmp_path):
     assert run.data.params["replay_rows"] == str(replay.height)
 
     # rollback: default = the champion's parent, recorded in tags and train.rollbacks
-    out = subprocess.run([sys.executable, "-m", "orchestration.cli", "rollback", "--home", str(root),
-                          "--reason", "bad outputs in prod"], capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestration.cli.app",
+            "rollback",
+            "--home",
+            str(root),
+            "--reason",
+            "bad outputs in prod",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     assert str(client.get_model_version_by_alias(name, "champion").version) == "2"
     tags = client.get_model_version(name, "2").tags
@@ -94,6 +114,9 @@ def test_replay_matrix_gate_and_rollback(tmp_path):
     assert client.get_model_version(name, "3").tags["rollback.rolled_back_to"] == "2"
     rb = wh.rollbacks()
     assert rb.select("from_version", "to_version", "reason").rows() == [("3", "2", "bad outputs in prod")]
-    bad = subprocess.run([sys.executable, "-m", "orchestration.cli", "rollback", "--home", str(root), "--to", "99"],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "orchestration.cli.app", "rollback", "--home", str(root), "--to", "99"],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 1 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr

@@ -16,8 +16,17 @@ def test_definitions_load_with_every_job_sensor_and_schedule(tmp_path):
     assert defs.resolve_schedule_def("periodic_finetune").cron_schedule == "0 */6 * * *"
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {"raw_window", "curated_window", "approved_window", "training_snapshot", "base_model",
-                    "challenger_model", "champion_model", "window_profile", "drift_report"}
+    assert keys == {
+        "raw_window",
+        "curated_window",
+        "approved_window",
+        "training_snapshot",
+        "base_model",
+        "challenger_model",
+        "champion_model",
+        "window_profile",
+        "drift_report",
+    }
     checks = {k.name for k in graph.asset_check_keys}
     assert {"text_not_null", "text_length_bounds", "window_not_empty", "rows_conserved"} <= checks
 
@@ -25,8 +34,15 @@ def test_definitions_load_with_every_job_sensor_and_schedule(tmp_path):
 def test_every_duckdb_asset_is_in_the_duckdb_pool(tmp_path):
     defs = build_definitions(tiny_home(tmp_path))
     graph = defs.resolve_asset_graph()
-    for key in ["raw_window", "curated_window", "approved_window", "training_snapshot", "champion_model",
-                "window_profile", "drift_report"]:
+    for key in [
+        "raw_window",
+        "curated_window",
+        "approved_window",
+        "training_snapshot",
+        "champion_model",
+        "window_profile",
+        "drift_report",
+    ]:
         node = graph.get(dg.AssetKey(key))
         assert node.pools == {"duckdb"}, key
     for key in ["base_model", "challenger_model"]:
@@ -51,9 +67,13 @@ def test_instance_template_has_the_pools_and_fine_tune_limit():
 
     cfg = yaml.safe_load(resources.files("orchestration").joinpath("templates/dagster.yaml").read_text())
     assert cfg["concurrency"]["pools"]["default_limit"] == 1
-    assert {"key": "streamtune/pipeline", "value": "finetune", "limit": 1} in cfg["concurrency"]["runs"]["tag_concurrency_limits"]
+    assert {"key": "streamtune/pipeline", "value": "finetune", "limit": 1} in cfg["concurrency"]["runs"][
+        "tag_concurrency_limits"
+    ]
     # fine-tunes and drift profiles (torch on every core) never share the machine's cores
-    assert {"key": "streamtune/compute", "value": "model", "limit": 1} in cfg["concurrency"]["runs"]["tag_concurrency_limits"]
+    assert {"key": "streamtune/compute", "value": "model", "limit": 1} in cfg["concurrency"]["runs"][
+        "tag_concurrency_limits"
+    ]
     from orchestration.jobs import finetune_job, monitor_job
 
     assert finetune_job.tags["streamtune/compute"] == monitor_job.tags["streamtune/compute"] == "model"

@@ -19,10 +19,20 @@ from orchestration.resources import build_resources
 from orchestration.sensors import build_drift_sensor, build_new_window_sensor, build_profile_sensor
 
 INGEST = [raw_window, curated_window, approved_window, *WINDOW_CHECKS]
-DRIFT = {"sample_rows": 100, "embed_rows": 40, "lm_rows": 32, "null_splits": 200, "permutations": 200,
-         "reference_windows": 3, "min_reference_windows": 2, "cooldown_s": 3600.0}
-NEW_TOPIC = ["Quantum circuit simulator for {x} qubits with noise models",
-             "Bindings to the {x} quantum annealer and its QUBO solver"]
+DRIFT = {
+    "sample_rows": 100,
+    "embed_rows": 40,
+    "lm_rows": 32,
+    "null_splits": 200,
+    "permutations": 200,
+    "reference_windows": 3,
+    "min_reference_windows": 2,
+    "cooldown_s": 3600.0,
+}
+NEW_TOPIC = [
+    "Quantum circuit simulator for {x} qubits with noise models",
+    "Bindings to the {x} quantum annealer and its QUBO solver",
+]
 
 
 def stable_records(index: int, n: int = 60) -> list[dict]:
@@ -33,8 +43,14 @@ def stable_records(index: int, n: int = 60) -> list[dict]:
     rows = []
     for i in range(n):
         j = index * n + i
-        rows.append({"id": f"w{index}-{i}", "text": TOPICS[i % len(TOPICS)].format(x=THINGS[(i * 7) % len(THINGS)])
-                     + f" rev {(j * 7919 + 13) % 100003}", "ts": f"2025-{index + 1:02d}-01T00:00:00Z"})
+        rows.append(
+            {
+                "id": f"w{index}-{i}",
+                "text": TOPICS[i % len(TOPICS)].format(x=THINGS[(i * 7) % len(THINGS)])
+                + f" rev {(j * 7919 + 13) % 100003}",
+                "ts": f"2025-{index + 1:02d}-01T00:00:00Z",
+            }
+        )
     return rows
 
 
@@ -53,8 +69,9 @@ def profile(settings, instance, key):
 
 
 def tick(sensor, instance, settings, cursor=None):
-    ctx = dg.build_sensor_context(instance=instance, instance_ref=instance.get_ref(), cursor=cursor,
-                                  definitions=build_definitions(settings))
+    ctx = dg.build_sensor_context(
+        instance=instance, instance_ref=instance.get_ref(), cursor=cursor, definitions=build_definitions(settings)
+    )
     return sensor.evaluate_tick(ctx)
 
 
@@ -98,8 +115,11 @@ def test_window_profile_report_and_drift_sensor(home):
         # the same profiles under a staleness bound of 2 windows: s-02 is the 2nd window without a retrain,
         # s-04's drift resets the count
         stale = tick(build_drift_sensor(1, cooldown_s=3600.0, max_windows_without_retrain=2), instance, home)
-        fts = [(r.tags["streamtune/trigger"], r.tags["streamtune/window"]) for r in stale.run_requests
-               if r.job_name == "finetune"]
+        fts = [
+            (r.tags["streamtune/trigger"], r.tags["streamtune/window"])
+            for r in stale.run_requests
+            if r.job_name == "finetune"
+        ]
         assert fts == [("staleness", keys[1]), ("drift", keys[3])]
         assert json.loads(stale.cursor)["since_retrain"] == []
         # emerging terms reach the metadata (redacted) and the report table
@@ -112,18 +132,25 @@ def test_window_profile_report_and_drift_sensor(home):
         assert [r.job_name for r in again.run_requests] == ["redraw_drift_report"]
         assert json.loads(again.cursor)["last_request_ts"] == json.loads(cursor)["last_request_ts"]
 
-        report = dg.materialize([window_profile, drift_report], selection=[drift_report],
-                                resources=build_resources(home), instance=instance)
+        report = dg.materialize(
+            [window_profile, drift_report], selection=[drift_report], resources=build_resources(home), instance=instance
+        )
         rmd = report.asset_materializations_for_node("drift_report")[0].metadata
         assert "data:image/png;base64," in rmd["report"].value and rmd["windows"].value == 4
         assert rmd["drift_windows"].value == [keys[3]]
         assert (home.paths.root / "monitor" / "drift_report.png").stat().st_size > 1000
 
     with duckdb.connect(str(home.paths.warehouse), read_only=True) as con:
-        rows = con.execute("SELECT window_key, drift, reference_keys, lm_bpb IS NOT NULL FROM monitor.window_profile "
-                           "ORDER BY window_key").fetchall()
-    assert rows == [("s-01", False, [], False), ("s-02", False, ["s-01"], True),
-                    ("s-03", False, ["s-01", "s-02"], True), ("s-04", True, ["s-01", "s-02", "s-03"], True)]
+        rows = con.execute(
+            "SELECT window_key, drift, reference_keys, lm_bpb IS NOT NULL FROM monitor.window_profile "
+            "ORDER BY window_key"
+        ).fetchall()
+    assert rows == [
+        ("s-01", False, [], False),
+        ("s-02", False, ["s-01"], True),
+        ("s-03", False, ["s-01", "s-02"], True),
+        ("s-04", True, ["s-01", "s-02", "s-03"], True),
+    ]
     client = MlflowClient(home.tracking_uri)
     exp = client.get_experiment_by_name(f"{home.experiment}-drift")
     runs = client.search_runs([exp.experiment_id])
@@ -146,10 +173,18 @@ def test_retrain_on_drift_silences_the_new_window_sensor(tmp_path):
 
 def report_profile(instance, key, drift):
     """A ``window_profile`` materialization event in the real instance, with the metadata the asset writes."""
-    instance.report_runless_asset_event(dg.AssetMaterialization(
-        asset_key="window_profile", partition=key,
-        metadata={"drift": drift, "confirmed": dg.MetadataValue.json(["emerging_z"] if drift else []),
-                  "emerging_z": 7.5 if drift else 2.0, "emerging_z_p": 0.001 if drift else 0.5}))
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key="window_profile",
+            partition=key,
+            metadata={
+                "drift": drift,
+                "confirmed": dg.MetadataValue.json(["emerging_z"] if drift else []),
+                "emerging_z": 7.5 if drift else 2.0,
+                "emerging_z_p": 0.001 if drift else 0.5,
+            },
+        )
+    )
 
 
 def test_staleness_bound_and_cooldown_through_evaluate_tick(home):
@@ -165,13 +200,20 @@ def test_staleness_bound_and_cooldown_through_evaluate_tick(home):
                 report_profile(instance, k, drift.get(k, False))
             res = tick(sensor, instance, home, cursor)
             cursor = res.cursor
-            got += [(r.tags["streamtune/trigger"], r.tags["streamtune/window"], r.tags["streamtune/windows_since_retrain"])
-                    for r in res.run_requests if r.job_name == "finetune"]
+            got += [
+                (r.tags["streamtune/trigger"], r.tags["streamtune/window"], r.tags["streamtune/windows_since_retrain"])
+                for r in res.run_requests
+                if r.job_name == "finetune"
+            ]
             assert [r.job_name for r in res.run_requests].count("redraw_drift_report") == 1
         # w-03: 3rd window; w-04: drift (count 1, resets); w-05: drift inside the cooldown, suppressed but
         # counted; w-07 completes 3 windows since w-04's retrain; w-10 the next 3
-        assert got == [("staleness", "w-03", "3"), ("drift", "w-04", "1"), ("staleness", "w-07", "3"),
-                       ("staleness", "w-10", "3")], got
+        assert got == [
+            ("staleness", "w-03", "3"),
+            ("drift", "w-04", "1"),
+            ("staleness", "w-07", "3"),
+            ("staleness", "w-10", "3"),
+        ], got
         # without the bound only the drift request remains
         plain = tick(build_drift_sensor(1, cooldown_s=3600.0), instance, home)
         assert [r.tags["streamtune/trigger"] for r in plain.run_requests if r.job_name == "finetune"] == ["drift"]
@@ -190,8 +232,11 @@ def test_a_fine_tune_from_elsewhere_resets_the_staleness_count(home):
                 report_profile(instance, k, False)
             res = tick(sensor, instance, home, cursor)
             cursor = res.cursor
-            got += [(r.tags["streamtune/trigger"], r.tags["streamtune/window"]) for r in res.run_requests
-                    if r.job_name == "finetune"]
+            got += [
+                (r.tags["streamtune/trigger"], r.tags["streamtune/window"])
+                for r in res.run_requests
+                if r.job_name == "finetune"
+            ]
             for r in res.run_requests:  # what the daemon does with the sensor's own requests: they become runs
                 if r.job_name == "finetune":
                     instance.add_run(dg.DagsterRun(job_name="finetune", tags=r.tags))

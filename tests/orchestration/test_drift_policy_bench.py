@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
-_spec = importlib.util.spec_from_file_location("bench_drift", Path(__file__).resolve().parents[2] / "bench" / "drift.py")
+_spec = importlib.util.spec_from_file_location(
+    "bench_drift", Path(__file__).resolve().parents[2] / "bench" / "drift.py"
+)
 _bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_bench)
 policy_schedules, retrain_steps = _bench.policy_schedules, _bench.retrain_steps

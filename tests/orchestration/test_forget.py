@@ -13,10 +13,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 from st_helpers import tiny_home, window_records, write_window
 
-from orchestration.daemon import Daemon, open_instance
-from orchestration.forget import ForgetError, parse_where
-from orchestration.landing import replay
-from orchestration.warehouse import Warehouse
+from orchestration.cli.daemon import Daemon, open_instance
+from orchestration.pipeline.forget import ForgetError, parse_where
+from orchestration.sources.landing import replay
+from orchestration.store.warehouse import Warehouse
 
 ROW_TABLES = ("raw.events", "curated.events", "curated.quarantine", "train.replay_buffer")
 
@@ -26,15 +26,27 @@ def test_where_is_parsed_into_one_field_and_one_literal_value():
     assert parse_where("package='a b'") == ("package", "a b")
     assert parse_where('id = "x\\"y"') == ("id", 'x"y')
     assert parse_where("author == 'O\\'Brien; DROP TABLE raw.events'") == ("author", "O'Brien; DROP TABLE raw.events")
-    for bad in ("package = 'x' OR 1=1", "1 = 1", "package = x; DROP TABLE raw.events", "a = b = c", "package",
-                "package = 'unterminated", "metadata->>'x' = 1", ""):
+    for bad in (
+        "package = 'x' OR 1=1",
+        "1 = 1",
+        "package = x; DROP TABLE raw.events",
+        "a = b = c",
+        "package",
+        "package = 'unterminated",
+        "metadata->>'x' = 1",
+        "",
+    ):
         with pytest.raises(ForgetError):
             parse_where(bad)
 
 
 def _cli(home, *args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "orchestration.cli", *args, "--home", str(home)],
-                          capture_output=True, text=True, env=dict(os.environ))
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestration.cli.app", *args, "--home", str(home)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"streamtune {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -65,8 +77,12 @@ def test_forget_deletes_everywhere_marks_versions_and_the_daemon_retrains_withou
     gone = ["w0-3", "w1-3", "w1-10"]
     with wh.connect(read_only=True) as con:
         before = {t: _count(con, t, gone) for t in ROW_TABLES}
-        trained_on = {v for (v,) in con.execute("SELECT DISTINCT model_version FROM train.ledger WHERE "
-                                                "list_contains(?, record_id)", [gone]).fetchall()}
+        trained_on = {
+            v
+            for (v,) in con.execute(
+                "SELECT DISTINCT model_version FROM train.ledger WHERE list_contains(?, record_id)", [gone]
+            ).fetchall()
+        }
         total_raw = con.execute("SELECT count(*) FROM raw.events").fetchall()[0][0]
     assert before["raw.events"] == 3 and before["curated.events"] == 3 and trained_on == {"2", "3"}
 
@@ -75,15 +91,17 @@ def test_forget_deletes_everywhere_marks_versions_and_the_daemon_retrains_withou
     assert bad.returncode == 1 and "unknown field 'nosuchfield'" in bad.stderr and "package" in bad.stderr
     inj = json.loads(_cli(settings.home, "forget", "--where", "package = \"x' OR '1'='1\"", "--json").stdout)
     assert inj["records"] == [] and inj["deleted"]["raw.events"] == 0 and inj["trained_versions"] == []
-    dry = json.loads(_cli(settings.home, "forget", "--where", "package = pkg3", "--id", "w1-10", "--dry-run",
-                          "--json").stdout)
+    dry = json.loads(
+        _cli(settings.home, "forget", "--where", "package = pkg3", "--id", "w1-10", "--dry-run", "--json").stdout
+    )
     assert sorted(dry["record_ids"]) == sorted(gone) and dry["deleted"]["raw.rejects"] == 1
     with wh.connect(read_only=True) as con:
         assert con.execute("SELECT count(*) FROM raw.events").fetchall()[0][0] == total_raw  # dry run: untouched
 
     mtimes = {p.name: p.stat().st_mtime_ns for p in settings.paths.landing.iterdir()}
-    out = _cli(settings.home, "forget", "--where", "package = pkg3", "--id", "w1-10", "--reason", "user request",
-               "--json")
+    out = _cli(
+        settings.home, "forget", "--where", "package = pkg3", "--id", "w1-10", "--reason", "user request", "--json"
+    )
     report = json.loads(out.stdout)
 
     # deleted from every table, counted in the report
@@ -97,14 +115,19 @@ def test_forget_deletes_everywhere_marks_versions_and_the_daemon_retrains_withou
         for table in ("raw.staged_text", "curated.events", "curated.quarantine"):
             assert con.execute(f"SELECT count(*) FROM {table} WHERE metadata LIKE '%\"pkg3\"%'").fetchall() == [(0,)]
         assert con.execute("SELECT sum(source_rows) FROM raw.windows").fetchall()[0][0] == total_raw + 1 - 4
-        req = con.execute("SELECT request_id, reason, criteria, trained_versions, status, record_ids "
-                          "FROM monitor.forget_requests ORDER BY requested_at").fetchall()
+        req = con.execute(
+            "SELECT request_id, reason, criteria, trained_versions, status, record_ids "
+            "FROM monitor.forget_requests ORDER BY requested_at"
+        ).fetchall()
         retired = {v for (v,) in con.execute("SELECT model_version FROM train.retired_versions").fetchall()}
-        ledger_kept = con.execute("SELECT count(*) FROM train.ledger WHERE list_contains(?, record_id)",
-                                  [gone]).fetchall()[0][0]
+        ledger_kept = con.execute(
+            "SELECT count(*) FROM train.ledger WHERE list_contains(?, record_id)", [gone]
+        ).fetchall()[0][0]
     # two requests on record: the injection attempt (matched nothing, nothing to retrain) and this one
-    assert [(r[0], r[4]) for r in req] == [(inj["request_id"], "retrain_not_needed"),
-                                           (report["request_id"], "retrain_requested")]
+    assert [(r[0], r[4]) for r in req] == [
+        (inj["request_id"], "retrain_not_needed"),
+        (report["request_id"], "retrain_requested"),
+    ]
     req = req[1]
     assert req[1] == "user request" and "pkg3" not in req[2] and sorted(req[3]) == ["2", "3"]
     assert sorted(req[5]) == sorted(gone)
@@ -127,8 +150,13 @@ def test_forget_deletes_everywhere_marks_versions_and_the_daemon_retrains_withou
     assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
     with wh.connect(read_only=True) as con:
         rb = con.execute("SELECT from_version, to_version, reason FROM train.rollbacks").fetchall()
-    assert rb == [(champion_before, "1", f"forget request {report['request_id']}: v{champion_before} was trained "
-                   "on deleted records")]
+    assert rb == [
+        (
+            champion_before,
+            "1",
+            f"forget request {report['request_id']}: v{champion_before} was trained on deleted records",
+        )
+    ]
 
     # the retrain request: two finetune runs queued on the home's instance (max_windows_per_update = 1)
     assert len(report["retrain_run_ids"]) == 2 and report["retrain_windows"] == ["f-2025-01", "f-2025-02"]
@@ -149,10 +177,14 @@ def test_forget_deletes_everywhere_marks_versions_and_the_daemon_retrains_withou
     versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
     assert versions == [1, 2, 3, 4, 5]
     with duckdb.connect(str(settings.paths.warehouse), read_only=True) as con:
-        new_ledger = con.execute("SELECT count(*) FROM train.ledger WHERE model_version IN ('4', '5') "
-                                 "AND list_contains(?, record_id)", [gone]).fetchall()[0][0]
-        updates = con.execute("SELECT model_version, parent_version, window_keys, trigger FROM train.updates "
-                              "WHERE model_version IN ('4', '5') ORDER BY created_at").fetchall()
+        new_ledger = con.execute(
+            "SELECT count(*) FROM train.ledger WHERE model_version IN ('4', '5') AND list_contains(?, record_id)",
+            [gone],
+        ).fetchall()[0][0]
+        updates = con.execute(
+            "SELECT model_version, parent_version, window_keys, trigger FROM train.updates "
+            "WHERE model_version IN ('4', '5') ORDER BY created_at"
+        ).fetchall()
     assert new_ledger == 0
     assert updates[0] == ("4", "1", ["f-2025-01"], "forget") and updates[1][2:] == (["f-2025-02"], "forget")
     assert wh.pending_windows() == []

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from orchestration.landing import (
+from orchestration.sources.landing import (
     LandedFile,
     closed_files_after,
     is_window_file,

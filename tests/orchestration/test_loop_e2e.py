@@ -9,9 +9,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from st_helpers import tiny_home, window_records, write_window
 
-from orchestration.daemon import Daemon, open_instance
-from orchestration.landing import replay
+from orchestration.cli.daemon import Daemon, open_instance
 from orchestration.partitions import WINDOWS_PARTITION
+from orchestration.sources.landing import replay
 
 pytestmark = pytest.mark.slow
 
@@ -34,8 +34,12 @@ def test_three_windows_flow_through_sensor_ingest_finetune_and_registry(tmp_path
         ).fetchall()
         assert per_window == [("s-2025-01", 60, 60, 0), ("s-2025-02", 61, 60, 1), ("s-2025-03", 60, 60, 0)]
         assert con.execute("SELECT count(*) FROM raw.rejects").fetchall() == [(1,)]
-        assert con.execute("SELECT count(DISTINCT window_key) FROM train.ledger WHERE role = 'train'").fetchall() == [(3,)]
-        updates = con.execute("SELECT model_version, window_keys, trigger FROM train.updates ORDER BY created_at").fetchall()
+        assert con.execute("SELECT count(DISTINCT window_key) FROM train.ledger WHERE role = 'train'").fetchall() == [
+            (3,)
+        ]
+        updates = con.execute(
+            "SELECT model_version, window_keys, trigger FROM train.updates ORDER BY created_at"
+        ).fetchall()
     assert [u[1] for u in updates] == [["s-2025-01"], ["s-2025-02"], ["s-2025-03"]]
     assert {u[2] for u in updates} <= {"new_data", "schedule"}
 
@@ -52,8 +56,12 @@ def test_three_windows_flow_through_sensor_ingest_finetune_and_registry(tmp_path
         assert sorted(instance.get_dynamic_partitions(WINDOWS_PARTITION)) == ["s-2025-01", "s-2025-02", "s-2025-03"]
 
     # the CLI reads the same home
-    out = subprocess.run([sys.executable, "-m", "orchestration.cli", "status", "--home", str(settings.home), "--json"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestration.cli.app", "status", "--home", str(settings.home), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     status = json.loads(out.stdout)
     assert status["champion"] == str(champion.version)
     assert [w["window_key"] for w in status["windows"]] == ["s-2025-01", "s-2025-02", "s-2025-03"]

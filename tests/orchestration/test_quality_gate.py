@@ -6,36 +6,40 @@ import subprocess
 import sys
 
 import dagster as dg
-from st_helpers import tiny_home, window_records, write_window
+from st_helpers import tiny_home, write_window
 
 from assets.checks import WINDOW_CHECKS
 from assets.curate import approved_window, curated_window
 from assets.ingest import raw_window
+from orchestration.config.settings import load_settings, write_settings
 from orchestration.partitions import WINDOWS_PARTITION
 from orchestration.resources import build_resources
-from orchestration.settings import load_settings, write_settings
-from orchestration.warehouse import Warehouse
+from orchestration.store.warehouse import Warehouse
 
 INGEST = [raw_window, curated_window, approved_window, *WINDOW_CHECKS]
 
 
 def unique_records(index, n):
-    return [{"id": f"w{index}-{i}", "text": f"window {index} record {i}: {word} tooling for {thing} teams"}
-            for i, (word, thing) in enumerate(zip(["async", "fast", "typed", "tiny", "safe"] * 20,
-                                                  ["data", "cloud", "web", "ml", "audio", "graph"] * 20)) if i < n]
+    return [
+        {"id": f"w{index}-{i}", "text": f"window {index} record {i}: {word} tooling for {thing} teams"}
+        for i, (word, thing) in enumerate(
+            zip(["async", "fast", "typed", "tiny", "safe"] * 20, ["data", "cloud", "web", "ml", "audio", "graph"] * 20)
+        )
+        if i < n
+    ]
 
 
 def ingest(settings, instance, name, records, extra_lines=()):
     write_window(settings.paths.landing, name, records, extra_lines)
     key = name.rsplit(".", 1)[0]
     instance.add_dynamic_partitions(WINDOWS_PARTITION, [key])
-    return key, dg.materialize(INGEST, partition_key=key, resources=build_resources(settings), instance=instance,
-                               raise_on_error=False)
+    return key, dg.materialize(
+        INGEST, partition_key=key, resources=build_resources(settings), instance=instance, raise_on_error=False
+    )
 
 
 def test_metadata_docs_checks_and_cross_window_dedup(tmp_path):
-    home = tiny_home(tmp_path / "home", quality={"dedup_exact": True, "near_dup_threshold": 0.85,
-                                                 "max_chars": 300})
+    home = tiny_home(tmp_path / "home", quality={"dedup_exact": True, "near_dup_threshold": 0.85, "max_chars": 300})
     base = "Command line tool to manage kubernetes deployments across many clusters with ease and safety"
     first = unique_records(1, 20) + [{"id": "base", "text": base}]
     second = unique_records(2, 20) + [
@@ -43,7 +47,10 @@ def test_metadata_docs_checks_and_cross_window_dedup(tmp_path):
         {"id": "again", "text": first[3]["text"].upper()},  # exact duplicate of window 1 row 4
         {"id": "dup", "text": "window 2 record 0: async tooling for data teams"},  # exact, within window
         {"id": "mail", "text": "contact jane.roe.1987@example.org for access"},
-        {"id": "key", "text": "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----"},
+        {
+            "id": "key",
+            "text": "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----",
+        },
         {"id": "long", "text": "x" * 400},
     ]
     with dg.instance_for_test() as instance:
@@ -54,8 +61,12 @@ def test_metadata_docs_checks_and_cross_window_dedup(tmp_path):
         assert checks["pii_free"] and checks["window_expectations"] and checks["rows_conserved"]
         meta = {k: v.value for k, v in r2.asset_materializations_for_node("curated_window")[0].metadata.items()}
     assert meta["dagster/row_count"] == 21
-    assert meta["quarantined_by_rule"] == {"duplicate_exact": 2, "duplicate_near": 1, "pii_private_key": 1,
-                                           "text_too_long": 1}
+    assert meta["quarantined_by_rule"] == {
+        "duplicate_exact": 2,
+        "duplicate_near": 1,
+        "pii_private_key": 1,
+        "text_too_long": 1,
+    }
     assert meta["redactions_by_entity"] == {"EMAIL_ADDRESS": 1}
     assert meta["duplicates_exact"] == 2 and meta["duplicate_rate"] > 0
     docs = meta["gx_data_docs"]
@@ -66,17 +77,25 @@ def test_metadata_docs_checks_and_cross_window_dedup(tmp_path):
 
     wh = Warehouse(home.paths.warehouse)
     q = wh.quarantine_rows(k2)
-    links = {(r["rule"], r["duplicate_of_window"], r["duplicate_of_row"]) for r in q.iter_rows(named=True)
-             if r["rule"] == "duplicate_exact"}
+    links = {
+        (r["rule"], r["duplicate_of_window"], r["duplicate_of_row"])
+        for r in q.iter_rows(named=True)
+        if r["rule"] == "duplicate_exact"
+    }
     assert links == {("duplicate_exact", k1, 4), ("duplicate_exact", k2, 1)}
     near = q.filter(q["rule"] == "duplicate_near")
     assert near.select("record_id", "duplicate_of_window", "duplicate_of_row").rows() == [("near", k1, 21)]
     with wh.connect(read_only=True) as con:
-        assert "text" not in {c for (c,) in con.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'raw' AND table_name = 'events'"
-        ).fetchall()}
+        assert "text" not in {
+            c
+            for (c,) in con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = 'raw' AND table_name = 'events'"
+            ).fetchall()
+        }
         # the window is curated: its staged raw text is gone (the PII boundary)
-        raw_texts = [t for (t,) in con.execute("SELECT text FROM raw.staged_text WHERE window_key = ?", [k2]).fetchall()]
+        raw_texts = [
+            t for (t,) in con.execute("SELECT text FROM raw.staged_text WHERE window_key = ?", [k2]).fetchall()
+        ]
         assert raw_texts == []
         rejects = [r for (r,) in con.execute("SELECT raw FROM raw.rejects WHERE window_key = ?", [k2]).fetchall()]
     assert not any(t and ("jane.roe" in t or "MIIEvQ" in t) for t in raw_texts)
@@ -84,7 +103,7 @@ def test_metadata_docs_checks_and_cross_window_dedup(tmp_path):
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "orchestration.cli", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "orchestration.cli.app", *args], capture_output=True, text=True)
 
 
 def test_quarantine_list_and_release_after_a_rule_fix(tmp_path):

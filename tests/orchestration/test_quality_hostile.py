@@ -19,7 +19,7 @@ from assets.ingest import raw_window
 from orchestration.definitions import build_definitions
 from orchestration.resources import StreamtuneResource, build_resources
 from orchestration.sensors import build_landing_sensor
-from orchestration.warehouse import Warehouse
+from orchestration.store.warehouse import Warehouse
 
 HOSTILE = Path(__file__).resolve().parents[2] / "data" / "hostile"
 sys.path.insert(0, str(HOSTILE))
@@ -37,15 +37,20 @@ def snapshot(wh, key):
             "staged": q("SELECT * FROM raw.staged_text WHERE window_key = ? ORDER BY row_number"),
             "rejects": q("SELECT * FROM raw.rejects WHERE window_key = ? ORDER BY row_number"),
             "curated": q("SELECT * FROM curated.events WHERE window_key = ? ORDER BY row_number"),
-            "quarantine": q("SELECT * EXCLUDE (gx_run_id, quarantined_at) FROM curated.quarantine "
-                            "WHERE window_key = ? ORDER BY row_number"),
+            "quarantine": q(
+                "SELECT * EXCLUDE (gx_run_id, quarantined_at) FROM curated.quarantine "
+                "WHERE window_key = ? ORDER BY row_number"
+            ),
             "approved": q("SELECT curated_rows, quarantined_rows FROM curated.windows WHERE window_key = ?"),
         }
 
 
 def failure_messages(result):
-    return [str(e.event_specific_data.error.message) for e in result.all_events
-            if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    return [
+        str(e.event_specific_data.error.message)
+        for e in result.all_events
+        if e.event_type == dg.DagsterEventType.STEP_FAILURE
+    ]
 
 
 def test_hostile_corpus_end_to_end(tmp_path):
@@ -62,9 +67,13 @@ def test_hostile_corpus_end_to_end(tmp_path):
 
     resources = build_resources(home)
     with dg.instance_for_test() as instance:
-        ctx = dg.build_sensor_context(instance=instance, instance_ref=instance.get_ref(), cursor=None,
-                                      resources={"streamtune": StreamtuneResource(home=str(home.home))},
-                                      definitions=build_definitions(home))
+        ctx = dg.build_sensor_context(
+            instance=instance,
+            instance_ref=instance.get_ref(),
+            cursor=None,
+            resources={"streamtune": StreamtuneResource(home=str(home.home))},
+            definitions=build_definitions(home),
+        )
         tick = build_landing_sensor(1).evaluate_tick(ctx)
         for req in tick.dynamic_partitions_requests or []:
             instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
@@ -73,8 +82,14 @@ def test_hostile_corpus_end_to_end(tmp_path):
 
         def run(name):
             req = requests[name]
-            return dg.materialize(INGEST, partition_key=req.partition_key, resources=resources, instance=instance,
-                                  tags=req.tags, raise_on_error=False)
+            return dg.materialize(
+                INGEST,
+                partition_key=req.partition_key,
+                resources=resources,
+                instance=instance,
+                tags=req.tags,
+                raise_on_error=False,
+            )
 
         results = {name: run(name) for name in names}
         wh = Warehouse(home.paths.warehouse)

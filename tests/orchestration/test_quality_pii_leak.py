@@ -14,7 +14,7 @@ from assets.ingest import raw_window
 from assets.train import TRAINING_ASSETS, challenger_beats_champion
 from orchestration.partitions import WINDOWS_PARTITION
 from orchestration.resources import build_resources
-from orchestration.warehouse import Warehouse
+from orchestration.store.warehouse import Warehouse
 
 INGEST = [raw_window, curated_window, approved_window, *WINDOW_CHECKS]
 
@@ -28,8 +28,10 @@ INJECTED = {
     "IBAN_CODE": ("DE89 3704 0044 0532 0130 00", "wire to DE89 3704 0044 0532 0130 00 today"),
     "API_KEY": ("ghp_R4nd0mT0k3nV4lu3F0rT35t1ng0000000000", "token ghp_R4nd0mT0k3nV4lu3F0rT35t1ng0000000000 leaked"),
     "AWS_KEY": ("AKIAQ7YX3EXAMPLEKEY9", "aws key AKIAQ7YX3EXAMPLEKEY9 in config"),
-    "PRIVATE_KEY": ("MIIEowIBAAKCAQEAsecretmaterial",
-                    "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAsecretmaterial\n-----END RSA PRIVATE KEY-----"),
+    "PRIVATE_KEY": (
+        "MIIEowIBAAKCAQEAsecretmaterial",
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAsecretmaterial\n-----END RSA PRIVATE KEY-----",
+    ),
 }
 META_VALUE = "bob.meta.leak@corp.example.com"  # PII in an extra field (metadata)
 REJECT_VALUE = "carol.reject@example.net"  # PII in a line that cannot be parsed
@@ -37,8 +39,10 @@ REJECT_VALUE = "carol.reject@example.net"  # PII in a line that cannot be parsed
 
 def pii_records(index):
     # distinct texts per window: exact dedup (on by default) would otherwise quarantine window 2's copies
-    return [{"id": f"pii{index}-{name}", "text": f"{text} (window {index})", "owner": META_VALUE}
-            for name, (_, text) in INJECTED.items()]
+    return [
+        {"id": f"pii{index}-{name}", "text": f"{text} (window {index})", "owner": META_VALUE}
+        for name, (_, text) in INJECTED.items()
+    ]
 
 
 def values():
@@ -62,16 +66,24 @@ def test_no_injected_pii_outside_quarantine(tmp_path):
     with dg.instance_for_test(temp_dir=str(home.paths.dagster_home)) as instance:
         for i in range(2):
             name = f"leak-0{i + 1}.jsonl"
-            write_window(home.paths.landing, name, window_records(i, 60) + pii_records(i),
-                         extra_lines=[f'{{"text": "broken {REJECT_VALUE}'])
+            write_window(
+                home.paths.landing,
+                name,
+                window_records(i, 60) + pii_records(i),
+                extra_lines=[f'{{"text": "broken {REJECT_VALUE}'],
+            )
             key = name.rsplit(".", 1)[0]
             instance.add_dynamic_partitions(WINDOWS_PARTITION, [key])
             r = dg.materialize(INGEST, partition_key=key, resources=resources, instance=instance)
             assert r.success
             checks = {e.check_name: e.passed for e in r.get_asset_check_evaluations()}
             assert checks["pii_free"], checks
-            ft = dg.materialize([*TRAINING_ASSETS, challenger_beats_champion], resources=resources,
-                                instance=instance, selection=TRAINING_ASSETS)
+            ft = dg.materialize(
+                [*TRAINING_ASSETS, challenger_beats_champion],
+                resources=resources,
+                instance=instance,
+                selection=TRAINING_ASSETS,
+            )
             assert ft.success
         # Every event of every run through the instance API: materializations with their metadata,
         # asset check evaluations, step logs
@@ -87,9 +99,13 @@ def test_no_injected_pii_outside_quarantine(tmp_path):
     with wh.connect(read_only=True) as con:
         q = con.sql("SELECT rule, text FROM curated.quarantine").pl()
         assert set(q["rule"]) == {"pii_private_key"} and q.height == 2
-        tables = [(s, t) for s, t in con.execute(
-            "SELECT schema_name, table_name FROM duckdb_tables() WHERE NOT (schema_name = 'curated' AND "
-            "table_name = 'quarantine')").fetchall()]
+        tables = [
+            (s, t)
+            for s, t in con.execute(
+                "SELECT schema_name, table_name FROM duckdb_tables() WHERE NOT (schema_name = 'curated' AND "
+                "table_name = 'quarantine')"
+            ).fetchall()
+        ]
         assert ("raw", "events") in tables and ("curated", "events") in tables
         dumped = {f"{s}.{t}": repr(con.sql(f'SELECT * FROM "{s}"."{t}"').fetchall()) for s, t in tables}
     redacted = wh.curated_rows(["leak-01"])["text"].to_list()
@@ -99,8 +115,11 @@ def test_no_injected_pii_outside_quarantine(tmp_path):
 
     # every file the system wrote under the home, except the DuckDB file (holds the quarantine, its
     # tables were checked above) and the producer's input files in landing/
-    files = [p for p in home.home.rglob("*") if p.is_file() and not p.name.startswith("warehouse.duckdb")
-             and "landing" not in p.relative_to(home.home).parts]
+    files = [
+        p
+        for p in home.home.rglob("*")
+        if p.is_file() and not p.name.startswith("warehouse.duckdb") and "landing" not in p.relative_to(home.home).parts
+    ]
     kinds = {p.suffix for p in files}
     assert ".parquet" in kinds and ".safetensors" in kinds and ".db" in kinds and ".html" in kinds
     assert any(p.name == "tokenizer.json" for p in files)

@@ -7,10 +7,10 @@ import pytest
 from st_helpers import tiny_home, window_records, write_window
 
 from orchestration.definitions import build_definitions
-from orchestration.landing import window_key_for
 from orchestration.partitions import WINDOWS_PARTITION
 from orchestration.resources import StreamtuneResource
 from orchestration.sensors import build_landing_sensor, build_new_window_sensor
+from orchestration.sources.landing import window_key_for
 
 
 @pytest.fixture

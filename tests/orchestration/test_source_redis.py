@@ -15,15 +15,17 @@ import pytest
 from st_helpers import tiny_home, window_records
 
 from orchestration.definitions import build_definitions
-from orchestration.landing import closed_files_after, window_key_for
 from orchestration.resources import StreamtuneResource, build_resources
 from orchestration.sensors import build_landing_sensor
-from orchestration.sources.redis_stream import RedisStreamConfig, RedisStreamSource, cut_windows, Entry
-from orchestration.sources.sensors import redis_cursor
+from orchestration.source_sensors import redis_cursor
+from orchestration.sources.landing import closed_files_after, window_key_for
+from orchestration.sources.redis_stream import Entry, RedisStreamConfig, RedisStreamSource, cut_windows
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_SERVER = shutil.which("redis-server")
-pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed (apt-get install redis-server)")
+pytestmark = pytest.mark.skipif(
+    REDIS_SERVER is None, reason="redis-server is not installed (apt-get install redis-server)"
+)
 
 
 def _free_port() -> int:
@@ -38,9 +40,25 @@ def redis_url(tmp_path):
     import redis
 
     port = _free_port()
-    proc = subprocess.Popen([REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path),
-                             "--save", "", "--appendonly", "no", "--protected-mode", "yes"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            REDIS_SERVER,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(tmp_path),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "yes",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)
     for _ in range(100):
@@ -74,8 +92,10 @@ def test_windows_by_count_land_atomically_and_are_acked(tmp_path, redis_url):
     source = RedisStreamSource(RedisStreamConfig(url=redis_url, stream="events", window_count=10))
     first = source.poll(landing)
     # 25 entries: two closed windows of 10, five wait (pending, unacknowledged) in the open window
-    assert [p.name for p in first.landed] == [f"redis-events-{ids[0]}-{ids[9]}.jsonl",
-                                              f"redis-events-{ids[10]}-{ids[19]}.jsonl"]
+    assert [p.name for p in first.landed] == [
+        f"redis-events-{ids[0]}-{ids[9]}.jsonl",
+        f"redis-events-{ids[10]}-{ids[19]}.jsonl",
+    ]
     assert first.acked == 20 and first.open_entries == 5 and first.last_acked_id == ids[19]
     assert source.pending_count() == 5
     rows = _lines(first.landed[0])
@@ -106,8 +126,10 @@ def test_windows_by_time_close_on_entry_time_and_server_clock(tmp_path, redis_ur
     result = source.poll(landing)
     # windows start at their first entry: [0, 400, 800] | [1200, 1600, 2000]; the first closes because
     # the entry at 1200 lies beyond it, the last because the server clock is past its end (3200)
-    assert [p.name for p in result.landed] == [f"redis-ticks-{ids[0]}-{ids[2]}.jsonl",
-                                               f"redis-ticks-{ids[3]}-{ids[5]}.jsonl"]
+    assert [p.name for p in result.landed] == [
+        f"redis-ticks-{ids[0]}-{ids[2]}.jsonl",
+        f"redis-ticks-{ids[3]}-{ids[5]}.jsonl",
+    ]
     assert source.pending_count() == 0
 
     # a window whose span has not passed yet stays open (pending) until the server clock passes its end
@@ -145,8 +167,13 @@ def test_crash_before_ack_redelivers_and_ingests_the_window_exactly_once(tmp_pat
     home = tiny_home(tmp_path / "home")
     landing = home.paths.landing
     ids = _produce(redis_url, "events", window_records(0, 10))
-    proc = subprocess.run([sys.executable, "-c", CRASHER, redis_url, str(landing), stage], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", CRASHER, redis_url, str(landing), stage],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     source = RedisStreamSource(RedisStreamConfig(url=redis_url, stream="events", window_count=10))
     assert source.pending_count() == 10  # read (delivered) but never acknowledged
@@ -173,26 +200,35 @@ def test_crash_before_ack_redelivers_and_ingests_the_window_exactly_once(tmp_pat
     # the landing sensor turns the window into one ingest run; DuckDB holds each record once
     key = window_key_for(name)
     with dg.instance_for_test() as instance:
-        ctx = dg.build_sensor_context(instance=instance, instance_ref=instance.get_ref(), cursor=None,
-                                      definitions=build_definitions(home),
-                                      resources={"streamtune": StreamtuneResource(home=str(home.home))})
+        ctx = dg.build_sensor_context(
+            instance=instance,
+            instance_ref=instance.get_ref(),
+            cursor=None,
+            definitions=build_definitions(home),
+            resources={"streamtune": StreamtuneResource(home=str(home.home))},
+        )
         tick = build_landing_sensor(1).evaluate_tick(ctx)
         assert [r.run_key for r in tick.run_requests] == [key]
         for req in tick.dynamic_partitions_requests:
             instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
         from assets.ingest import raw_window
 
-        ran = dg.materialize([raw_window], partition_key=key, resources=build_resources(home), instance=instance,
-                             tags=tick.run_requests[0].tags)
+        ran = dg.materialize(
+            [raw_window],
+            partition_key=key,
+            resources=build_resources(home),
+            instance=instance,
+            tags=tick.run_requests[0].tags,
+        )
         assert ran.success
-    from orchestration.warehouse import Warehouse
+    from orchestration.store.warehouse import Warehouse
 
     counts = Warehouse(home.paths.warehouse).window_counts(key)
     assert counts.source_rows == 10 and counts.parsed_rows == 10
 
 
 def test_redis_sensor_lands_and_moves_its_cursor(tmp_path, redis_url):
-    from orchestration.sources.sensors import build_source_sensors
+    from orchestration.source_sensors import build_source_sensors
 
     home = tiny_home(tmp_path / "home", sources={"redis": {"url": redis_url, "stream": "events", "window_count": 4}})
     sensors = {s.name: s for s in build_source_sensors(home)}
@@ -201,8 +237,12 @@ def test_redis_sensor_lands_and_moves_its_cursor(tmp_path, redis_url):
     assert "redis_stream_sensor" in {s.name for s in defs.sensors}
     ids = _produce(redis_url, "events", window_records(0, 9))
     with dg.instance_for_test() as instance:
-        ctx = dg.build_sensor_context(instance=instance, cursor=None, definitions=defs,
-                                      resources={"streamtune": StreamtuneResource(home=str(home.home))})
+        ctx = dg.build_sensor_context(
+            instance=instance,
+            cursor=None,
+            definitions=defs,
+            resources={"streamtune": StreamtuneResource(home=str(home.home))},
+        )
         tick = sensors["redis_stream_sensor"].evaluate_tick(ctx)
     assert tick.run_requests == [] and json.loads(tick.cursor) == {"last_acked_id": ids[7]}
     assert len(list(home.paths.landing.glob("redis-events-*.jsonl"))) == 2

@@ -10,9 +10,9 @@ import pytest
 from st_helpers import tiny_home
 
 from orchestration.definitions import build_definitions
-from orchestration.landing import closed_files_after
 from orchestration.resources import StreamtuneResource
-from orchestration.sources.sensors import build_source_sensors
+from orchestration.source_sensors import build_source_sensors
+from orchestration.sources.landing import closed_files_after
 from orchestration.sources.sse import Position, SseConfig, SseSource
 
 TOPIC = "eqiad.mediawiki.recentchange"
@@ -23,10 +23,19 @@ def event_id(offset: int) -> str:
 
 
 def event_data(offset: int) -> dict:
-    return {"$schema": "/mediawiki/recentchange/1.0.0", "type": "edit", "title": f"Page number {offset} about streams",
-            "comment": "" if offset % 7 == 3 else f"edit comment {offset}", "wiki": "enwiki", "bot": False,
-            "meta": {"id": f"uuid-{offset}", "dt": f"2026-11-29T20:{offset // 60:02d}:{offset % 60:02d}Z",
-                     "domain": "en.wikipedia.org"}}
+    return {
+        "$schema": "/mediawiki/recentchange/1.0.0",
+        "type": "edit",
+        "title": f"Page number {offset} about streams",
+        "comment": "" if offset % 7 == 3 else f"edit comment {offset}",
+        "wiki": "enwiki",
+        "bot": False,
+        "meta": {
+            "id": f"uuid-{offset}",
+            "dt": f"2026-11-29T20:{offset // 60:02d}:{offset % 60:02d}Z",
+            "domain": "en.wikipedia.org",
+        },
+    }
 
 
 class EventStreamServer:
@@ -46,8 +55,9 @@ class EventStreamServer:
 
             def do_GET(self):
                 last = self.headers.get("Last-Event-ID")
-                outer.requests.append({"path": self.path, "last_event_id": last,
-                                       "user_agent": self.headers.get("User-Agent")})
+                outer.requests.append(
+                    {"path": self.path, "last_event_id": last, "user_agent": self.headers.get("User-Agent")}
+                )
                 start = json.loads(last)[0]["offset"] + 1 if last else 0
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream; charset=utf-8")
@@ -95,8 +105,14 @@ def _records(landing, prefix="sse-wiki-"):
 def test_reconnects_with_last_event_id_without_loss_or_duplicates(tmp_path):
     landing = tmp_path / "landing"
     with EventStreamServer(n=40, drop_after=7, drops=3) as server:
-        cfg = SseConfig(url=server.url, text_field="comment", name="wiki", window_count=10, max_tick_seconds=10,
-                        reconnect_delay_s=0.05)
+        cfg = SseConfig(
+            url=server.url,
+            text_field="comment",
+            name="wiki",
+            window_count=10,
+            max_tick_seconds=10,
+            reconnect_delay_s=0.05,
+        )
         result = SseSource(cfg).poll(landing, max_seconds=10)
     # the server cut three connections; the client resumed each time after the last event it had
     assert result.connections >= 4
@@ -123,8 +139,9 @@ def test_next_poll_resumes_from_the_last_landed_event(tmp_path):
         assert server.requests[before]["last_event_id"] == event_id(29)
         assert second.landed == [] and second.dropped == 10
     with EventStreamServer(n=45) as server:  # five more events arrive: the third window closes
-        third = SseSource(SseConfig(url=server.url, text_field="title", name="wiki", window_count=15,
-                                    max_tick_seconds=5)).poll(landing, cursor=first.position)
+        third = SseSource(
+            SseConfig(url=server.url, text_field="title", name="wiki", window_count=15, max_tick_seconds=5)
+        ).poll(landing, cursor=first.position)
         assert server.requests[0]["last_event_id"] == event_id(29)
     assert [p.name for p in third.landed] == ["sse-wiki-000000003.jsonl"]
     assert [r["title"] for r in _records(landing)] == [f"Page number {o} about streams" for o in range(45)]
@@ -133,25 +150,40 @@ def test_next_poll_resumes_from_the_last_landed_event(tmp_path):
 def test_windows_by_time_close_while_the_stream_is_quiet(tmp_path):
     landing = tmp_path / "landing"
     with EventStreamServer(n=4, hold_open_s=3.0) as server:
-        cfg = SseConfig(url=server.url, text_field="title", name="wiki", window_count=0, window_seconds=0.5,
-                        max_tick_seconds=2.5)
+        cfg = SseConfig(
+            url=server.url, text_field="title", name="wiki", window_count=0, window_seconds=0.5, max_tick_seconds=2.5
+        )
         result = SseSource(cfg).poll(landing)
     assert len(result.landed) == 1 and len(_records(landing)) == 4
 
 
 def test_sse_sensor_is_configured_from_settings_and_keeps_a_monotonic_cursor(tmp_path):
     with EventStreamServer(n=12) as server:
-        home = tiny_home(tmp_path / "home", sources={"sse": {"url": server.url, "text_field": "title",
-                                                               "name": "wiki", "window_count": 5,
-                                                               "max_tick_seconds": 3}})
+        home = tiny_home(
+            tmp_path / "home",
+            sources={
+                "sse": {
+                    "url": server.url,
+                    "text_field": "title",
+                    "name": "wiki",
+                    "window_count": 5,
+                    "max_tick_seconds": 3,
+                }
+            },
+        )
         defs = build_definitions(home)
         names = {s.name for s in defs.sensors}
         assert "sse_wiki_sensor" in names and "redis_stream_sensor" not in names
         sensor = next(s for s in build_source_sensors(home) if s.name == "sse_wiki_sensor")
         with dg.instance_for_test() as instance:
+
             def tick(cursor):
-                ctx = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
-                                              resources={"streamtune": StreamtuneResource(home=str(home.home))})
+                ctx = dg.build_sensor_context(
+                    instance=instance,
+                    cursor=cursor,
+                    definitions=defs,
+                    resources={"streamtune": StreamtuneResource(home=str(home.home))},
+                )
                 return sensor.evaluate_tick(ctx)
 
             first = tick(None)

@@ -16,10 +16,10 @@ from mlflow.tracking import MlflowClient
 from st_helpers import tiny_home, window_records, write_window
 from team_pg_fixtures import pg_server, start_mlflow_server  # noqa: F401  (pg_server is a fixture)
 
-from orchestration.daemon import Daemon, open_instance, prepare_instance
-from orchestration.landing import replay
+from orchestration.cli.daemon import Daemon, open_instance, prepare_instance
+from orchestration.config.profiles import PG_URL_ENV, artifact_location, instance_yaml, profile_of, redact_url
 from orchestration.partitions import WINDOWS_PARTITION
-from orchestration.profiles import PG_URL_ENV, artifact_location, instance_yaml, profile_of, redact_url
+from orchestration.sources.landing import replay
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -52,7 +52,9 @@ def test_team_profile_from_env_renders_a_valid_postgres_instance_yaml(tmp_path, 
     profile = profile_of(settings)
     assert (profile.name, profile.dagster_storage) == ("team", "postgres")
     assert artifact_location(settings) == ""  # the server proxies artifacts
-    assert "s3cret" not in profile.describe() and redact_url(settings.dagster_pg_url).endswith("u:***@db.example:5432/dagster")
+    assert "s3cret" not in profile.describe() and redact_url(settings.dagster_pg_url).endswith(
+        "u:***@db.example:5432/dagster"
+    )
     d = tmp_path / "inst"
     d.mkdir()
     from importlib import resources
@@ -84,7 +86,9 @@ def test_dagster_instance_opens_on_postgres_with_pools(pg_server, tmp_path, monk
         instance.report_runless_asset_event(dg.AssetMaterialization("forget_me_not", partition="w-1"))
         assert instance.get_latest_materialization_event(dg.AssetKey("forget_me_not")) is not None
     assert not list(settings.paths.dagster_home.rglob("*.db"))  # nothing went to sqlite
-    rows = dict(pg_server.query("dagster_instance", "SELECT concurrency_key, count(*) FROM concurrency_slots GROUP BY 1"))
+    rows = dict(
+        pg_server.query("dagster_instance", "SELECT concurrency_key, count(*) FROM concurrency_slots GROUP BY 1")
+    )
     assert rows == {"duckdb": 1, "training": 1}
     assert pg_server.query("dagster_instance", "SELECT partition FROM dynamic_partitions") == [("w-1",)]
 
@@ -115,15 +119,25 @@ def test_loop_runs_on_postgres_dagster_and_mlflow_server(pg_server, tmp_path, mo
         assert "postgres_url" in yaml_text and pg_server.password not in yaml_text
         assert not list(settings.paths.dagster_home.rglob("*.db"))
         db = "dagster_e2e"
-        by_job = dict(pg_server.query(db, "SELECT pipeline_name, count(*) FROM runs WHERE status = 'SUCCESS' GROUP BY 1"))
+        by_job = dict(
+            pg_server.query(db, "SELECT pipeline_name, count(*) FROM runs WHERE status = 'SUCCESS' GROUP BY 1")
+        )
         assert by_job.get("ingest_window") == 2 and by_job.get("finetune", 0) >= 2
-        parts = pg_server.query(db, "SELECT partition FROM dynamic_partitions WHERE partitions_def_name = %s "
-                                    "ORDER BY partition", (WINDOWS_PARTITION,))
+        parts = pg_server.query(
+            db,
+            "SELECT partition FROM dynamic_partitions WHERE partitions_def_name = %s ORDER BY partition",
+            (WINDOWS_PARTITION,),
+        )
         assert parts == [("t-2025-01",), ("t-2025-02",)]
-        bodies = [b for (b,) in pg_server.query(db, "SELECT instigator_body FROM instigators WHERE instigator_type = 'SENSOR'")]
+        bodies = [
+            b
+            for (b,) in pg_server.query(db, "SELECT instigator_body FROM instigators WHERE instigator_type = 'SENSOR'")
+        ]
         landing_state = [json.loads(b) for b in bodies if '"landing_sensor"' in b]
         assert landing_state and "t-2025-02" in json.dumps(landing_state)  # sensor cursor persisted in Postgres
-        n_events = pg_server.query(db, "SELECT count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION'")
+        n_events = pg_server.query(
+            db, "SELECT count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION'"
+        )
         assert n_events[0][0] >= 8
         with open_instance(settings) as instance:
             assert sorted(instance.get_dynamic_partitions(WINDOWS_PARTITION)) == ["t-2025-01", "t-2025-02"]
@@ -150,12 +164,17 @@ def test_loop_runs_on_postgres_dagster_and_mlflow_server(pg_server, tmp_path, mo
         assert pg_server.query(mdb, "SELECT count(*) FROM runs WHERE status = 'FINISHED'")[0][0] == 3
 
         # the CLI reads the same home through the same env
-        out = subprocess.run([sys.executable, "-m", "orchestration.cli", "status", "--home", str(settings.home), "--json"],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-m", "orchestration.cli.app", "status", "--home", str(settings.home), "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         assert json.loads(out.stdout)["champion"] == str(champion.version)
 
 
 # -- deploy/ files ------------------------------------------------------------------------------------
+
 
 def test_deploy_dagster_yaml_is_valid_and_opens_on_postgres(pg_server, tmp_path, monkeypatch):
     pg_server.create_database("dagster_deploy")
@@ -164,9 +183,13 @@ def test_deploy_dagster_yaml_is_valid_and_opens_on_postgres(pg_server, tmp_path,
     (d / "dagster.yaml").write_text((DEPLOY / "dagster.yaml").read_text())
     config = _validate_instance_dir(d)
     assert "postgres" in config["storage"]
-    for key, value in {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(pg_server.port),
-                       "DAGSTER_PG_USER": "streamtune", "DAGSTER_PG_PASSWORD": pg_server.password,
-                       "DAGSTER_PG_DB": "dagster_deploy"}.items():
+    for key, value in {
+        "DAGSTER_PG_HOST": "127.0.0.1",
+        "DAGSTER_PG_PORT": str(pg_server.port),
+        "DAGSTER_PG_USER": "streamtune",
+        "DAGSTER_PG_PASSWORD": pg_server.password,
+        "DAGSTER_PG_DB": "dagster_deploy",
+    }.items():
         monkeypatch.setenv(key, value)
     from dagster import DagsterInstance
 
@@ -190,7 +213,10 @@ def test_deploy_compose_file_has_the_services_and_env_streamtune_needs():
         env = services[name]["environment"]
         assert {"DAGSTER_PG_HOST", "DAGSTER_PG_PASSWORD", "STREAMTUNE_MLFLOW_TRACKING_URI"} <= set(env)
     code_env = services["streamtune-code"]["environment"]
-    assert code_env["STREAMTUNE_HOME"] == "/streamtune" and code_env["STREAMTUNE_MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert (
+        code_env["STREAMTUNE_HOME"] == "/streamtune"
+        and code_env["STREAMTUNE_MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    )
     assert any(str(v).endswith(":/streamtune") for v in services["streamtune-code"]["volumes"])
 
 
@@ -204,6 +230,8 @@ def test_deploy_helm_values_configure_postgres_k8s_launcher_and_the_user_code():
     assert {"STREAMTUNE_HOME", "STREAMTUNE_MLFLOW_TRACKING_URI"} <= env_names
     launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
     assert any(m["mountPath"] == "/streamtune" for m in launcher["volumeMounts"])
-    pools = {p["key"] for p in values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
-             ["tagConcurrencyLimits"]}
+    pools = {
+        p["key"]
+        for p in values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]["tagConcurrencyLimits"]
+    }
     assert pools == {"streamtune/pipeline"}

@@ -19,8 +19,11 @@ def load_script():
 
 
 def tiny_source(path: Path, months: tuple[str, ...]) -> None:
-    rows = [(m, f"pkg{i}", f"0.{i}", f"{m} summary {i} with an MCP agent" if i == 0 else f"summary {i}")
-            for m in months for i in range(5)]
+    rows = [
+        (m, f"pkg{i}", f"0.{i}", f"{m} summary {i} with an MCP agent" if i == 0 else f"summary {i}")
+        for m in months
+        for i in range(5)
+    ]
     rows.append((months[0], "blank", "1.0", ""))  # kept verbatim; the gate quarantines it
     rows.append(("2023-01", "outside", "1.0", "not in any window"))
     pl.DataFrame(rows, schema=["month", "name", "version", "summary"], orient="row").write_parquet(path)
@@ -47,7 +50,9 @@ def test_build_is_deterministic_and_keeps_rows_verbatim(tmp_path):
         assert record["ts"] == "2024-09-01T00:00:00Z"
     assert len({r["id"] for r in first}) == 4
 
-    everything = [json.loads(line) for m in script.MONTHS for line in (out1 / f"pypi-{m}.jsonl").read_text().splitlines()]
+    everything = [
+        json.loads(line) for m in script.MONTHS for line in (out1 / f"pypi-{m}.jsonl").read_text().splitlines()
+    ]
     assert all(r["package"] != "outside" for r in everything)
     readme = (out1 / "README.md").read_text()
     assert "| month | rows | MCP | agent | either | share |" in readme
@@ -55,8 +60,14 @@ def test_build_is_deterministic_and_keeps_rows_verbatim(tmp_path):
 
 def test_seed_changes_the_sample(tmp_path):
     script = load_script()
-    source = pl.DataFrame({"month": ["2024-09"] * 50, "name": [f"p{i}" for i in range(50)],
-                           "version": ["1"] * 50, "summary": [f"s{i}" for i in range(50)]})
+    source = pl.DataFrame(
+        {
+            "month": ["2024-09"] * 50,
+            "name": [f"p{i}" for i in range(50)],
+            "version": ["1"] * 50,
+            "summary": [f"s{i}" for i in range(50)],
+        }
+    )
     a = script.sample_month(source, "2024-09", 10, seed=0)
     b = script.sample_month(source, "2024-09", 10, seed=1)
     shuffled = script.sample_month(source.reverse(), "2024-09", 10, seed=0)
@@ -65,7 +76,9 @@ def test_seed_changes_the_sample(tmp_path):
 
 
 def test_quality_imports_neither_dagster_mlflow_nor_gx_eagerly():
-    code = ("import sys, quality, quality.schema, quality.readers, quality.suite; "
-            "print(sorted(m for m in ('dagster', 'mlflow', 'great_expectations') if m in sys.modules))")
+    code = (
+        "import sys, quality, quality.schema, quality.readers, quality.suite; "
+        "print(sorted(m for m in ('dagster', 'mlflow', 'great_expectations') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

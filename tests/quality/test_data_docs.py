@@ -6,19 +6,35 @@ import polars as pl
 
 from quality.suite import QualityConfig, curate_window
 
-RAW = {"window_key": pl.String, "row_number": pl.Int64, "record_id": pl.String, "text": pl.String,
-       "ts": pl.Datetime("us", "UTC"), "metadata": pl.String}
+RAW = {
+    "window_key": pl.String,
+    "row_number": pl.Int64,
+    "record_id": pl.String,
+    "text": pl.String,
+    "ts": pl.Datetime("us", "UTC"),
+    "metadata": pl.String,
+}
 # run ids, uuids of collapsible blocks and times differ between two builds of the same validation
-VOLATILE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{12,}"
-                      r"|\d{8}T\d{6}\.\d+Z|\d{4}-\d\d-\d\d[ T][\d:.]+( UTC|\+00:00|Z)?|\d{10}\.\d+")
+VOLATILE = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{12,}"
+    r"|\d{8}T\d{6}\.\d+Z|\d{4}-\d\d-\d\d[ T][\d:.]+( UTC|\+00:00|Z)?|\d{10}\.\d+"
+)
 
 
 def _rows():
     texts = ["fast async client", "", "a\x07bell", "fast async client", "ok " * 5, None]
     n = len(texts)
-    return pl.DataFrame({"window_key": ["w"] * n, "row_number": list(range(1, n + 1)),
-                         "record_id": [f"r{i}" for i in range(n)], "text": texts, "ts": [None] * n,
-                         "metadata": ["{}"] * n}, schema=RAW)
+    return pl.DataFrame(
+        {
+            "window_key": ["w"] * n,
+            "row_number": list(range(1, n + 1)),
+            "record_id": [f"r{i}" for i in range(n)],
+            "text": texts,
+            "ts": [None] * n,
+            "metadata": ["{}"] * n,
+        },
+        schema=RAW,
+    )
 
 
 def _pages(site):

@@ -21,8 +21,12 @@ from quality.drift import (
 )
 from quality.embeddings import PINNED_SHA256, MiniLMEmbedder, model_dir, verify_model_files
 
-OLD = ["Fast JSON parser for {x} pipelines", "Command line tool to manage {x} deployments",
-       "Async client library for the {x} API", "Utilities for testing {x} applications"]
+OLD = [
+    "Fast JSON parser for {x} pipelines",
+    "Command line tool to manage {x} deployments",
+    "Async client library for the {x} API",
+    "Utilities for testing {x} applications",
+]
 NEW = ["MCP server exposing {x} tools to AI agents", "Agent framework that lets LLM agents call {x}"]
 THINGS = ["data", "cloud", "kafka", "redis", "postgres", "web", "ml", "image", "audio", "graph", "s3", "slack"]
 
@@ -59,13 +63,20 @@ def test_false_alarm_rate_on_shuffled_windows_is_controlled():
     """Records of a drifting stream shuffled across windows: no drift by construction."""
     pool = texts(OLD, 3000, 5) + texts(NEW, 600, 6)
     random.Random(7).shuffle(pool)
-    windows = [pool[i * 200:(i + 1) * 200] for i in range(18)]
+    windows = [pool[i * 200 : (i + 1) * 200] for i in range(18)]
     cfg = DriftConfig(sample_rows=200, null_splits=200, reference_windows=3)
     history, exceed, drift = [], 0, 0
     for i, cur in enumerate(windows):
-        ref = [t for w in windows[max(0, i - 3):i] for t in w]
-        prof = profile_window(f"w{i}", cur, ref, reference_keys=[str(j) for j in range(max(0, i - 3), i)], cfg=cfg,
-                              quarantine=(len(ref) // 100, len(ref), 1, len(cur)), history=history)
+        ref = [t for w in windows[max(0, i - 3) : i] for t in w]
+        prof = profile_window(
+            f"w{i}",
+            cur,
+            ref,
+            reference_keys=[str(j) for j in range(max(0, i - 3), i)],
+            cfg=cfg,
+            quarantine=(len(ref) // 100, len(ref), 1, len(cur)),
+            history=history,
+        )
         dec = confirm_drift(prof, history, cfg, i)
         exceed += bool(prof.exceeded) and i >= 2
         drift += dec.drift
@@ -81,7 +92,7 @@ def test_confirmation_needs_a_change_of_the_series():
     # a history where the same JS level is normal: exceeded, but not confirmed
     steady = [{k: r.value * 1.5 for k, r in moved.stats.items()}] * 10
     assert not confirm_drift(moved, steady, cfg, 10).drift
-    calm = [{k: 0.001 * (i % 3) for k in moved.stats} for i in range(10)]
+    calm = [dict.fromkeys(moved.stats, 0.001 * (i % 3)) for i in range(10)]
     decision = confirm_drift(moved, calm, cfg, 10)
     assert decision.drift and "token_js" in decision.confirmed and "token_js" in decision.reason
     assert not confirm_drift(moved, calm, cfg, 1).drift  # too few earlier windows
@@ -172,19 +183,36 @@ def test_profile_uses_the_churn_null_once_history_exists():
     cur = texts(OLD, 200, 2) + texts(NEW, 100, 3)
     cold = profile_window("w", cur, ref, reference_keys=["a"], cfg=cfg)
     assert cold.calibration["emerging_z"] == "permutation" and "emerging_z" in cold.exceeded
-    assert cold.emerging[0]["term"] in {"mcp", "agent", "agents", "ai", "llm", "server", "exposing", "tools", "framework",
-                                        "lets", "call"}
+    assert cold.emerging[0]["term"] in {
+        "mcp",
+        "agent",
+        "agents",
+        "ai",
+        "llm",
+        "server",
+        "exposing",
+        "tools",
+        "framework",
+        "lets",
+        "call",
+    }
     # a history in which the same JS / emerging z are ordinary month-to-month churn: the churn p-value wins
-    steady = [{k: (r.value * f if r.value > 0 else None) for k, r in cold.stats.items()}
-              for f in (0.9, 1.1, 1.0, 0.95, 1.05, 1.2, 0.85)]
+    steady = [
+        {k: (r.value * f if r.value > 0 else None) for k, r in cold.stats.items()}
+        for f in (0.9, 1.1, 1.0, 0.95, 1.05, 1.2, 0.85)
+    ]
     warm = profile_window("w", cur, ref, reference_keys=["a"], cfg=cfg, history=steady)
     assert warm.calibration["emerging_z"] == "permutation+churn"
     assert warm.info["emerging_z_p_churn"] > 0.05 and "emerging_z" not in warm.exceeded
-    assert warm.stats["emerging_z"].p_value == max(warm.info["emerging_z_p_permutation"], warm.info["emerging_z_p_churn"])
+    assert warm.stats["emerging_z"].p_value == max(
+        warm.info["emerging_z_p_permutation"], warm.info["emerging_z_p_churn"]
+    )
     assert not confirm_drift(warm, steady, cfg, 7).drift
     # a calm history: the same window is now unusual against churn too, and confirmed without ADWIN
-    calm = [{k: (r.value * f * 0.3 if r.value > 0 else None) for k, r in cold.stats.items()}
-            for f in (0.9, 1.1, 1.0, 0.95, 1.05, 1.2, 0.85)]
+    calm = [
+        {k: (r.value * f * 0.3 if r.value > 0 else None) for k, r in cold.stats.items()}
+        for f in (0.9, 1.1, 1.0, 0.95, 1.05, 1.2, 0.85)
+    ]
     hot = profile_window("w", cur, ref, reference_keys=["a"], cfg=cfg, history=calm)
     decision = confirm_drift(hot, calm, cfg, 7)
     assert decision.drift and "emerging_z" in decision.confirmed and "emerging terms:" in decision.reason
@@ -247,8 +275,14 @@ def test_emerging_over_two_windows_gathers_a_rise_that_started_last_window():
     cfg2 = DriftConfig(sample_rows=2100, null_splits=200, emerging_windows=2)
     ref = [t for w in before[1:] for t in w] + last  # the 3 windows before `now`
     one = profile_window("t", now, ref, reference_keys=["b", "c", "last"], cfg=cfg1)
-    two = profile_window("t", now, ref, reference_keys=["b", "c", "last"], cfg=cfg2,
-                         emerging_samples=(last + now, [t for w in before for t in w]))
+    two = profile_window(
+        "t",
+        now,
+        ref,
+        reference_keys=["b", "c", "last"],
+        cfg=cfg2,
+        emerging_samples=(last + now, [t for w in before for t in w]),
+    )
     assert two.info["emerging_windows"] == 2 and "emerging_windows" not in one.info
     assert two.emerging[0]["term"] == "zorblax" and "emerging_z" in two.exceeded
     assert two.stats["emerging_z"].value > one.stats["emerging_z"].value

@@ -1,6 +1,6 @@
 """Exact (normalized hash, DuckDB) and near (MinHash LSH) duplicates, and their place in the gate."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import polars as pl
 
@@ -11,10 +11,17 @@ from quality.suite import QualityConfig, curate_window
 
 def rows(*texts, key="w1"):
     n = len(texts)
-    return pl.DataFrame({"window_key": [key] * n, "row_number": list(range(1, n + 1)),
-                         "record_id": [f"r{i}" for i in range(n)], "text": list(texts),
-                         "ts": [datetime(2025, 1, 1, tzinfo=timezone.utc)] * n, "metadata": ["{}"] * n},
-                        schema=RAW_SCHEMA)
+    return pl.DataFrame(
+        {
+            "window_key": [key] * n,
+            "row_number": list(range(1, n + 1)),
+            "record_id": [f"r{i}" for i in range(n)],
+            "text": list(texts),
+            "ts": [datetime(2025, 1, 1, tzinfo=UTC)] * n,
+            "metadata": ["{}"] * n,
+        },
+        schema=RAW_SCHEMA,
+    )
 
 
 def test_normalized_hash_ignores_case_and_whitespace():
@@ -25,21 +32,29 @@ def test_normalized_hash_ignores_case_and_whitespace():
 def test_exact_within_window_keeps_first_and_links_copies():
     d = find_duplicates(rows("a b c", "x", "A  B C", "a b c"), "w1", near_threshold=None)
     assert d.select("row_number", "rule", "duplicate_of_window", "duplicate_of_row").rows() == [
-        (3, "duplicate_exact", "w1", 1), (4, "duplicate_exact", "w1", 1)]
+        (3, "duplicate_exact", "w1", 1),
+        (4, "duplicate_exact", "w1", 1),
+    ]
     assert d["reason"][0] == "duplicate_exact: same normalized text as row 1 of window w1"
 
 
 def test_exact_against_recent_windows():
     prior = norm_hashes(rows("seen before", "other")).with_columns(window_key=pl.lit("w0"))
-    d = find_duplicates(rows("Seen  before", "new"), "w1", prior.select("window_key", "row_number", "norm_hash"),
-                        near_threshold=None)
+    d = find_duplicates(
+        rows("Seen  before", "new"), "w1", prior.select("window_key", "row_number", "norm_hash"), near_threshold=None
+    )
     assert d.select("row_number", "duplicate_of_window", "duplicate_of_row").rows() == [(1, "w0", 1)]
 
 
 def test_near_duplicates_by_minhash_lsh():
     base = "Command line tool to manage kubernetes deployments across many clusters with ease"
-    d = find_duplicates(rows(base, base + "!", "Completely different text about audio processing in python"),
-                        "w1", exact=False, near_threshold=0.8, num_perm=128)
+    d = find_duplicates(
+        rows(base, base + "!", "Completely different text about audio processing in python"),
+        "w1",
+        exact=False,
+        near_threshold=0.8,
+        num_perm=128,
+    )
     assert d.select("row_number", "rule", "duplicate_of_row").rows() == [(2, "duplicate_near", 1)]
     assert "estimated Jaccard" in d["reason"][0]
 
@@ -66,17 +81,29 @@ def test_duplicate_rate_bound_is_a_window_expectation():
 def test_near_duplicates_against_recent_windows_link_the_kept_copy():
     base = "Async client library for the kafka API with retries, batching and schema registry support"
     prior = norm_hashes(rows("unrelated text about image codecs", base, key="w0")).with_columns(
-        window_key=pl.lit("w0"), text=pl.Series(["unrelated text about image codecs", base]))
+        window_key=pl.lit("w0"), text=pl.Series(["unrelated text about image codecs", base])
+    )
     cur = rows("Brand new text about audio synthesis", base + " (fork)", base.replace("kafka", "Kafka  "))
-    d = find_duplicates(cur, "w1", prior.select("window_key", "row_number", "norm_hash", "text"),
-                        exact=True, near_threshold=0.8, num_perm=128)
+    d = find_duplicates(
+        cur,
+        "w1",
+        prior.select("window_key", "row_number", "norm_hash", "text"),
+        exact=True,
+        near_threshold=0.8,
+        num_perm=128,
+    )
     # row 3 is an exact duplicate (normalized), row 2 a near duplicate: both link to w0 row 2
     assert d.select("row_number", "rule", "duplicate_of_window", "duplicate_of_row").rows() == [
-        (2, "duplicate_near", "w0", 2), (3, "duplicate_exact", "w0", 2)]
-    assert d["reason"][0].startswith("duplicate_near: estimated Jaccard ") and d["reason"][0].endswith("with row 2 of window w0")
+        (2, "duplicate_near", "w0", 2),
+        (3, "duplicate_exact", "w0", 2),
+    ]
+    assert d["reason"][0].startswith("duplicate_near: estimated Jaccard ") and d["reason"][0].endswith(
+        "with row 2 of window w0"
+    )
     # without prior texts only exact duplicates cross windows
-    d2 = find_duplicates(cur, "w1", prior.select("window_key", "row_number", "norm_hash"), near_threshold=0.8,
-                         num_perm=128)
+    d2 = find_duplicates(
+        cur, "w1", prior.select("window_key", "row_number", "norm_hash"), near_threshold=0.8, num_perm=128
+    )
     assert d2.select("row_number", "rule").rows() == [(3, "duplicate_exact")]
 
 
@@ -84,8 +111,12 @@ def test_gate_near_dedups_against_prior_texts_and_defaults_dedup_exact_on():
     assert QualityConfig().dedup_exact is True
     base = "Command line tool to manage postgres deployments across many clusters with ease"
     prior = norm_hashes(rows(base, key="w0")).with_columns(window_key=pl.lit("w0"), text=pl.lit(base))
-    v = curate_window(rows(base + "!!", "something else entirely, about graph layouts", key="w1"),
-                      QualityConfig(near_dup_threshold=0.8, near_dup_num_perm=128), prior_hashes=prior)
+    v = curate_window(
+        rows(base + "!!", "something else entirely, about graph layouts", key="w1"),
+        QualityConfig(near_dup_threshold=0.8, near_dup_num_perm=128),
+        prior_hashes=prior,
+    )
     assert v.quarantine.select("row_number", "rule", "duplicate_of_window", "duplicate_of_row").rows() == [
-        (1, "duplicate_near", "w0", 1)]
+        (1, "duplicate_near", "w0", 1)
+    ]
     assert v.curated["row_number"].to_list() == [2]

@@ -21,8 +21,10 @@ PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7x3Jexample\n-----END RS
 
 def frame(texts, metas=None):
     n = len(texts)
-    return pl.DataFrame({"row_number": list(range(1, n + 1)), "text": texts, "metadata": metas or ["{}"] * n},
-                        schema={"row_number": pl.Int64, "text": pl.String, "metadata": pl.String})
+    return pl.DataFrame(
+        {"row_number": list(range(1, n + 1)), "text": texts, "metadata": metas or ["{}"] * n},
+        schema={"row_number": pl.Int64, "text": pl.String, "metadata": pl.String},
+    )
 
 
 @pytest.mark.parametrize("entity", list(SAMPLES))
@@ -97,10 +99,17 @@ def test_entity_routing_finds_exactly_what_a_full_analysis_finds():
     from quality import pii
 
     texts = [f"see {v} today" for v in SAMPLES.values()] + [
-        PEM, "mail a@b.co or call 020 7946 0958", "phone 415.555.0132, ip 2001:db8::8a2e:370:7334",
-        "social security number 536-22-8726 and card 4111-1111-1111-1111", "ghp_" + "a" * 36 + " and x@y.org",
-        "iban GB82 WEST 1234 5698 7654 32 and +44 20 7946 0958", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.abcdefghijk",
-        "no pii here at all", "version 1.2.3 released 2024-01-01", "call me maybe at 555 0100", "::1 and 10.0.0.1",
+        PEM,
+        "mail a@b.co or call 020 7946 0958",
+        "phone 415.555.0132, ip 2001:db8::8a2e:370:7334",
+        "social security number 536-22-8726 and card 4111-1111-1111-1111",
+        "ghp_" + "a" * 36 + " and x@y.org",
+        "iban GB82 WEST 1234 5698 7654 32 and +44 20 7946 0958",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.abcdefghijk",
+        "no pii here at all",
+        "version 1.2.3 released 2024-01-01",
+        "call me maybe at 555 0100",
+        "::1 and 10.0.0.1",
     ]
     engine = pii._engine()
     routes = pii._routes(pl.Series(texts), pii.PREFILTER_REGEX)
@@ -122,14 +131,28 @@ def test_phone_last_and_international_shortcut_redact_what_stock_presidio_redact
 
     from quality import pii
 
-    numbers = ["+1 (415) 555-0134", "415.555.0100", "+44 20 7946 0958", "030 12345678", "+49 30 12345678",
-               "(212) 555-7890", "4111 1111 1111 1111", "10.0.3.4", "+91 98765 43210", "11 98765-4321",
-               "+33 1 42 68 53 00", "01 42 68 53 00", "2023-2025", "192.168.100.200"]
+    numbers = [
+        "+1 (415) 555-0134",
+        "415.555.0100",
+        "+44 20 7946 0958",
+        "030 12345678",
+        "+49 30 12345678",
+        "(212) 555-7890",
+        "4111 1111 1111 1111",
+        "10.0.3.4",
+        "+91 98765 43210",
+        "11 98765-4321",
+        "+33 1 42 68 53 00",
+        "01 42 68 53 00",
+        "2023-2025",
+        "192.168.100.200",
+    ]
     texts = [f"call {a} or {b}, ref {i}" for i, (a, b) in enumerate(zip(numbers, numbers[3:] + numbers[:3]))]
     texts += [f"fax {n}" for n in numbers] + ["+1 415 555 0134 +44 20 7946 0958 then 030 12345678"]
     ents = [e for e in pii.ENTITIES if e not in ("API_KEY", "PRIVATE_KEY")]
-    stock = AnalyzerEngine(nlp_engine=NoOpNlpEngine(models=[{"lang_code": "en", "model_name": "none"}]),
-                           supported_languages=["en"])
+    stock = AnalyzerEngine(
+        nlp_engine=NoOpNlpEngine(models=[{"lang_code": "en", "model_name": "none"}]), supported_languages=["en"]
+    )
     engine = pii._engine()
     generic = "<X>"
     for t in texts:
@@ -159,16 +182,31 @@ def test_phone_region_skipping_matches_stock_phone_recognizer_on_real_summaries(
     demo = Path(__file__).resolve().parents[2] / "data" / "demo"
     texts = [json.loads(line)["text"] for f in sorted(demo.glob("pypi-*.jsonl")) for line in f.open()]
     texts = [t for t in texts if t and pii._PHONE_TRIGGER.search(t)]
-    texts += ["call 1645 0123 now", "tel 030 1234", "+49 30 1234", "12 34 56", "phone 555-0134 or 415 555 0134",
-              # digits split over runs (per-run bound) and runs joined by phone punctuation, x/X, brackets
-              "numpy 1.26, released 2024-01-02", "v2.31.0 (2024), 415/555/0134", "call 030 1234567x89",
-              "tel: 0301234567, 0301234568", "(030) 1234 5678 / +49 30 1234", "ext 1234567 at 030-1234-5678",
-              "415X555X0134", "[415] 555.0134", "４１５ ５５５ ０１３４", "+1\t415\n555 0134", "a1b2c3d4e5f6g7h8i9j0"]
+    texts += [
+        "call 1645 0123 now",
+        "tel 030 1234",
+        "+49 30 1234",
+        "12 34 56",
+        "phone 555-0134 or 415 555 0134",
+        # digits split over runs (per-run bound) and runs joined by phone punctuation, x/X, brackets
+        "numpy 1.26, released 2024-01-02",
+        "v2.31.0 (2024), 415/555/0134",
+        "call 030 1234567x89",
+        "tel: 0301234567, 0301234568",
+        "(030) 1234 5678 / +49 30 1234",
+        "ext 1234567 at 030-1234-5678",
+        "415X555X0134",
+        "[415] 555.0134",
+        "４１５ ５５５ ０１３４",
+        "+1\t415\n555 0134",
+        "a1b2c3d4e5f6g7h8i9j0",
+    ]
     assert len(texts) > 50
     ours, stock = pii._phone_recognizer_class()(), PhoneRecognizer()
     for t in texts:
-        assert (sorted((r.start, r.end) for r in ours.analyze(t, ["PHONE_NUMBER"]))
-                == sorted((r.start, r.end) for r in stock.analyze(t, ["PHONE_NUMBER"]))), t
+        assert sorted((r.start, r.end) for r in ours.analyze(t, ["PHONE_NUMBER"])) == sorted(
+            (r.start, r.end) for r in stock.analyze(t, ["PHONE_NUMBER"])
+        ), t
     assert pii._min_national_length("DE") == 4 and pii._min_national_length("US") == 10
     assert pii._max_run_digits("numpy 1.26, released 2024-01-02") == 8 and pii._max_run_digits("no digits") == 0
 
@@ -183,8 +221,12 @@ def test_a_failed_presidio_worker_falls_back_to_inline_analysis():
 
     rows = frame([f"mail {SAMPLES['EMAIL_ADDRESS']}", f"card {SAMPLES['CREDIT_CARD']}", "plain", PEM])
     executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
-    broken = pii.PendingScan(executor, [executor.submit(os._exit, 1)], pii._candidate_items(rows, pii.PiiPolicy()),
-                             rows.get_column("row_number"))
+    broken = pii.PendingScan(
+        executor,
+        [executor.submit(os._exit, 1)],
+        pii._candidate_items(rows, pii.PiiPolicy()),
+        rows.get_column("row_number"),
+    )
     got, want = redact_rows(rows, scan=broken), redact_rows(rows)
     assert got.text.to_list() == want.text.to_list() and got.quarantine == want.quarantine == {4: ["PRIVATE_KEY"]}
     assert got.redactions == want.redactions == {"EMAIL_ADDRESS": 1, "CREDIT_CARD": 1}
@@ -194,8 +236,16 @@ def test_a_scan_of_a_subset_or_superset_gives_the_inline_verdict():
     """redact_rows reuses a scan's prefilter for the rows it covered and prefilters the others itself."""
     from quality import pii
 
-    rows = frame([f"mail {SAMPLES['EMAIL_ADDRESS']}", "plain", f"card {SAMPLES['CREDIT_CARD']}", PEM,
-                  f"ip {SAMPLES['IP_ADDRESS']}", "x" * 50 + f" {SAMPLES['EMAIL_ADDRESS']}"])
+    rows = frame(
+        [
+            f"mail {SAMPLES['EMAIL_ADDRESS']}",
+            "plain",
+            f"card {SAMPLES['CREDIT_CARD']}",
+            PEM,
+            f"ip {SAMPLES['IP_ADDRESS']}",
+            "x" * 50 + f" {SAMPLES['EMAIL_ADDRESS']}",
+        ]
+    )
     want = redact_rows(rows)
     for scanned, judged in ((rows.head(3), rows), (rows, rows.tail(4)), (rows, rows)):
         # max_chars leaves the long last row out of the scan: redact_rows must prefilter it itself
@@ -220,7 +270,7 @@ def test_result_takes_back_the_chunks_no_worker_started():
     texts = [f"row {i}: mail {SAMPLES['EMAIL_ADDRESS']}, card {SAMPLES['CREDIT_CARD']}" for i in range(10)]
     rows = frame(texts + ["plain", PEM] + [f"call {SAMPLES['PHONE_NUMBER']} ({i})" for i in range(10)])
     items = pii._candidate_items(rows, pii.PiiPolicy())
-    chunks = [items[k:k + 2] for k in range(0, len(items), 2)]
+    chunks = [items[k : k + 2] for k in range(0, len(items), 2)]
     executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
     executor.submit(time.sleep, 1.0)  # keeps the worker busy while result() steals
     marker = pii._marker_pattern(pii.PiiPolicy())
@@ -241,8 +291,17 @@ def test_api_key_trigger_skips_package_names_but_keeps_every_token():
     from quality import pii
 
     token = "sk-" + "A1b2C3d4E5f6G7h8I9j0K1l2"
-    texts = ["vector-task-mcp", "flask-reqcheck", "odoo-addon-risk-analysis", token, f"key={token}",
-             f'{{"k":"{token}"}}', f"é{token}", f"(ghp_{'a' * 36})", "prefix_sk-notakey"]
+    texts = [
+        "vector-task-mcp",
+        "flask-reqcheck",
+        "odoo-addon-risk-analysis",
+        token,
+        f"key={token}",
+        f'{{"k":"{token}"}}',
+        f"é{token}",
+        f"(ghp_{'a' * 36})",
+        "prefix_sk-notakey",
+    ]
     routes = pii._routes(pl.Series(texts), pii.PREFILTER_REGEX)
     engine = pii._engine()
     for i, t in enumerate(texts):

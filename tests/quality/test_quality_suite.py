@@ -1,7 +1,7 @@
 """quality.suite: the GX row gate (exact rule/reason per row) and the blocking checks."""
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import polars as pl
 import pytest
@@ -21,7 +21,7 @@ from quality.suite import (
     curate_window,
 )
 
-TS = datetime(2024, 9, 1, tzinfo=timezone.utc)
+TS = datetime(2024, 9, 1, tzinfo=UTC)
 PII = "Contact jane.doe@example.com, SSN 536-22-8726"
 
 
@@ -41,7 +41,9 @@ def window(*texts: str | None, key: str = "2024-09") -> pl.DataFrame:
     )
 
 
-def check_rule(text: str | None, rule: str, reason: str, cfg: QualityConfig = QualityConfig(), good: str = "ok") -> None:
+def check_rule(
+    text: str | None, rule: str, reason: str, cfg: QualityConfig = QualityConfig(), good: str = "ok"
+) -> None:
     """datatrove check_filter style: a good row, then ``text`` -> exactly that row quarantined."""
     rows = window(good, text)
     verdict = curate_window(rows, cfg)
@@ -64,8 +66,13 @@ def test_empty_or_whitespace_text_is_quarantined_as_too_short(text):
 
 def test_min_chars_counts_stripped_characters():
     cfg = QualityConfig(min_chars=5)
-    check_rule("  abcd  ", "text_too_short", "text_too_short: 4 chars after stripping whitespace, min_chars=5", cfg,
-               good=" abcde ")
+    check_rule(
+        "  abcd  ",
+        "text_too_short",
+        "text_too_short: 4 chars after stripping whitespace, min_chars=5",
+        cfg,
+        good=" abcde ",
+    )
 
 
 def test_text_over_max_chars_is_quarantined_as_too_long():
@@ -89,21 +96,32 @@ def test_tab_newline_and_carriage_return_are_allowed():
 
 def test_multiple_failing_rules_are_all_listed_first_one_is_the_rule():
     cfg = QualityConfig(max_chars=3)
-    check_rule("\x01\x02\x03\x04\x05", "text_too_long",
-               "text_too_long: 5 chars, max_chars=3; text_control_chars: contains C0/C1 control characters", cfg)
+    check_rule(
+        "\x01\x02\x03\x04\x05",
+        "text_too_long",
+        "text_too_long: 5 chars, max_chars=3; text_control_chars: contains C0/C1 control characters",
+        cfg,
+    )
     verdict = curate_window(window("\x01\x02\x03\x04\x05", "\x01"), cfg)
-    assert verdict.counts == {"text_missing": 0, "valid_utf8": 0, "text_too_short": 0, "text_too_long": 1,
-                              "text_control_chars": 2}
+    assert verdict.counts == {
+        "text_missing": 0,
+        "valid_utf8": 0,
+        "text_too_short": 0,
+        "text_too_long": 1,
+        "text_control_chars": 2,
+    }
 
 
 def test_invalid_utf8_replacement_is_quarantined_by_a_gx_expectation():
     check_rule("caf\ufffd", "valid_utf8", "valid_utf8: invalid UTF-8 replaced by U+FFFD at byte 3 of text")
     rows = window("ok", "fine text", "also fine").with_columns(
-        record_id=pl.Series(["id1", "i\ufffdd", "id3"]), metadata=pl.Series(['{"k":1}', '{"k":1}', '{"k\ufffd":1}']))
+        record_id=pl.Series(["id1", "i\ufffdd", "id3"]), metadata=pl.Series(['{"k":1}', '{"k":1}', '{"k\ufffd":1}'])
+    )
     verdict = curate_window(rows)
     assert verdict.quarantine.select("row_number", "rule", "reason").rows() == [
         (2, "valid_utf8", "valid_utf8: invalid UTF-8 replaced by U+FFFD at byte 1 of record_id"),
-        (3, "valid_utf8", "valid_utf8: invalid UTF-8 replaced by U+FFFD at byte 3 of metadata")]
+        (3, "valid_utf8", "valid_utf8: invalid UTF-8 replaced by U+FFFD at byte 3 of metadata"),
+    ]
     gx = {r["rule"]: r for r in verdict.gx_results}
     assert gx["valid_utf8"]["unexpected_count"] == 2 and gx["valid_utf8"]["success"] is False
     # relaxing the rule lets them through (what `quarantine release --rule valid_utf8` relies on)
@@ -112,8 +130,13 @@ def test_invalid_utf8_replacement_is_quarantined_by_a_gx_expectation():
 
 def test_null_text_fails_only_text_missing():
     verdict = curate_window(window(None))
-    assert verdict.counts == {"text_missing": 1, "valid_utf8": 0, "text_too_short": 0, "text_too_long": 0,
-                              "text_control_chars": 0}
+    assert verdict.counts == {
+        "text_missing": 1,
+        "valid_utf8": 0,
+        "text_too_short": 0,
+        "text_too_long": 0,
+        "text_control_chars": 0,
+    }
 
 
 def test_none_disables_rules():
@@ -122,8 +145,12 @@ def test_none_disables_rules():
     verdict = curate_window(rows, cfg)
     assert_frame_equal(verdict.curated, rows)
     assert verdict.counts == dict.fromkeys(RULES, 0)
-    assert [r["rule"] for r in verdict.gx_results] == ["text_missing", "record_id_missing", "schema_columns",
-                                                        "window_row_count"]
+    assert [r["rule"] for r in verdict.gx_results] == [
+        "text_missing",
+        "record_id_missing",
+        "schema_columns",
+        "window_row_count",
+    ]
 
 
 # --- whole verdict -----------------------------------------------------------------------------------
@@ -134,21 +161,20 @@ def test_verdict_frames_conservation_and_order():
     rows = window(*texts)
     verdict = curate_window(rows)
     assert_frame_equal(verdict.curated, rows.filter(pl.col("row_number").is_in([1, 3, 6, 8])))
-    expected_quarantine = (
-        rows.filter(pl.col("row_number").is_in([2, 4, 5, 7, 9]))
-        .with_columns(
-            rule=pl.Series(["text_missing", "text_too_short", "text_too_long", "text_control_chars", "valid_utf8"]),
-            reason=pl.Series([
+    expected_quarantine = rows.filter(pl.col("row_number").is_in([2, 4, 5, 7, 9])).with_columns(
+        rule=pl.Series(["text_missing", "text_too_short", "text_too_long", "text_control_chars", "valid_utf8"]),
+        reason=pl.Series(
+            [
                 "text_missing: text is null",
                 "text_too_short: 0 chars after stripping whitespace, min_chars=1",
                 "text_too_long: 2001 chars, max_chars=2000",
                 "text_control_chars: contains C0/C1 control characters",
                 "valid_utf8: invalid UTF-8 replaced by U+FFFD at byte 5 of text",
-            ]),
-            gx_run_id=pl.lit(verdict.gx_run_id),
-            duplicate_of_window=pl.lit(None, dtype=pl.String),
-            duplicate_of_row=pl.lit(None, dtype=pl.Int64),
-        )
+            ]
+        ),
+        gx_run_id=pl.lit(verdict.gx_run_id),
+        duplicate_of_window=pl.lit(None, dtype=pl.String),
+        duplicate_of_row=pl.lit(None, dtype=pl.Int64),
     )
     assert_frame_equal(verdict.quarantine, expected_quarantine)
     assert verdict.quarantine.schema == pl.Schema(QUARANTINE_SCHEMA)
@@ -156,8 +182,12 @@ def test_verdict_frames_conservation_and_order():
     assert verdict.counts == dict.fromkeys(RULES, 1)
     assert verdict.gx_success is False
     # 5 failing row rules + record_id_missing, schema_columns, window_row_count (passing)
-    assert verdict.gx_statistics == {"evaluated_expectations": 8, "successful_expectations": 3,
-                                     "unsuccessful_expectations": 5, "success_percent": 3 / 8 * 100}
+    assert verdict.gx_statistics == {
+        "evaluated_expectations": 8,
+        "successful_expectations": 3,
+        "unsuccessful_expectations": 5,
+        "success_percent": 3 / 8 * 100,
+    }
     assert verdict.gx_run_id.startswith("curate_window-")
 
 
@@ -228,9 +258,14 @@ def test_invalid_config_raises_once_with_every_issue():
 
 
 def test_gx_evaluation_error_fails_closed():
-    with pytest.raises(QualityGateError, match=r"GX could not evaluate expect_column_values_to_not_be_null \(rule probe\)"):
-        _gx().validate("probe", [("probe", "ExpectColumnValuesToNotBeNull", {"column": "no_such_column"})],
-                       window("a").select("row_number", "text"))
+    with pytest.raises(
+        QualityGateError, match=r"GX could not evaluate expect_column_values_to_not_be_null \(rule probe\)"
+    ):
+        _gx().validate(
+            "probe",
+            [("probe", "ExpectColumnValuesToNotBeNull", {"column": "no_such_column"})],
+            window("a").select("row_number", "text"),
+        )
 
 
 # --- blocking checks ---------------------------------------------------------------------------------
@@ -238,48 +273,68 @@ def test_gx_evaluation_error_fails_closed():
 
 def _without_run_id(outcome: CheckOutcome) -> CheckOutcome:
     assert json.dumps(outcome.metadata)  # JSON-able
-    return CheckOutcome(outcome.passed, outcome.description, {k: v for k, v in outcome.metadata.items() if k != "gx_run_id"})
+    return CheckOutcome(
+        outcome.passed, outcome.description, {k: v for k, v in outcome.metadata.items() if k != "gx_run_id"}
+    )
 
 
 def test_check_text_not_null():
     assert _without_run_id(check_text_not_null(window("a", "b"))) == CheckOutcome(
-        True, "text is non-null in all 2 curated rows", {"row_count": 2, "unexpected_count": 0})
+        True, "text is non-null in all 2 curated rows", {"row_count": 2, "unexpected_count": 0}
+    )
     assert _without_run_id(check_text_not_null(window("a", None, None))) == CheckOutcome(
-        False, "2 of 3 curated rows have null text", {"row_count": 3, "unexpected_count": 2})
+        False, "2 of 3 curated rows have null text", {"row_count": 3, "unexpected_count": 2}
+    )
 
 
 def test_check_text_length():
     cfg = QualityConfig(min_chars=2, max_chars=5)
     assert _without_run_id(check_text_length(window("ab", "abcde", None), cfg)) == CheckOutcome(
-        True, "all 3 curated texts are 2 to 5 chars long",
-        {"row_count": 3, "too_short_count": 0, "too_long_count": 0, "min_chars": 2, "max_chars": 5})
+        True,
+        "all 3 curated texts are 2 to 5 chars long",
+        {"row_count": 3, "too_short_count": 0, "too_long_count": 0, "min_chars": 2, "max_chars": 5},
+    )
     assert _without_run_id(check_text_length(window(" a ", "abcdef", "abcdefg", "abc"), cfg)) == CheckOutcome(
-        False, "1 curated rows below min_chars (stripped) and 2 above max_chars, of 4 (expected 2 to 5 chars)",
-        {"row_count": 4, "too_short_count": 1, "too_long_count": 2, "min_chars": 2, "max_chars": 5})
+        False,
+        "1 curated rows below min_chars (stripped) and 2 above max_chars, of 4 (expected 2 to 5 chars)",
+        {"row_count": 4, "too_short_count": 1, "too_long_count": 2, "min_chars": 2, "max_chars": 5},
+    )
     disabled = QualityConfig(min_chars=None, max_chars=None)
     assert check_text_length(window(""), disabled) == CheckOutcome(
-        True, "text length checks disabled (min_chars=None, max_chars=None)",
-        {"row_count": 1, "too_short_count": 0, "too_long_count": 0})
+        True,
+        "text length checks disabled (min_chars=None, max_chars=None)",
+        {"row_count": 1, "too_short_count": 0, "too_long_count": 0},
+    )
 
 
 def test_check_window_not_empty():
     assert _without_run_id(check_window_not_empty(window("a"), QualityConfig())) == CheckOutcome(
-        True, "curated window has 1 rows (at least 1)", {"observed_row_count": 1, "min_window_rows": 1})
+        True, "curated window has 1 rows (at least 1)", {"observed_row_count": 1, "min_window_rows": 1}
+    )
     assert _without_run_id(check_window_not_empty(window(), QualityConfig())) == CheckOutcome(
-        False, "curated window has 0 rows, expected at least 1", {"observed_row_count": 0, "min_window_rows": 1})
+        False, "curated window has 0 rows, expected at least 1", {"observed_row_count": 0, "min_window_rows": 1}
+    )
     assert check_window_not_empty(window(), QualityConfig(min_window_rows=0)).passed
-    assert _without_run_id(check_window_not_empty(window("a", "b", "c"), QualityConfig(max_window_rows=2))) == CheckOutcome(
-        False, "curated window has 3 rows, expected at least 1 and at most 2",
-        {"observed_row_count": 3, "min_window_rows": 1, "max_window_rows": 2})
+    assert _without_run_id(
+        check_window_not_empty(window("a", "b", "c"), QualityConfig(max_window_rows=2))
+    ) == CheckOutcome(
+        False,
+        "curated window has 3 rows, expected at least 1 and at most 2",
+        {"observed_row_count": 3, "min_window_rows": 1, "max_window_rows": 2},
+    )
 
 
 def test_check_rows_conserved():
     assert check_rows_conserved(5, 3, 2) == CheckOutcome(
-        True, "5 raw rows == 3 curated + 2 quarantined",
-        {"raw_rows": 5, "curated_rows": 3, "quarantined_rows": 2, "unaccounted_rows": 0})
+        True,
+        "5 raw rows == 3 curated + 2 quarantined",
+        {"raw_rows": 5, "curated_rows": 3, "quarantined_rows": 2, "unaccounted_rows": 0},
+    )
     assert check_rows_conserved(5, 3, 1) == CheckOutcome(
-        False, "5 raw rows != 3 curated + 1 quarantined (1 unaccounted)",
-        {"raw_rows": 5, "curated_rows": 3, "quarantined_rows": 1, "unaccounted_rows": 1})
+        False,
+        "5 raw rows != 3 curated + 1 quarantined (1 unaccounted)",
+        {"raw_rows": 5, "curated_rows": 3, "quarantined_rows": 1, "unaccounted_rows": 1},
+    )
     with pytest.raises(ValueError, match="curated_rows must be a non-negative int"):
         check_rows_conserved(5, -1, 1)
 
@@ -304,18 +359,27 @@ def test_presidio_in_worker_processes_gives_the_same_verdict_as_inline():
     from quality import pii
 
     pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7x3Jexample\n-----END RSA PRIVATE KEY-----"
-    texts = [PII, "call +1 (415) 555-0132 now", "card 4111 1111 1111 1111 at 10.0.3.4", "plain text, no pii",
-             pem, "mail a@b.co " + "x" * 3000, None, "tel 030 12345678 and ghp_" + "a" * 36, PII]
+    texts = [
+        PII,
+        "call +1 (415) 555-0132 now",
+        "card 4111 1111 1111 1111 at 10.0.3.4",
+        "plain text, no pii",
+        pem,
+        "mail a@b.co " + "x" * 3000,
+        None,
+        "tel 030 12345678 and ghp_" + "a" * 36,
+        PII,
+    ]
     rows = window(*texts).with_columns(
-        metadata=pl.Series(['{"author": "x@y.org"}'] + ['{"k":1}'] * (len(texts) - 1), dtype=pl.String))
+        metadata=pl.Series(['{"author": "x@y.org"}'] + ['{"k":1}'] * (len(texts) - 1), dtype=pl.String)
+    )
     inline = curate_window(rows, QualityConfig(max_chars=2000, pii_workers=0))
     forked = curate_window(rows, QualityConfig(max_chars=2000, pii_workers=2, pii_parallel_min_candidates=1))
     assert_frame_equal(forked.curated, inline.curated)
     assert_frame_equal(forked.quarantine.drop("gx_run_id"), inline.quarantine.drop("gx_run_id"))
     assert forked.redactions == inline.redactions and forked.rule_counts == inline.rule_counts
     assert inline.rule_counts == {"duplicate_exact": 1, "pii_private_key": 1, "text_missing": 1, "text_too_long": 1}
-    assert set(inline.redactions) == {"EMAIL_ADDRESS", "US_SSN", "PHONE_NUMBER", "CREDIT_CARD", "IP_ADDRESS",
-                                      "API_KEY"}
+    assert set(inline.redactions) == {"EMAIL_ADDRESS", "US_SSN", "PHONE_NUMBER", "CREDIT_CARD", "IP_ADDRESS", "API_KEY"}
     assert "x@y.org" not in inline.curated.get_column("metadata").to_list()[0]
     pending = pii.start_scan(rows, pii.PiiPolicy(), workers=1, min_candidates=1, max_chars=2000)
     assert pending.forked and 6 not in pending.result() and 1 in pending.result()

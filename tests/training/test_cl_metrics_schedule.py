@@ -10,9 +10,17 @@ from training.schedule import ar_meta_peak_lr
 
 def test_cl_summary_matches_hand_computation():
     # scores = -bits/byte; row i = after training through window i
-    R = {(0, 0): -2.0, (0, 1): -3.0, (0, 2): -3.5,
-         (1, 0): -2.2, (1, 1): -2.1, (1, 2): -3.2,
-         (2, 0): -2.5, (2, 1): -2.3, (2, 2): -2.0}
+    R = {
+        (0, 0): -2.0,
+        (0, 1): -3.0,
+        (0, 2): -3.5,
+        (1, 0): -2.2,
+        (1, 1): -2.1,
+        (1, 2): -3.2,
+        (2, 0): -2.5,
+        (2, 1): -2.3,
+        (2, 2): -2.0,
+    }
     m = cl_summary(R, 3, base=[-4.0, -4.0, -4.0])
     assert m["acc"] == pytest.approx((-2.5 - 2.3 - 2.0) / 3)
     assert m["bwt"] == pytest.approx(((-2.5 + 2.0) + (-2.3 + 2.1)) / 2)

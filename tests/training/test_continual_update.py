@@ -17,8 +17,17 @@ class Killed(Exception):
 
 
 def cfg(**kw) -> TrainConfig:
-    base = dict(seq_len=32, batch_size=8, peak_lr=3e-3, max_steps=20, bf16=False, threads=1, eval_batch_size=16,
-                log_every=5, checkpoint_every=5)
+    base = dict(
+        seq_len=32,
+        batch_size=8,
+        peak_lr=3e-3,
+        max_steps=20,
+        bf16=False,
+        threads=1,
+        eval_batch_size=16,
+        log_every=5,
+        checkpoint_every=5,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -33,15 +42,24 @@ def test_killed_update_resumes_to_the_same_weights_and_the_parent_is_untouched(t
             raise Killed
 
     with pytest.raises(Killed):
-        finetune(base_dir, corpus[:200], corpus[300:320], [], cfg(log_every=1), tmp_path / "out",
-                 checkpoint_dir=ckpt_dir, on_step=kill_at_12)
+        finetune(
+            base_dir,
+            corpus[:200],
+            corpus[300:320],
+            [],
+            cfg(log_every=1),
+            tmp_path / "out",
+            checkpoint_dir=ckpt_dir,
+            on_step=kill_at_12,
+        )
     saved = torch.load(ckpt_dir / CHECKPOINT_FILE, weights_only=True)
     assert saved["step"] == 10
     assert not (tmp_path / "out").exists()  # nothing half-finished was published
     assert (base_dir / "model.safetensors").read_bytes() == parent_weights
 
-    resumed = finetune(base_dir, corpus[:200], corpus[300:320], [], cfg(log_every=1), tmp_path / "out",
-                       checkpoint_dir=ckpt_dir)
+    resumed = finetune(
+        base_dir, corpus[:200], corpus[300:320], [], cfg(log_every=1), tmp_path / "out", checkpoint_dir=ckpt_dir
+    )
     assert resumed.resumed_from_step == 10 and resumed.fit.steps == 20
     assert not (ckpt_dir / CHECKPOINT_FILE).exists()  # a finished update removes its checkpoint
     a, b = load_file(tmp_path / "ref" / "model.safetensors"), load_file(tmp_path / "out" / "model.safetensors")
@@ -52,8 +70,16 @@ def test_killed_update_resumes_to_the_same_weights_and_the_parent_is_untouched(t
 def test_checkpoint_of_another_update_is_discarded(tmp_path, base_dir, corpus):
     ckpt_dir = tmp_path / "ckpt"
     with pytest.raises(Killed):
-        finetune(base_dir, corpus[:200], corpus[300:320], [], cfg(log_every=1), tmp_path / "a", checkpoint_dir=ckpt_dir,
-                 on_step=lambda s, l, lr: (_ for _ in ()).throw(Killed) if s >= 7 else None)
+        finetune(
+            base_dir,
+            corpus[:200],
+            corpus[300:320],
+            [],
+            cfg(log_every=1),
+            tmp_path / "a",
+            checkpoint_dir=ckpt_dir,
+            on_step=lambda s, l, lr: (_ for _ in ()).throw(Killed) if s >= 7 else None,
+        )
     assert (ckpt_dir / CHECKPOINT_FILE).exists()
     other = finetune(base_dir, corpus[50:250], corpus[300:320], [], cfg(), tmp_path / "b", checkpoint_dir=ckpt_dir)
     assert other.resumed_from_step == 0
@@ -64,8 +90,15 @@ def test_ar_meta_schedule_lowers_the_second_peak_and_overrides_the_stale_initial
     first = finetune(base_dir, corpus[:200], corpus[300:320], [], c, tmp_path / "v1")
     assert first.peak_lr == pytest.approx(3e-3)
     lrs = []
-    second = finetune(tmp_path / "v1", corpus[200:300], corpus[300:320], [], c, tmp_path / "v2",
-                      on_step=lambda s, loss, lr: lrs.append(lr))
+    second = finetune(
+        tmp_path / "v1",
+        corpus[200:300],
+        corpus[300:320],
+        [],
+        c,
+        tmp_path / "v2",
+        on_step=lambda s, loss, lr: lrs.append(lr),
+    )
     expected = ar_meta_peak_lr(20, 20, 3e-3, 3e-4)
     assert second.optimizer_resumed and second.peak_lr == pytest.approx(expected)
     assert max(lrs) <= expected + 1e-12
@@ -76,8 +109,9 @@ def test_ar_meta_schedule_lowers_the_second_peak_and_overrides_the_stale_initial
 
 def test_lora_update_registers_a_merged_plain_model(tmp_path, base_dir, corpus):
     pytest.importorskip("peft")
-    result = finetune(base_dir, corpus[:200], corpus[300:320], [], cfg(lora_r=4, peak_lr=1e-2, checkpoint_every=0),
-                      tmp_path / "lora")
+    result = finetune(
+        base_dir, corpus[:200], corpus[300:320], [], cfg(lora_r=4, peak_lr=1e-2, checkpoint_every=0), tmp_path / "lora"
+    )
     assert result.lora
     names = {p.name for p in (tmp_path / "lora").iterdir()}
     assert "model.safetensors" in names and "adapter_config.json" not in names
@@ -87,9 +121,17 @@ def test_lora_update_registers_a_merged_plain_model(tmp_path, base_dir, corpus):
 
 
 def test_forward_matrix_and_first_window_evaluations(tmp_path, base_dir, corpus):
-    result = finetune(base_dir, corpus[:200], corpus[300:320], corpus[320:340], cfg(checkpoint_every=0),
-                      tmp_path / "m", first_eval_texts=corpus[340:360],
-                      forward_eval={"w2": corpus[300:320]}, matrix_eval={"w1": corpus[320:340], "w2": corpus[300:320]})
+    result = finetune(
+        base_dir,
+        corpus[:200],
+        corpus[300:320],
+        corpus[320:340],
+        cfg(checkpoint_every=0),
+        tmp_path / "m",
+        first_eval_texts=corpus[340:360],
+        forward_eval={"w2": corpus[300:320]},
+        matrix_eval={"w1": corpus[320:340], "w2": corpus[300:320]},
+    )
     assert set(result.forward_before) == {"w2"} and set(result.matrix_after) == {"w1", "w2"}
     assert result.forward_before["w2"].bits_per_byte == pytest.approx(result.champion_new.bits_per_byte)
     assert result.matrix_after["w2"].bits_per_byte == pytest.approx(result.challenger_new.bits_per_byte)

@@ -15,7 +15,7 @@ from assets.curate import approved_window, curated_window  # noqa: E402
 from assets.ingest import raw_window  # noqa: E402
 from assets.train import TRAINING_ASSETS, challenger_beats_champion  # noqa: E402
 from orchestration.partitions import WINDOWS_PARTITION  # noqa: E402
-from orchestration.pipes_launch import torchrun_command  # noqa: E402
+from orchestration.pipes import torchrun_command  # noqa: E402
 from orchestration.resources import build_resources  # noqa: E402
 
 
@@ -28,11 +28,20 @@ def test_challenger_model_materializes_through_pipes_with_two_ranks(tmp_path):
     write_window(home.paths.landing, "s-01.jsonl", window_records(0, 80))
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(WINDOWS_PARTITION, ["s-01"])
-        ingested = dg.materialize([raw_window, curated_window, approved_window, *WINDOW_CHECKS], partition_key="s-01",
-                                  resources=build_resources(home), instance=instance)
+        ingested = dg.materialize(
+            [raw_window, curated_window, approved_window, *WINDOW_CHECKS],
+            partition_key="s-01",
+            resources=build_resources(home),
+            instance=instance,
+        )
         assert ingested.success
-        result = dg.materialize([*TRAINING_ASSETS, challenger_beats_champion], resources=build_resources(home),
-                                instance=instance, selection=TRAINING_ASSETS, raise_on_error=True)
+        result = dg.materialize(
+            [*TRAINING_ASSETS, challenger_beats_champion],
+            resources=build_resources(home),
+            instance=instance,
+            selection=TRAINING_ASSETS,
+            raise_on_error=True,
+        )
         assert result.success
         value = result.output_for_node("challenger_model")
         metadata = result.asset_materializations_for_node("challenger_model")[0].metadata
@@ -58,7 +67,14 @@ def test_challenger_model_materializes_through_pipes_with_two_ranks(tmp_path):
 
 def test_torchrun_command_runs_the_pipes_entry():
     cmd = torchrun_command(3, python="/x/python")
-    assert cmd == ["/x/python", "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=3", "-m",
-                   "orchestration.pipes_entry"]
+    assert cmd == [
+        "/x/python",
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=3",
+        "-m",
+        "orchestration.pipeline.train_entry",
+    ]
     with pytest.raises(ValueError):
         torchrun_command(0)

@@ -8,19 +8,44 @@ import torch
 from training.finetune import TRAIN_STATE_FILE, finetune, total_steps_for
 
 EXPECTED_KEYS = {
-    *(f"{who}_{slice_}_{m}" for who in ("champion", "challenger") for slice_ in ("new", "retention")
-      for m in ("loss", "ppl", "bpb")),
+    *(
+        f"{who}_{slice_}_{m}"
+        for who in ("champion", "challenger")
+        for slice_ in ("new", "retention")
+        for m in ("loss", "ppl", "bpb")
+    ),
     *(f"{slice_}_eval_{m}" for slice_ in ("new", "retention") for m in ("texts", "tokens", "bytes")),
-    "train_tokens", "tokens_per_s", "wall_s", "final_train_loss", "steps", "train_blocks", "global_step",
-    "optimizer_resumed", "peak_lr", "resumed_from_step",
-    *(f"selection_{m}" for m in ("overhead_s", "overhead_cpu_s", "kept_fraction", "weight_entropy", "scored_tokens",
-                                 "steps", "reference_texts")),  # training.selection; trivial for uniform
+    "train_tokens",
+    "tokens_per_s",
+    "wall_s",
+    "final_train_loss",
+    "steps",
+    "train_blocks",
+    "global_step",
+    "optimizer_resumed",
+    "peak_lr",
+    "resumed_from_step",
+    *(
+        f"selection_{m}"
+        for m in (
+            "overhead_s",
+            "overhead_cpu_s",
+            "kept_fraction",
+            "weight_entropy",
+            "scored_tokens",
+            "steps",
+            "reference_texts",
+        )
+    ),  # training.selection; trivial for uniform
 }
 
 
 def tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +54,20 @@ def first_update(tmp_path_factory, base_dir, corpus):
     from training.config import TrainConfig
 
     before = tree_digest(base_dir)
-    cfg = TrainConfig(seq_len=32, batch_size=8, peak_lr=3e-3, epochs=4, bf16=False, threads=1, eval_batch_size=16,
-                      log_every=5)
+    cfg = TrainConfig(
+        seq_len=32, batch_size=8, peak_lr=3e-3, epochs=4, bf16=False, threads=1, eval_batch_size=16, log_every=5
+    )
     out = tmp_path_factory.mktemp("v1")
     steps_seen = []
-    result = finetune(base_dir, corpus[:300], corpus[300:350], corpus[350:], cfg, out,
-                      on_step=lambda s, loss, lr: steps_seen.append(s))
+    result = finetune(
+        base_dir,
+        corpus[:300],
+        corpus[300:350],
+        corpus[350:],
+        cfg,
+        out,
+        on_step=lambda s, loss, lr: steps_seen.append(s),
+    )
     return result, before, out, steps_seen
 
 

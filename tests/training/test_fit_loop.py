@@ -24,8 +24,13 @@ def test_fit_decreases_loss_on_a_repeated_corpus(tiny_model, tiny_train_cfg, cor
     blocks = pack_texts(tok, corpus[:100], tiny_train_cfg.seq_len)
     seen = []
     result = fit(
-        model, make_optimizer(model, tiny_train_cfg), blocks, tiny_train_cfg,
-        device=CPU, total_steps=60, on_step=lambda *point: seen.append(point),
+        model,
+        make_optimizer(model, tiny_train_cfg),
+        blocks,
+        tiny_train_cfg,
+        device=CPU,
+        total_steps=60,
+        on_step=lambda *point: seen.append(point),
     )
     assert result.steps == 60 and model.training
     assert [s for s, _, _ in result.curve] == list(range(5, 61, 5))
@@ -44,16 +49,23 @@ def test_fit_is_reproducible_with_the_same_seed(base_dir, tiny_train_cfg, corpus
     for _ in range(2):
         model, tok = load_model(base_dir)
         blocks = pack_texts(tok, corpus[:50], tiny_train_cfg.seq_len)
-        losses.append(fit(model, make_optimizer(model, tiny_train_cfg), blocks, tiny_train_cfg,
-                          device=CPU, total_steps=5).curve)
+        losses.append(
+            fit(model, make_optimizer(model, tiny_train_cfg), blocks, tiny_train_cfg, device=CPU, total_steps=5).curve
+        )
     assert losses[0] == losses[1]
 
 
 def test_fit_rejects_empty_blocks(tiny_model, tiny_train_cfg):
     model, _ = tiny_model
     with pytest.raises(ValueError, match="`blocks`"):
-        fit(model, make_optimizer(model, tiny_train_cfg), torch.empty((0, 33), dtype=torch.long),
-            tiny_train_cfg, device=CPU, total_steps=1)
+        fit(
+            model,
+            make_optimizer(model, tiny_train_cfg),
+            torch.empty((0, 33), dtype=torch.long),
+            tiny_train_cfg,
+            device=CPU,
+            total_steps=1,
+        )
 
 
 def test_warmup_steps_is_at_least_one():

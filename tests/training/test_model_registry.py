@@ -33,13 +33,23 @@ def flow(tmp_path_factory, base_dir, corpus):
         cfg = TrainConfig(seq_len=32, batch_size=8, max_steps=3, bf16=False, threads=1, log_every=1)
         result = finetune(base_dir, corpus[:40], corpus[40:50], [], cfg, root / "v2")
         run_id, version = registry.log_update(
-            run_name="window-0001", model_dir=result.output_dir, params=cfg.to_dict(), metrics=result.metrics(),
-            curve=result.fit.curve, tags={"window": "0001", "parent_version": base_version},
-            artifacts={"notes": _write(root / "notes.txt", "hello")}, description="update on window 0001",
+            run_name="window-0001",
+            model_dir=result.output_dir,
+            params=cfg.to_dict(),
+            metrics=result.metrics(),
+            curve=result.fit.curve,
+            tags={"window": "0001", "parent_version": base_version},
+            artifacts={"notes": _write(root / "notes.txt", "hello")},
+            description="update on window 0001",
         )
         yield {
-            "registry": registry, "root": root, "cwd": cwd, "base": (base_run, base_version),
-            "update": (run_id, version), "result": result, "tracking_before": (uri_before, env_before),
+            "registry": registry,
+            "root": root,
+            "cwd": cwd,
+            "base": (base_run, base_version),
+            "update": (run_id, version),
+            "result": result,
+            "tracking_before": (uri_before, env_before),
         }
 
 

@@ -1,6 +1,5 @@
-import torch
-
 import pytest
+import torch
 
 from training.data import IGNORE_INDEX, heldout_mask, pack_texts, split_block, token_ids
 

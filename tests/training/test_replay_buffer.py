@@ -7,8 +7,14 @@ from training.replay import replay_count, sample_replay, update_buffer
 
 
 def rows(window: str, n: int) -> pl.DataFrame:
-    return pl.DataFrame({"window_key": [window] * n, "row_number": list(range(n)),
-                         "record_id": [f"{window}-{i}" for i in range(n)], "text": [f"{window} text {i}" for i in range(n)]})
+    return pl.DataFrame(
+        {
+            "window_key": [window] * n,
+            "row_number": list(range(n)),
+            "record_id": [f"{window}-{i}" for i in range(n)],
+            "text": [f"{window} text {i}" for i in range(n)],
+        }
+    )
 
 
 def test_buffer_stays_bounded_and_balanced_across_windows():

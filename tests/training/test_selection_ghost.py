@@ -70,8 +70,11 @@ def test_rank1_scales_are_exact_for_a_rank1_second_moment(tiny_model, tiny_train
     layer = last_mlp_layers(model, 1)[0]
     r = torch.rand(layer.weight.shape[0]) + 0.5
     c = torch.rand(layer.weight.shape[1]) + 0.5
-    opt.state[layer.weight] = {"step": torch.tensor(4.0), "exp_avg": torch.zeros_like(layer.weight),
-                               "exp_avg_sq": torch.outer(r, c) * 1e-4}
+    opt.state[layer.weight] = {
+        "step": torch.tensor(4.0),
+        "exp_avg": torch.zeros_like(layer.weight),
+        "exp_avg_sq": torch.outer(r, c) * 1e-4,
+    }
     p, q = adam_scales(opt, layer)
     beta2 = opt.param_groups[0]["betas"][1]
     v_hat = torch.outer(r, c) * 1e-4 / (1 - beta2**4)

@@ -21,7 +21,9 @@ CPU = torch.device("cpu")
 def _reference_loop(model, blocks, cfg, steps):
     """The baseline written out by hand: seeded random minibatches, mean token CE, clip, AdamW."""
     opt = make_optimizer(model, cfg)
-    batches = random_batches(blocks.shape[0], min(cfg.batch_size, blocks.shape[0]), torch.Generator().manual_seed(cfg.seed))
+    batches = random_batches(
+        blocks.shape[0], min(cfg.batch_size, blocks.shape[0]), torch.Generator().manual_seed(cfg.seed)
+    )
     warm = warmup_steps(steps, cfg.warmup_fraction)
     losses = []
     model.train()
@@ -30,8 +32,9 @@ def _reference_loop(model, blocks, cfg, steps):
         for g in opt.param_groups:
             g["lr"] = lr
         x, y = split_block(blocks[next(batches)])
-        loss = F.cross_entropy(model(input_ids=x, use_cache=False).logits.float().flatten(0, 1), y.flatten(),
-                               ignore_index=IGNORE_INDEX)
+        loss = F.cross_entropy(
+            model(input_ids=x, use_cache=False).logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], cfg.grad_clip)
@@ -47,8 +50,7 @@ def test_uniform_default_reproduces_the_baseline_loop_exactly(base_dir, tiny_tra
     assert cfg.selection == "uniform" and make_selector(cfg) is None
     model, tok = load_model(base_dir)
     blocks = pack_texts(tok, corpus[:60], cfg.seq_len)
-    result = fit(model, make_optimizer(model, cfg), blocks, cfg, device=CPU, total_steps=6,
-                 selector=make_selector(cfg))
+    result = fit(model, make_optimizer(model, cfg), blocks, cfg, device=CPU, total_steps=6, selector=make_selector(cfg))
     ref_model, _ = load_model(base_dir)
     expected = _reference_loop(ref_model, blocks, cfg, 6)
     assert [loss for _, loss, _ in result.curve] == expected  # bit-for-bit
@@ -73,11 +75,17 @@ def test_uniform_through_the_selective_path_matches_the_plain_loop(base_dir, tin
 
 
 @pytest.mark.parametrize("selection", list(STRATEGIES))
-def test_an_update_with_each_strategy_runs_and_reports_its_statistics(selection, base_dir, tiny_train_cfg, corpus, tmp_path):
+def test_an_update_with_each_strategy_runs_and_reports_its_statistics(
+    selection, base_dir, tiny_train_cfg, corpus, tmp_path
+):
     from training.finetune import finetune
 
-    cfg = dataclasses.replace(tiny_train_cfg, max_steps=4, selection=selection,
-                              selection_params="il_steps=2" if selection == "rho_loss" else "")
+    cfg = dataclasses.replace(
+        tiny_train_cfg,
+        max_steps=4,
+        selection=selection,
+        selection_params="il_steps=2" if selection == "rho_loss" else "",
+    )
     result = finetune(base_dir, corpus[:120], corpus[300:320], [], cfg, tmp_path / "out")
     m = result.metrics()
     assert 0 < m["selection_kept_fraction"] <= 1 and 0 <= m["selection_weight_entropy"] <= 1 + 1e-9
@@ -100,8 +108,14 @@ def test_selection_strategy_and_statistics_are_logged_to_mlflow(base_dir, tiny_t
     result = finetune(base_dir, corpus[:120], corpus[300:320], [], cfg, tmp_path / "v2")
     registry = ModelRegistry(f"sqlite:///{tmp_path}/mlflow.db", f"file://{tmp_path}/mlartifacts")
     run_id, _ = registry.log_update(
-        run_name="selection", model_dir=result.output_dir, params={f"train.{k}": v for k, v in cfg.to_dict().items()},
-        metrics=result.metrics(), curve=result.fit.curve, tags={}, artifacts={}, description="selection test",
+        run_name="selection",
+        model_dir=result.output_dir,
+        params={f"train.{k}": v for k, v in cfg.to_dict().items()},
+        metrics=result.metrics(),
+        curve=result.fit.curve,
+        tags={},
+        artifacts={},
+        description="selection test",
     )
     run = registry.client.get_run(run_id)
     assert run.data.params["train.selection"] == "greats"

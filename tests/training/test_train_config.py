@@ -67,16 +67,23 @@ def test_config_module_imports_without_torch():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
-@pytest.mark.parametrize("kwargs, field", [
-    ({"lr_schedule": "cyclic"}, "lr_schedule"), ({"checkpoint_every": -1}, "checkpoint_every"),
-    ({"lora_r": -2}, "lora_r"), ({"lora_dropout": 1.0}, "lora_dropout"),
-])
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"lr_schedule": "cyclic"}, "lr_schedule"),
+        ({"checkpoint_every": -1}, "checkpoint_every"),
+        ({"lora_r": -2}, "lora_r"),
+        ({"lora_dropout": 1.0}, "lora_dropout"),
+    ],
+)
 def test_train_config_rejects_bad_continual_fields(kwargs, field):
     with pytest.raises(ValueError, match=f"`{field}`"):
         TrainConfig(**kwargs)
 
 
-@pytest.mark.parametrize("kwargs, field", [({"size": -1}, "size"), ({"fraction": 1.0}, "fraction"), ({"seed": -1}, "seed")])
+@pytest.mark.parametrize(
+    "kwargs, field", [({"size": -1}, "size"), ({"fraction": 1.0}, "fraction"), ({"seed": -1}, "seed")]
+)
 def test_replay_config_rejects_bad_values(kwargs, field):
     with pytest.raises(ValueError, match=f"`{field}`"):
         ReplayConfig(**kwargs)

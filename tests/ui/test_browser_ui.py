@@ -21,8 +21,15 @@ from st_helpers import tiny_home, window_records, write_window  # noqa: E402
 playwright_api = pytest.importorskip("playwright.sync_api")
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed")]
 
-LOOP_ASSETS = ["raw_window", "curated_window", "approved_window", "training_snapshot", "base_model",
-               "challenger_model", "champion_model"]
+LOOP_ASSETS = [
+    "raw_window",
+    "curated_window",
+    "approved_window",
+    "training_snapshot",
+    "base_model",
+    "challenger_model",
+    "champion_model",
+]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +39,7 @@ def home(tmp_path_factory):
     from assets.curate import approved_window, curated_window
     from assets.ingest import raw_window
     from assets.train import TRAINING_ASSETS
-    from orchestration.daemon import open_instance, prepare_instance
+    from orchestration.cli.daemon import open_instance, prepare_instance
     from orchestration.partitions import WINDOWS_PARTITION
     from orchestration.resources import build_resources
 
@@ -43,27 +50,58 @@ def home(tmp_path_factory):
             key = f"s-2025-0{i + 1}"
             write_window(settings.paths.landing, f"{key}.jsonl", window_records(i, 80))
             instance.add_dynamic_partitions(WINDOWS_PARTITION, [key])
-            dg.materialize([raw_window, curated_window, approved_window, *WINDOW_CHECKS], partition_key=key,
-                           resources=build_resources(settings), instance=instance)
-            dg.materialize(TRAINING_ASSETS, resources=build_resources(settings), instance=instance,
-                           tags={"streamtune/trigger": "new_data"})
+            dg.materialize(
+                [raw_window, curated_window, approved_window, *WINDOW_CHECKS],
+                partition_key=key,
+                resources=build_resources(settings),
+                instance=instance,
+            )
+            dg.materialize(
+                TRAINING_ASSETS,
+                resources=build_resources(settings),
+                instance=instance,
+                tags={"streamtune/trigger": "new_data"},
+            )
     return settings
 
 
 @pytest.fixture(scope="module")
 def servers(home, tmp_path_factory):
-    from orchestration.daemon import instance_env
+    from orchestration.cli.daemon import instance_env
 
     logs = tmp_path_factory.mktemp("logs")
     env = instance_env(home)
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     dport, mport = free_port(), free_port()
-    dagster_cmd = [str(bindir() / "dagster-webserver"), "-m", "orchestration.definitions", "-h", "127.0.0.1", "-p", str(dport)]
-    mlflow_cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", home.tracking_uri,
-                  "--artifacts-destination", str(home.paths.mlartifacts), "--host", "127.0.0.1", "--port", str(mport),
-                  "--workers", "1"]
-    with server(dagster_cmd, env, f"http://127.0.0.1:{dport}/server_info", logs / "dagster.log"), \
-            server(mlflow_cmd, env, f"http://127.0.0.1:{mport}/health", logs / "mlflow.log"):
+    dagster_cmd = [
+        str(bindir() / "dagster-webserver"),
+        "-m",
+        "orchestration.definitions",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(dport),
+    ]
+    mlflow_cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        home.tracking_uri,
+        "--artifacts-destination",
+        str(home.paths.mlartifacts),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(mport),
+        "--workers",
+        "1",
+    ]
+    with (
+        server(dagster_cmd, env, f"http://127.0.0.1:{dport}/server_info", logs / "dagster.log"),
+        server(mlflow_cmd, env, f"http://127.0.0.1:{mport}/health", logs / "mlflow.log"),
+    ):
         yield {"dagster": f"http://127.0.0.1:{dport}", "mlflow": f"http://127.0.0.1:{mport}"}
 
 
@@ -131,7 +169,7 @@ def test_mlflow_compare_view_shows_two_runs_with_their_metrics(page, servers, ho
     runs = [r for r in client.search_runs([exp.experiment_id]) if r.info.run_name.startswith("update")]
     assert len(runs) == 2
     ids = ",".join(f'"{r.info.run_id}"' for r in runs)
-    page.goto(f"{servers['mlflow']}/#/compare-runs?runs=[{ids}]&experiments=[\"{exp.experiment_id}\"]")
+    page.goto(f'{servers["mlflow"]}/#/compare-runs?runs=[{ids}]&experiments=["{exp.experiment_id}"]')
     for r in runs:
         page.get_by_text(r.info.run_name).first.wait_for()
     page.get_by_text("challenger_new_bpb").first.wait_for()

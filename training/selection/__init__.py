@@ -45,7 +45,7 @@ def reference_fraction(selection: str, selection_params: str = "") -> float:
     return float(parse_params(selection, selection_params).ref_fraction)
 
 
-def make_selector(cfg: "TrainConfig", reference: "torch.Tensor | None" = None) -> "Selector | None":
+def make_selector(cfg: TrainConfig, reference: torch.Tensor | None = None) -> Selector | None:
     """The strategy object for ``cfg.selection`` (None for ``"uniform"``: ``fit`` runs its plain loop).
 
     Args:

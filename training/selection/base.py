@@ -27,8 +27,16 @@ import torch.nn.functional as F
 from training.data import IGNORE_INDEX, split_block
 
 __all__ = [
-    "CandidateBatch", "Selection", "SelectionStats", "Selector", "TrainState", "normalized_entropy",
-    "per_token_loss", "random_batches", "sample_loss", "selective_loss",
+    "CandidateBatch",
+    "Selection",
+    "SelectionStats",
+    "Selector",
+    "TrainState",
+    "normalized_entropy",
+    "per_token_loss",
+    "random_batches",
+    "sample_loss",
+    "selective_loss",
 ]
 
 
@@ -90,7 +98,7 @@ class Selection:
     weights: torch.Tensor
 
     @classmethod
-    def make(cls, indices: torch.Tensor, weights: torch.Tensor | None = None) -> "Selection":
+    def make(cls, indices: torch.Tensor, weights: torch.Tensor | None = None) -> Selection:
         """Build with weights rescaled to mean 1 (None = all ones).
 
         Raises:
@@ -179,7 +187,9 @@ def random_batches(n_blocks: int, batch_size: int, generator: torch.Generator) -
         buf = buf[batch_size:]
 
 
-def per_token_loss(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, bf16: bool = False) -> torch.Tensor:
+def per_token_loss(
+    model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, bf16: bool = False
+) -> torch.Tensor:
     """(B, T) float32 cross-entropy per token (0 at ``IGNORE_INDEX``), with the autograd graph if enabled."""
     with torch.autocast(device_type=inputs.device.type, dtype=torch.bfloat16, enabled=bf16):
         logits = model(input_ids=inputs, use_cache=False).logits  # (B, T, V)
@@ -223,7 +233,9 @@ class Selector(ABC):
     def start(self, state: TrainState, blocks: torch.Tensor) -> None:
         """Called once by ``fit`` before the first step with the update's (N, T + 1) blocks."""
 
-    def batches(self, n_blocks: int, size: int, generator: torch.Generator, state: TrainState) -> Iterator[torch.Tensor]:
+    def batches(
+        self, n_blocks: int, size: int, generator: torch.Generator, state: TrainState
+    ) -> Iterator[torch.Tensor]:
         """Endless stream of candidate index tensors of ``size`` (default: seeded random, as uniform)."""
         return random_batches(n_blocks, size, generator)
 
@@ -235,7 +247,9 @@ class Selector(ABC):
         """Called after the optimiser step (``state.step`` is the step just taken)."""
 
 
-def selective_loss(selector: Selector, blocks: torch.Tensor, index: torch.Tensor, state: TrainState) -> tuple[torch.Tensor, torch.Tensor, Selection]:
+def selective_loss(
+    selector: Selector, blocks: torch.Tensor, index: torch.Tensor, state: TrainState
+) -> tuple[torch.Tensor, torch.Tensor, Selection]:
     """Forward and weighted loss of one selective step (the loop then backpropagates and steps).
 
     Args:
@@ -262,8 +276,9 @@ def selective_loss(selector: Selector, blocks: torch.Tensor, index: torch.Tensor
             sel = selector.select(cand, state)
         keep = sel.indices.to(state.device)
         per = sample_loss(per_token_loss(state.model, x[keep], y[keep], state.bf16), y[keep])
-    assert sel.indices.numel() <= state.batch_size, \
+    assert sel.indices.numel() <= state.batch_size, (
         f"{selector.name} kept {sel.indices.numel()} blocks, more than the batch size {state.batch_size}"
+    )
     w = sel.weights.to(per.device)
     loss = (w * per).sum() / w.sum()
     kept_y = y[keep]

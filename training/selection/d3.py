@@ -124,7 +124,9 @@ class D3(Selector):
         L = torch.tensor(losses, device=S.device)
         return S / L[None, :]  # w[i, j] = g_j^T P g_i / L_j
 
-    def batches(self, n_blocks: int, size: int, generator: torch.Generator, state: TrainState) -> Iterator[torch.Tensor]:
+    def batches(
+        self, n_blocks: int, size: int, generator: torch.Generator, state: TrainState
+    ) -> Iterator[torch.Tensor]:
         buf = torch.empty(0, dtype=torch.long)
         present = sorted(set(self.units.tolist()))
         while True:

@@ -27,8 +27,16 @@ import torch
 
 from training.selection.base import per_token_loss, sample_loss
 
-__all__ = ["Factors", "adam_scales", "capture", "gram", "last_mlp_layers", "layer_weight_grads", "materialize",
-           "target_products"]
+__all__ = [
+    "Factors",
+    "adam_scales",
+    "capture",
+    "gram",
+    "last_mlp_layers",
+    "layer_weight_grads",
+    "materialize",
+    "target_products",
+]
 
 
 @dataclass
@@ -57,15 +65,20 @@ def last_mlp_layers(model: torch.nn.Module, n_blocks: int = 1) -> list[torch.nn.
     linears = [m for m in base.modules() if isinstance(m, torch.nn.Linear) and m is not head]
     if not linears:
         raise ValueError("no linear layers found for per-sample gradients")
-    return linears[-2 * n_blocks:]
+    return linears[-2 * n_blocks :]
 
 
 def _is_linear(layer: torch.nn.Module) -> bool:
     return isinstance(layer, torch.nn.Linear)  # weight (d_out, d_in); GPT-2 Conv1D stores (d_in, d_out)
 
 
-def capture(model: torch.nn.Module, layers: list[torch.nn.Module], inputs: torch.Tensor, targets: torch.Tensor,
-            bf16: bool = False) -> tuple[torch.Tensor, list[Factors]]:
+def capture(
+    model: torch.nn.Module,
+    layers: list[torch.nn.Module],
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    bf16: bool = False,
+) -> tuple[torch.Tensor, list[Factors]]:
     """One forward and a partial backward giving per-sample losses and the factors of ``layers``.
 
     Only the graph from the loss down to the layers' outputs is traversed (``torch.autograd.grad`` on the
@@ -95,7 +108,9 @@ def capture(model: torch.nn.Module, layers: list[torch.nn.Module], inputs: torch
     return per.detach(), factors
 
 
-def adam_scales(optimizer: torch.optim.Optimizer, layer: torch.nn.Module, eps: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor] | None:
+def adam_scales(
+    optimizer: torch.optim.Optimizer, layer: torch.nn.Module, eps: float = 1e-8
+) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Rank-1 factors (p (d_in,), q (d_out,)) with p q^T ~ 1 / (sqrt(v_hat) + eps) for ``layer.weight``.
 
     v_hat = exp_avg_sq / (1 - beta2^step) (Adam's bias correction); its rank-1 fit is r c^T / S with
@@ -154,8 +169,13 @@ def gram(A1: torch.Tensor, D1: torch.Tensor, A2: torch.Tensor, D2: torch.Tensor,
     return out
 
 
-def layer_weight_grads(model: torch.nn.Module, layers: list[torch.nn.Module], inputs: torch.Tensor,
-                       targets: torch.Tensor, bf16: bool = False) -> tuple[float, list[torch.Tensor]]:
+def layer_weight_grads(
+    model: torch.nn.Module,
+    layers: list[torch.nn.Module],
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    bf16: bool = False,
+) -> tuple[float, list[torch.Tensor]]:
     """Mean loss over ``inputs`` and its gradient w.r.t. each layer's weight, oriented (d_in, d_out).
 
     A partial backward (``torch.autograd.grad``); ``.grad`` of the parameters is not touched.
@@ -166,9 +186,12 @@ def layer_weight_grads(model: torch.nn.Module, layers: list[torch.nn.Module], in
     return loss.item(), [(g.t() if _is_linear(layer) else g).detach().float() for layer, g in zip(layers, grads)]
 
 
-def target_products(factors: list[Factors], target: list[torch.Tensor],
-                    scales: list[tuple[torch.Tensor, torch.Tensor] | None], with_gram: bool = True
-                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+def target_products(
+    factors: list[Factors],
+    target: list[torch.Tensor],
+    scales: list[tuple[torch.Tensor, torch.Tensor] | None],
+    with_gram: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Alignment b_i = sum_layers <P o G_i, G_target> and Gram K_ij = sum_layers <P o G_i, P o G_j>.
 
     Args:

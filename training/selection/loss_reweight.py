@@ -29,7 +29,9 @@ from training.selection.params import LossReweightParams
 __all__ = ["LossReweight", "loss_weights"]
 
 
-def loss_weights(losses: torch.Tensor, rule: str = "linupper", temperature: float = 1.0, cap: float = 1.0) -> torch.Tensor:
+def loss_weights(
+    losses: torch.Tensor, rule: str = "linupper", temperature: float = 1.0, cap: float = 1.0
+) -> torch.Tensor:
     """(B,) float32 weights with mean 1 from (B,) per-sample losses (see the module docstring).
 
     A batch of one, or of identical losses, gets uniform weights.

@@ -13,8 +13,14 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 __all__ = [
-    "STRATEGIES", "D3Params", "DwmParams", "GreatsParams", "LossReweightParams", "RhoLossParams",
-    "UniformParams", "parse_params",
+    "STRATEGIES",
+    "D3Params",
+    "DwmParams",
+    "GreatsParams",
+    "LossReweightParams",
+    "RhoLossParams",
+    "UniformParams",
+    "parse_params",
 ]
 
 

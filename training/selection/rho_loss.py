@@ -27,15 +27,17 @@ import copy
 
 import torch
 
-from training.selection.base import CandidateBatch, Selection, Selector, TrainState, per_token_loss, sample_loss
 from training.data import split_block
+from training.selection.base import CandidateBatch, Selection, Selector, TrainState, per_token_loss, sample_loss
 from training.selection.params import RhoLossParams
 
 __all__ = ["RhoLoss", "block_losses", "train_il_model"]
 
 
 @torch.no_grad()
-def block_losses(model: torch.nn.Module, blocks: torch.Tensor, device: torch.device, batch_size: int = 64) -> torch.Tensor:
+def block_losses(
+    model: torch.nn.Module, blocks: torch.Tensor, device: torch.device, batch_size: int = 64
+) -> torch.Tensor:
     """(N,) float32 per-block mean token loss of ``model`` over (N, T + 1) ``blocks`` (no grad, CPU result)."""
     out = []
     for i in range(0, blocks.shape[0], batch_size):
@@ -44,8 +46,15 @@ def block_losses(model: torch.nn.Module, blocks: torch.Tensor, device: torch.dev
     return torch.cat(out) if out else torch.empty(0)
 
 
-def train_il_model(parent: torch.nn.Module, ref_blocks: torch.Tensor, steps: int, lr: float, batch_size: int,
-                   device: torch.device, seed: int = 0) -> torch.nn.Module:
+def train_il_model(
+    parent: torch.nn.Module,
+    ref_blocks: torch.Tensor,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    device: torch.device,
+    seed: int = 0,
+) -> torch.nn.Module:
     """A copy of ``parent`` trained ``steps`` AdamW steps (constant ``lr``) on ``ref_blocks``; eval mode."""
     il = copy.deepcopy(parent)
     if steps == 0:
@@ -87,8 +96,9 @@ class RhoLoss(Selector):
 
     def start(self, state: TrainState, blocks: torch.Tensor) -> None:
         with self.timed():
-            il = train_il_model(state.model, self.reference, self.params.il_steps, self.lr, state.batch_size,
-                                state.device, self.seed)
+            il = train_il_model(
+                state.model, self.reference, self.params.il_steps, self.lr, state.batch_size, state.device, self.seed
+            )
             self.il_loss = block_losses(il, blocks, state.device)  # (N,)
             del il
         state.model.train()

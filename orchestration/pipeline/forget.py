@@ -51,15 +51,16 @@ import subprocess
 import sys
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import polars as pl
 
-from orchestration.settings import Settings
-from orchestration.warehouse import Warehouse
+from orchestration.config.settings import Settings
+from orchestration.store.warehouse import Warehouse
+from orchestration.tags import REQUEST_TAG, TRIGGER_TAG
 
 FORGET_SQL = """
 CREATE TABLE IF NOT EXISTS monitor.forget_requests (
@@ -83,8 +84,6 @@ CREATE TABLE IF NOT EXISTS monitor.forget_requests (
 );
 """
 
-TRIGGER_TAG = "streamtune/trigger"  # same value as assets.train.TRIGGER_TAG (no dagster import here)
-REQUEST_TAG = "streamtune/forget_request"
 TRAINED_ROLES = ("train", "replay")
 EVAL_ROLES = ("new_eval", "retention_eval")
 
@@ -111,8 +110,11 @@ class Criterion:
     value: str
 
     def describe(self) -> dict:
-        return {"field": self.field, "column": self.column,
-                "value_sha256": hashlib.sha256(self.value.encode()).hexdigest()}
+        return {
+            "field": self.field,
+            "column": self.column,
+            "value_sha256": hashlib.sha256(self.value.encode()).hexdigest(),
+        }
 
 
 def parse_where(expr: str) -> tuple[str, str]:
@@ -124,8 +126,10 @@ def parse_where(expr: str) -> tuple[str, str]:
     """
     m = _WHERE.match(expr or "")
     if not m:
-        raise ForgetError(f"cannot read --where {expr!r}: expected <field> = <value>, e.g. \"package = 'pkg3'\" "
-                          "(one equality; quote values with spaces)")
+        raise ForgetError(
+            f"cannot read --where {expr!r}: expected <field> = <value>, e.g. \"package = 'pkg3'\" "
+            "(one equality; quote values with spaces)"
+        )
     raw = next(v for v in (m.group("sq"), m.group("dq"), m.group("bare")) if v is not None)
     value = re.sub(r"\\(.)", r"\1", raw, flags=re.DOTALL)
     return m.group("field"), value
@@ -162,7 +166,8 @@ def metadata_keys(wh: Warehouse) -> set[str]:
     sql = " UNION ".join(
         f"SELECT DISTINCT unnest(json_keys(metadata)) AS k FROM {t} WHERE metadata IS NOT NULL "
         "AND json_valid(metadata) AND json_type(metadata) = 'OBJECT'"
-        for t in ("raw.staged_text", "curated.events", "curated.quarantine"))
+        for t in ("raw.staged_text", "curated.events", "curated.quarantine")
+    )
     with wh.connect(read_only=True) as con:
         return {k for (k,) in con.execute(sql).fetchall() if k and _FIELD.fullmatch(k)}
 
@@ -183,7 +188,10 @@ def _row_predicate(c: Criterion, alias: str = "") -> tuple[str, list[Any]]:
 def _reject_predicate(c: Criterion) -> tuple[str, list[Any]] | None:
     if c.column == "window_key":
         return "window_key = ?", [c.value]
-    return "(json_valid(raw) AND json_type(raw) = 'OBJECT' AND json_extract_string(raw, ?) = ?)", [_json_path(c.key), c.value]
+    return "(json_valid(raw) AND json_type(raw) = 'OBJECT' AND json_extract_string(raw, ?) = ?)", [
+        _json_path(c.key),
+        c.value,
+    ]
 
 
 def _any(preds: list[tuple[str, list[Any]]]) -> tuple[str, list[Any]]:
@@ -227,8 +235,10 @@ class ForgetReport:
         return d
 
 
-_RAW_ROWS = ("(SELECT e.window_key, e.row_number, e.record_id, s.text, s.metadata FROM raw.events e "
-             "LEFT JOIN raw.staged_text s USING (window_key, row_number)) AS raw_rows")
+_RAW_ROWS = (
+    "(SELECT e.window_key, e.row_number, e.record_id, s.text, s.metadata FROM raw.events e "
+    "LEFT JOIN raw.staged_text s USING (window_key, row_number)) AS raw_rows"
+)
 """Parsed rows with their staged text/metadata (NULL once the window is curated: the text is then in
 ``curated.events`` / ``curated.quarantine``)."""
 
@@ -239,8 +249,7 @@ def _matched_rows(con: duckdb.DuckDBPyConnection, criteria: list[Criterion]) -> 
     where, params = _any([_row_predicate(c) for c in criteria])
     tables = (_RAW_ROWS, "curated.events", "curated.quarantine")
     sql = " UNION ".join(f"SELECT window_key, row_number, record_id FROM {t} WHERE {where}" for t in tables)
-    return con.sql(f"SELECT DISTINCT * FROM ({sql}) ORDER BY window_key, row_number",
-                   params=params * len(tables)).pl()
+    return con.sql(f"SELECT DISTINCT * FROM ({sql}) ORDER BY window_key, row_number", params=params * len(tables)).pl()
 
 
 def _lineage(updates: list[tuple[str, str | None]]) -> dict[str, list[str]]:
@@ -251,8 +260,16 @@ def _lineage(updates: list[tuple[str, str | None]]) -> dict[str, list[str]]:
     return children
 
 
-def forget(settings: Settings, *, wheres: list[str] = (), ids: list[str] = (), reason: str = "deletion request",
-           dry_run: bool = False, request_retrain: bool = True, actor: str | None = None) -> ForgetReport:
+def forget(
+    settings: Settings,
+    *,
+    wheres: list[str] = (),
+    ids: list[str] = (),
+    reason: str = "deletion request",
+    dry_run: bool = False,
+    request_retrain: bool = True,
+    actor: str | None = None,
+) -> ForgetReport:
     """Carry out one deletion request on a home (see the module docstring for every step).
 
     Args:
@@ -265,16 +282,19 @@ def forget(settings: Settings, *, wheres: list[str] = (), ids: list[str] = (), r
         ForgetError: no criteria, a malformed ``--where`` or an unknown field; no warehouse in the home.
     """
     if not wheres and not ids:
-        raise ForgetError("nothing to forget: pass --where \"<field> = <value>\" or --id ID")
+        raise ForgetError('nothing to forget: pass --where "<field> = <value>" or --id ID')
     if not settings.paths.warehouse.exists():
         raise ForgetError(f"no warehouse at {settings.paths.warehouse}")
     wh = Warehouse(settings.paths.warehouse, lock_timeout_s=300)
     wh.init_schema()
     criteria = resolve_criteria(wh, settings, list(wheres), list(ids))
-    now = datetime.now(timezone.utc)
-    report = ForgetReport(request_id=f"forget-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}",
-                          requested_at=now.isoformat(timespec="seconds"),
-                          criteria=[c.describe() for c in criteria], dry_run=dry_run)
+    now = datetime.now(UTC)
+    report = ForgetReport(
+        request_id=f"forget-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}",
+        requested_at=now.isoformat(timespec="seconds"),
+        criteria=[c.describe() for c in criteria],
+        dry_run=dry_run,
+    )
     actor = actor or getpass.getuser()
 
     # 1-2. find rows, versions (read-only)
@@ -287,13 +307,16 @@ def forget(settings: Settings, *, wheres: list[str] = (), ids: list[str] = (), r
         rejects = con.sql(f"SELECT window_key, row_number FROM raw.rejects WHERE {rej_where}", params=rej_params).pl()
         ledger = con.execute(
             "SELECT l.model_version, l.role, count(*) FROM train.ledger l JOIN fg_rows r USING (window_key, row_number) "
-            "GROUP BY 1, 2 ORDER BY 1, 2").fetchall()
-        updates = con.execute("SELECT model_version, parent_version, window_keys FROM train.updates "
-                              "ORDER BY created_at").fetchall()
+            "GROUP BY 1, 2 ORDER BY 1, 2"
+        ).fetchall()
+        updates = con.execute(
+            "SELECT model_version, parent_version, window_keys FROM train.updates ORDER BY created_at"
+        ).fetchall()
         retired = {v for (v,) in con.execute("SELECT model_version FROM train.retired_versions").fetchall()}
         first_train = con.execute(
             "SELECT count(*) FROM train.ledger l JOIN fg_rows r USING (window_key, row_number) WHERE l.role = 'train' "
-            "AND l.model_version = (SELECT model_version FROM train.updates ORDER BY created_at LIMIT 1)").fetchall()[0][0]
+            "AND l.model_version = (SELECT model_version FROM train.updates ORDER BY created_at LIMIT 1)"
+        ).fetchall()[0][0]
         con.unregister("fg_rows")
     report.records = rows.to_dicts()
     roles: dict[str, set[str]] = {}
@@ -336,36 +359,66 @@ def forget(settings: Settings, *, wheres: list[str] = (), ids: list[str] = (), r
         con.register("fg_rejects", rejects.to_arrow())
         deleted: dict[str, int] = {}
         for table in ("raw.events", "raw.staged_text", "curated.events", "curated.quarantine", "train.replay_buffer"):
-            n = con.execute(f"DELETE FROM {table} t USING fg_rows r WHERE t.window_key = r.window_key "
-                            "AND t.row_number = r.row_number").fetchall()[0][0]
+            n = con.execute(
+                f"DELETE FROM {table} t USING fg_rows r WHERE t.window_key = r.window_key "
+                "AND t.row_number = r.row_number"
+            ).fetchall()[0][0]
             deleted[table] = int(n)
-        deleted["raw.rejects"] = int(con.execute(
-            "DELETE FROM raw.rejects t USING fg_rejects r WHERE t.window_key = r.window_key "
-            "AND t.row_number = r.row_number").fetchall()[0][0])
+        deleted["raw.rejects"] = int(
+            con.execute(
+                "DELETE FROM raw.rejects t USING fg_rejects r WHERE t.window_key = r.window_key "
+                "AND t.row_number = r.row_number"
+            ).fetchall()[0][0]
+        )
         con.execute(
             "UPDATE raw.windows w SET parsed_rows = (SELECT count(*) FROM raw.events e WHERE e.window_key = w.window_key), "
             "rejected_rows = (SELECT count(*) FROM raw.rejects j WHERE j.window_key = w.window_key) "
-            "WHERE list_contains(?, w.window_key)", [window_keys])
-        con.execute("UPDATE raw.windows SET source_rows = parsed_rows + rejected_rows WHERE list_contains(?, window_key)",
-                    [window_keys])
+            "WHERE list_contains(?, w.window_key)",
+            [window_keys],
+        )
+        con.execute(
+            "UPDATE raw.windows SET source_rows = parsed_rows + rejected_rows WHERE list_contains(?, window_key)",
+            [window_keys],
+        )
         con.execute(
             "UPDATE curated.windows w SET curated_rows = (SELECT count(*) FROM curated.events e WHERE e.window_key = w.window_key), "
             "quarantined_rows = (SELECT count(*) FROM curated.quarantine q WHERE q.window_key = w.window_key) "
-            "WHERE list_contains(?, w.window_key)", [window_keys])
+            "WHERE list_contains(?, w.window_key)",
+            [window_keys],
+        )
         # a window left without curated rows is no longer approved (nothing in it to train on)
-        con.execute("DELETE FROM curated.windows WHERE list_contains(?, window_key) AND curated_rows = 0",
-                    [window_keys])
+        con.execute(
+            "DELETE FROM curated.windows WHERE list_contains(?, window_key) AND curated_rows = 0", [window_keys]
+        )
         for v in sorted(retire - retired, key=_vkey):
-            con.execute("INSERT INTO train.retired_versions (model_version, request_id, reason) VALUES (?, ?, ?)",
-                        [v, report.request_id, f"forget request {report.request_id}: "
-                         + ("trained on deleted records" if v in trained else "fine-tuned from a version that was")])
+            con.execute(
+                "INSERT INTO train.retired_versions (model_version, request_id, reason) VALUES (?, ?, ?)",
+                [
+                    v,
+                    report.request_id,
+                    f"forget request {report.request_id}: "
+                    + ("trained on deleted records" if v in trained else "fine-tuned from a version that was"),
+                ],
+            )
         con.execute(
             "INSERT INTO monitor.forget_requests (request_id, actor, reason, criteria, deleted, record_ids, windows, "
             "trained_versions, derived_versions, evaluated_versions, champion_before, retrain_windows, retrain_run_ids, "
             "status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, [], 'deleted')",
-            [report.request_id, actor, reason, json.dumps({"criteria": report.criteria, "ids": len(ids)}),
-             json.dumps(deleted), report.record_ids, window_keys, report.trained_versions, report.derived_versions,
-             report.evaluated_versions, report.champion_before, sorted(retrain)])
+            [
+                report.request_id,
+                actor,
+                reason,
+                json.dumps({"criteria": report.criteria, "ids": len(ids)}),
+                json.dumps(deleted),
+                report.record_ids,
+                window_keys,
+                report.trained_versions,
+                report.derived_versions,
+                report.evaluated_versions,
+                report.champion_before,
+                sorted(retrain),
+            ],
+        )
         con.execute("COMMIT")
     report.deleted = deleted
     report.retrain_windows = _landing_order(wh, retrain)
@@ -381,8 +434,11 @@ def forget(settings: Settings, *, wheres: list[str] = (), ids: list[str] = (), r
     # 5. registry
     if registry is not None:
         for v in sorted(roles, key=_vkey) + sorted(derived, key=_vkey):
-            tags = {"streamtune.forget_requests": _append(registry.version_tags(v).get("streamtune.forget_requests"),
-                                                          report.request_id)}
+            tags = {
+                "streamtune.forget_requests": _append(
+                    registry.version_tags(v).get("streamtune.forget_requests"), report.request_id
+                )
+            }
             if v in trained:
                 tags["streamtune.contains_deleted"] = "true"
             elif v in derived:
@@ -393,11 +449,16 @@ def forget(settings: Settings, *, wheres: list[str] = (), ids: list[str] = (), r
                 tags["streamtune.retired"] = "true"
             registry.tag_version(v, tags)
         if report.base_tokenizer_affected:
-            registry.tag_version(report.base_tokenizer_affected, {
-                "streamtune.tokenizer_saw_deleted": "true",
-                "streamtune.forget_requests": _append(
-                    registry.version_tags(report.base_tokenizer_affected).get("streamtune.forget_requests"),
-                    report.request_id)})
+            registry.tag_version(
+                report.base_tokenizer_affected,
+                {
+                    "streamtune.tokenizer_saw_deleted": "true",
+                    "streamtune.forget_requests": _append(
+                        registry.version_tags(report.base_tokenizer_affected).get("streamtune.forget_requests"),
+                        report.request_id,
+                    ),
+                },
+            )
         champion = report.champion_before
         if champion in retire:
             parents = {str(v): (None if p is None else str(p)) for v, p, _ in updates}
@@ -419,8 +480,9 @@ def forget(settings: Settings, *, wheres: list[str] = (), ids: list[str] = (), r
         per_run = settings.max_windows_per_update or len(retrain)
         n_runs = max(1, math.ceil(len(retrain) / per_run))
         try:
-            report.retrain_run_ids = submit_finetune_runs(settings, n_runs, {
-                TRIGGER_TAG: "forget", REQUEST_TAG: report.request_id})
+            report.retrain_run_ids = submit_finetune_runs(
+                settings, n_runs, {TRIGGER_TAG: "forget", REQUEST_TAG: report.request_id}
+            )
             report.status = "retrain_requested"
         except (RuntimeError, OSError) as exc:
             report.retrain_error = str(exc)
@@ -434,10 +496,11 @@ def forget(settings: Settings, *, wheres: list[str] = (), ids: list[str] = (), r
     report.report_path = str(out)
     out.write_text(json.dumps(report.to_dict(), indent=2, default=str))
     with wh.connect() as con:
-        con.execute("UPDATE monitor.forget_requests SET champion_after = ?, retrain_run_ids = ?, status = ?, "
-                    "report_path = ? WHERE request_id = ?",
-                    [report.champion_after, report.retrain_run_ids, report.status, report.report_path,
-                     report.request_id])
+        con.execute(
+            "UPDATE monitor.forget_requests SET champion_after = ?, retrain_run_ids = ?, status = ?, "
+            "report_path = ? WHERE request_id = ?",
+            [report.champion_after, report.retrain_run_ids, report.status, report.report_path, report.request_id],
+        )
     return report
 
 
@@ -457,7 +520,7 @@ def submit_finetune_runs(settings: Settings, n_runs: int, tags: dict[str, str]) 
     Raises:
         RuntimeError: the launch command failed (its output in the message).
     """
-    from orchestration.daemon import instance_env, open_instance, prepare_instance
+    from orchestration.cli.daemon import instance_env, open_instance, prepare_instance
 
     prepare_instance(settings)
     exe = shutil.which("dagster", path=str(Path(sys.executable).parent)) or shutil.which("dagster")
@@ -467,9 +530,25 @@ def submit_finetune_runs(settings: Settings, n_runs: int, tags: dict[str, str]) 
     for _ in range(n_runs):
         run_id = str(uuid.uuid4())
         proc = subprocess.run(
-            [exe, "job", "launch", "-m", "orchestration.definitions", "-j", "finetune", "--run-id", run_id,
-             "--tags", json.dumps(tags)],
-            env=instance_env(settings), cwd=str(settings.home), capture_output=True, text=True, timeout=300)
+            [
+                exe,
+                "job",
+                "launch",
+                "-m",
+                "orchestration.definitions",
+                "-j",
+                "finetune",
+                "--run-id",
+                run_id,
+                "--tags",
+                json.dumps(tags),
+            ],
+            env=instance_env(settings),
+            cwd=str(settings.home),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"dagster job launch failed ({proc.returncode}): {(proc.stderr or proc.stdout)[-1500:]}")
         run_ids.append(run_id)
@@ -481,6 +560,7 @@ def submit_finetune_runs(settings: Settings, n_runs: int, tags: dict[str, str]) 
 
 
 # -- helpers -----------------------------------------------------------------------------------------
+
 
 def _vkey(v: str) -> tuple[int, str]:
     return (int(v), "") if str(v).isdigit() else (1 << 30, str(v))
@@ -494,7 +574,7 @@ def _append(existing: str | None, request_id: str) -> str:
 def _registry(settings: Settings):
     if not (settings.mlflow_tracking_uri or settings.paths.mlflow_db.exists()):
         return None
-    from orchestration.profiles import artifact_location
+    from orchestration.config.profiles import artifact_location
     from training.tracking import ModelRegistry
 
     return ModelRegistry(settings.tracking_uri, artifact_location(settings), settings.experiment, settings.model_name)
@@ -512,8 +592,12 @@ def _counts_by_window(rows: pl.DataFrame, rejects: pl.DataFrame) -> dict[str, di
 def _table_counts_preview(wh: Warehouse, rows: pl.DataFrame, rejects: pl.DataFrame) -> dict[str, int]:
     with wh.connect(read_only=True) as con:
         con.register("fg_rows", rows.to_arrow())
-        out = {t: int(con.execute(f"SELECT count(*) FROM {t} JOIN fg_rows USING (window_key, row_number)").fetchall()[0][0])
-               for t in ("raw.events", "raw.staged_text", "curated.events", "curated.quarantine", "train.replay_buffer")}
+        out = {
+            t: int(
+                con.execute(f"SELECT count(*) FROM {t} JOIN fg_rows USING (window_key, row_number)").fetchall()[0][0]
+            )
+            for t in ("raw.events", "raw.staged_text", "curated.events", "curated.quarantine", "train.replay_buffer")
+        }
     out["raw.rejects"] = rejects.height
     return out
 
@@ -522,7 +606,9 @@ def _landing_order(wh: Warehouse, windows: set[str]) -> list[str]:
     if not windows:
         return []
     with wh.connect(read_only=True) as con:
-        order = [k for (k,) in con.execute("SELECT window_key FROM raw.windows ORDER BY file_mtime_ns, file_name").fetchall()]
+        order = [
+            k for (k,) in con.execute("SELECT window_key FROM raw.windows ORDER BY file_mtime_ns, file_name").fetchall()
+        ]
     return [k for k in order if k in windows] + sorted(windows - set(order))
 
 
@@ -548,8 +634,9 @@ def _record_matches(rec: dict, ids: set[str], criteria: list[Criterion], setting
     return False
 
 
-def _scrub_landing(settings: Settings, wh: Warehouse, rows: pl.DataFrame, criteria: list[Criterion],
-                   window_keys: list[str]) -> list[str]:
+def _scrub_landing(
+    settings: Settings, wh: Warehouse, rows: pl.DataFrame, criteria: list[Criterion], window_keys: list[str]
+) -> list[str]:
     """Rewrite each affected window's landing file without the deleted records (atomically, mtime kept).
 
     JSON Lines: each deleted record's line becomes a blank line, so a re-ingest numbers the other rows as
@@ -559,8 +646,11 @@ def _scrub_landing(settings: Settings, wh: Warehouse, rows: pl.DataFrame, criter
     if not window_keys:
         return []
     with wh.connect(read_only=True) as con:
-        files = dict(con.execute("SELECT window_key, file_name FROM raw.windows WHERE list_contains(?, window_key)",
-                                 [window_keys]).fetchall())
+        files = dict(
+            con.execute(
+                "SELECT window_key, file_name FROM raw.windows WHERE list_contains(?, window_key)", [window_keys]
+            ).fetchall()
+        )
     whole = {c.value for c in criteria if c.column == "window_key"}
     done = []
     for key in window_keys:

@@ -16,12 +16,13 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import UTC
 from importlib import resources
 from pathlib import Path
 
-from orchestration.landing import closed_files_after, window_key_for
+from orchestration.config.settings import Settings
 from orchestration.partitions import WINDOWS_PARTITION
-from orchestration.settings import Settings
+from orchestration.sources.landing import closed_files_after, window_key_for
 
 ACTIVE_STATUSES = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
 POOLS = {"duckdb": 1, "training": 1}
@@ -41,7 +42,7 @@ def instance_env(settings: Settings) -> dict[str, str]:
     env.setdefault("GX_ANALYTICS_ENABLED", "false")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env.setdefault("PYTHONUNBUFFERED", "1")
-    from orchestration.profiles import profile_env
+    from orchestration.config.profiles import profile_env
 
     env.update(profile_env(settings))  # team profile: dagster.yaml reads the Postgres URL from the env
     if not settings.base_model:
@@ -57,10 +58,10 @@ def prepare_instance(settings: Settings) -> Path:
     """
     paths = settings.paths.ensure()
     template = resources.files("orchestration").joinpath("templates/dagster.yaml").read_text()
-    from orchestration.profiles import instance_yaml
+    from orchestration.config.profiles import instance_yaml
 
     (paths.dagster_home / "dagster.yaml").write_text(instance_yaml(settings, template))
-    from orchestration.warehouse import Warehouse
+    from orchestration.store.warehouse import Warehouse
 
     Warehouse(paths.warehouse).init_schema()
     with _instance(settings) as instance:
@@ -92,7 +93,7 @@ class _instance:
     def __enter__(self):
         from dagster import DagsterInstance
 
-        from orchestration.profiles import profile_env
+        from orchestration.config.profiles import profile_env
 
         self._old = os.environ.get("DAGSTER_HOME")
         os.environ["DAGSTER_HOME"] = str(self.settings.paths.dagster_home)
@@ -136,7 +137,7 @@ class Daemon:
         self.log_path = log_path or settings.paths.logs / "dagster-daemon.log"
         self.proc: subprocess.Popen | None = None
 
-    def __enter__(self) -> "Daemon":
+    def __enter__(self) -> Daemon:
         prepare_instance(self.settings)
         exe = shutil.which("dagster-daemon", path=str(Path(sys.executable).parent)) or shutil.which("dagster-daemon")
         if exe is None:
@@ -171,7 +172,9 @@ class Daemon:
     def check_alive(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             tail = self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
-            raise DaemonError(f"dagster-daemon exited (code {self.proc.returncode if self.proc else None}); log tail:\n{tail}")
+            raise DaemonError(
+                f"dagster-daemon exited (code {self.proc.returncode if self.proc else None}); log tail:\n{tail}"
+            )
 
     def wait_until_idle(self, timeout_s: float = 3600.0, settle_s: float | None = None, progress=None) -> LoopSummary:
         """Block until every landed file has a partition, no run is queued or running, and
@@ -185,29 +188,34 @@ class Daemon:
         """
         from dagster import AssetKey, DagsterRunStatus, RunsFilter
 
-        from orchestration.progress import PROGRESS_FILE, read_progress
+        from orchestration.pipeline.progress import PROGRESS_FILE, read_progress
 
-        settle_s = settle_s if settle_s is not None else 3 * max(self.settings.landing_interval_s,
-                                                                  self.settings.finetune_trigger_interval_s) + 10
+        settle_s = (
+            settle_s
+            if settle_s is not None
+            else 3 * max(self.settings.landing_interval_s, self.settings.finetune_trigger_interval_s) + 10
+        )
         start = time.time()
         quiet_since: float | None = None
         with open_instance(self.settings) as instance:
             while True:
                 self.check_alive()
-                active = instance.get_runs_count(
-                    RunsFilter(statuses=[DagsterRunStatus[s] for s in ACTIVE_STATUSES])
-                )
+                active = instance.get_runs_count(RunsFilter(statuses=[DagsterRunStatus[s] for s in ACTIVE_STATUSES]))
                 known = set(instance.get_dynamic_partitions(WINDOWS_PARTITION))
                 landed = {window_key_for(f.name) for f in closed_files_after(self.settings.paths.landing, None)}
                 waiting = len(landed - known)
                 msg = f"{active} run(s) active, {waiting} landed file(s) not yet seen, {len(known)} window(s) known"
                 if progress:
-                    progress(LoopState(
-                        message=msg, active_runs=active, landed=len(landed | known),
-                        ingested=len(instance.get_materialized_partitions(AssetKey("approved_window"))),
-                        updates=_materializations_since(instance, "challenger_model", start),
-                        training=read_progress(self.settings.paths.logs / PROGRESS_FILE),
-                    ))
+                    progress(
+                        LoopState(
+                            message=msg,
+                            active_runs=active,
+                            landed=len(landed | known),
+                            ingested=len(instance.get_materialized_partitions(AssetKey("approved_window"))),
+                            updates=_materializations_since(instance, "challenger_model", start),
+                            training=read_progress(self.settings.paths.logs / PROGRESS_FILE),
+                        )
+                    )
                 if active == 0 and waiting == 0:
                     quiet_since = quiet_since or time.time()
                     if time.time() - quiet_since >= settle_s:
@@ -239,7 +247,7 @@ class LoopState:
     updates: int
     """Fine-tunes (challenger_model materializations) since waiting began."""
     training: dict | None
-    """The running fine-tune's progress (``orchestration.progress.read_progress``), or None."""
+    """The running fine-tune's progress (``orchestration.pipeline.progress.read_progress``), or None."""
 
 
 def _materializations_since(instance, asset: str, since: float) -> int:
@@ -252,9 +260,9 @@ def _materializations_since(instance, asset: str, since: float) -> int:
 
 
 def _utc(ts: float):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.fromtimestamp(ts - 5, tz=timezone.utc)
+    return datetime.fromtimestamp(ts - 5, tz=UTC)
 
 
 def _failure_line(instance, run) -> str:
@@ -263,7 +271,9 @@ def _failure_line(instance, run) -> str:
 
     partition = run.tags.get("dagster/partition", "")
     message = ""
-    records = instance.get_records_for_run(run.run_id, of_type={DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE}).records
+    records = instance.get_records_for_run(
+        run.run_id, of_type={DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE}
+    ).records
     for record in records:
         ev = record.event_log_entry.dagster_event
         err = getattr(ev.event_specific_data, "error", None) if ev else None

@@ -17,7 +17,7 @@ Set them in ``<home>/streamtune.toml`` (``dagster_pg_url = "..."``, ``mlflow_tra
 better for secrets, as environment variables ``STREAMTUNE_DAGSTER_PG_URL`` and
 ``STREAMTUNE_MLFLOW_TRACKING_URI``. The generated ``dagster.yaml`` never contains the password: its
 ``storage.postgres.postgres_url`` reads ``{env: STREAMTUNE_DAGSTER_PG_URL}``, which
-``orchestration.daemon.instance_env`` sets for every Dagster process of the home.
+``orchestration.cli.daemon.instance_env`` sets for every Dagster process of the home.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-from orchestration.settings import Settings
+from orchestration.config.settings import Settings
 
 PG_URL_ENV = "STREAMTUNE_DAGSTER_PG_URL"
 """Environment variable the generated ``dagster.yaml`` reads the Postgres URL from."""
@@ -65,10 +65,15 @@ class Profile:
     mlflow_artifact_location: str  # "" = the tracking server decides (proxied artifacts)
 
     def describe(self) -> str:
-        return (f"{self.name} profile: Dagster storage {self.dagster_storage}, MLflow "
-                f"{redact_url(self.mlflow_tracking_uri)}"
-                + (f", artifacts {self.mlflow_artifact_location}" if self.mlflow_artifact_location else
-                   ", artifacts proxied by the tracking server"))
+        return (
+            f"{self.name} profile: Dagster storage {self.dagster_storage}, MLflow "
+            f"{redact_url(self.mlflow_tracking_uri)}"
+            + (
+                f", artifacts {self.mlflow_artifact_location}"
+                if self.mlflow_artifact_location
+                else ", artifacts proxied by the tracking server"
+            )
+        )
 
 
 def artifact_location(settings: Settings) -> str:
@@ -87,8 +92,12 @@ def profile_of(settings: Settings) -> Profile:
     pg = bool(settings.dagster_pg_url)
     server = is_server_uri(settings.tracking_uri)
     name = "team" if (pg and server) else ("embedded" if not (pg or settings.mlflow_tracking_uri) else "mixed")
-    return Profile(name=name, dagster_storage="postgres" if pg else "sqlite",
-                   mlflow_tracking_uri=settings.tracking_uri, mlflow_artifact_location=artifact_location(settings))
+    return Profile(
+        name=name,
+        dagster_storage="postgres" if pg else "sqlite",
+        mlflow_tracking_uri=settings.tracking_uri,
+        mlflow_artifact_location=artifact_location(settings),
+    )
 
 
 def instance_yaml(settings: Settings, template: str) -> str:

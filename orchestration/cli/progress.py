@@ -23,11 +23,16 @@ class LoopProgress:
         self._progress: Progress | None = None
         self._tasks: dict[str, int] = {}
 
-    def __enter__(self) -> "LoopProgress":
+    def __enter__(self) -> LoopProgress:
         if self.live:
             self._progress = Progress(
-                TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
-                TimeElapsedColumn(), console=self.console, transient=False,
+                TextColumn("{task.description:<22}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[note]}"),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=False,
             )
             self._progress.start()
             self._tasks["ingest"] = self._progress.add_task("windows ingested", total=None, note="")
@@ -40,10 +45,13 @@ class LoopProgress:
             self._progress.stop()
 
     def update(self, state) -> None:
-        """Show a ``orchestration.daemon.LoopState``."""
+        """Show a ``orchestration.cli.daemon.LoopState``."""
         training = state.training
-        phase = f"{PHASE_LABELS.get(training['phase'], training['phase'])} {training['done']}/{training['total']}" \
-            if training else ""
+        phase = (
+            f"{PHASE_LABELS.get(training['phase'], training['phase'])} {training['done']}/{training['total']}"
+            if training
+            else ""
+        )
         if self._progress is None:
             line = f"{state.message}; {state.ingested}/{state.landed} window(s) ingested, {state.updates} fine-tune(s)"
             if training:  # only phase changes, not every step, in logs
@@ -53,8 +61,12 @@ class LoopProgress:
                 self._last_line = line
             return
         p = self._progress
-        p.update(self._tasks["ingest"], total=max(state.landed, 1), completed=state.ingested,
-                 note=f"{state.active_runs} run(s) active")
+        p.update(
+            self._tasks["ingest"],
+            total=max(state.landed, 1),
+            completed=state.ingested,
+            note=f"{state.active_runs} run(s) active",
+        )
         p.update(self._tasks["updates"], total=max(state.landed, state.updates, 1), completed=state.updates, note="")
         if training:
             p.update(self._tasks["phase"], total=max(training["total"], 1), completed=training["done"], note=phase)

@@ -1,7 +1,7 @@
 """The fine-tune as an external process: entry point of every rank launched through Dagster Pipes.
 
-Started by ``orchestration.pipes_launch`` as
-``python -m torch.distributed.run --standalone --nproc-per-node N -m orchestration.pipes_entry``
+Started by ``orchestration.pipes`` as
+``python -m torch.distributed.run --standalone --nproc-per-node N -m orchestration.pipeline.train_entry``
 (``PipesSubprocessClient``; with ``PipesK8sClient`` the same command runs in the pod). Imports
 ``dagster_pipes`` (the small dependency-free distribution), never ``dagster`` nor the DuckDB warehouse:
 the training data is the snapshot's Parquet files named in the Pipes extras.
@@ -45,8 +45,15 @@ def _train(extras: dict, log=None, report_step=None, on_progress=None) -> dict:
         if report_step is not None:
             report_step(step, loss, lr)
 
-    result = finetune_snapshot(extras["parent_dir"], extras["snapshot_dir"], cfg, extras["out_dir"],
-                               checkpoint_dir=extras.get("checkpoint_dir"), on_step=on_step, on_progress=on_progress)
+    result = finetune_snapshot(
+        extras["parent_dir"],
+        extras["snapshot_dir"],
+        cfg,
+        extras["out_dir"],
+        checkpoint_dir=extras.get("checkpoint_dir"),
+        on_step=on_step,
+        on_progress=on_progress,
+    )
     return result_to_dict(result)
 
 
@@ -76,19 +83,26 @@ def main() -> int:
 
             with open_dagster_pipes() as pipes:
                 extras = _broadcast(dict(pipes.extras))
-                pipes.log.info(f"fine-tuning on {world} process(es), backend "
-                               f"{torch.distributed.get_backend() if world > 1 else 'none'}")
+                pipes.log.info(
+                    f"fine-tuning on {world} process(es), backend "
+                    f"{torch.distributed.get_backend() if world > 1 else 'none'}"
+                )
                 progress = None
                 if extras.get("progress_file"):
-                    from orchestration.progress import ProgressFile
+                    from orchestration.pipeline.progress import ProgressFile
 
                     progress = ProgressFile(Path(extras["progress_file"]), run_id=pipes.run_id).update
                 result = _train(extras, log=pipes.log, report_step=_mlflow_step_logger(extras), on_progress=progress)
                 pipes.report_custom_message({"finetune_result": result, "world_size": world})
                 pipes.report_asset_materialization(
-                    metadata={"launcher": "pipes", "world_size": world, "backend": _backend(world),
-                              "train_wall_s": float(result["fit"]["wall_seconds"]),
-                              "train_tokens_per_s": float(result["fit"]["tokens_per_second"])})
+                    metadata={
+                        "launcher": "pipes",
+                        "world_size": world,
+                        "backend": _backend(world),
+                        "train_wall_s": float(result["fit"]["wall_seconds"]),
+                        "train_tokens_per_s": float(result["fit"]["tokens_per_second"]),
+                    }
+                )
         else:
             extras = _broadcast(None)
             _train(extras)

@@ -2,7 +2,7 @@
 
 ``[train] launcher = "pipes"`` (with ``nproc = N``) makes ``challenger_model`` call ``finetune_via_pipes``
 instead of ``training.finetune.finetune``: a ``PipesSubprocessClient`` starts
-``python -m torch.distributed.run --standalone --nproc-per-node N -m orchestration.pipes_entry``, which runs
+``python -m torch.distributed.run --standalone --nproc-per-node N -m orchestration.pipeline.train_entry``, which runs
 DDP over N processes (gloo on CPU). Rank 0 reports step logs and the result back through Pipes; the
 asset then scores, logs and registers the challenger exactly as in-process.
 
@@ -11,8 +11,8 @@ The same call works with ``dagster_k8s.PipesK8sClient`` (pass ``client=``, the p
 streamtune home (snapshots and models folders) at the same path, e.g. one ReadWriteMany volume.
 """
 
-from pathlib import Path
 import sys
+from pathlib import Path
 
 import dagster as dg
 
@@ -24,11 +24,18 @@ LAUNCHERS = ("inprocess", "pipes")
 
 def torchrun_command(nproc: int, python: str | None = None) -> list[str]:
     """The command every Pipes launch runs: torchrun (as ``python -m torch.distributed.run``) over
-    ``nproc`` local processes, each running ``orchestration.pipes_entry``."""
+    ``nproc`` local processes, each running ``orchestration.pipeline.train_entry``."""
     if nproc < 1:
         raise ValueError(f"nproc must be >= 1, got {nproc}")
-    return [python or sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-            "-m", "orchestration.pipes_entry"]
+    return [
+        python or sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "orchestration.pipeline.train_entry",
+    ]
 
 
 def finetune_via_pipes(
@@ -70,8 +77,9 @@ def finetune_via_pipes(
         "progress_file": str(progress_file) if progress_file is not None else "",
     }
     context.log.info(f"launching the fine-tune through Dagster Pipes on {nproc} process(es)")
-    invocation = client.run(context=context, extras=extras, command=torchrun_command(nproc, python),
-                            **(client_kwargs or {}))
+    invocation = client.run(
+        context=context, extras=extras, command=torchrun_command(nproc, python), **(client_kwargs or {})
+    )
     messages = [m for m in invocation.get_custom_messages() if isinstance(m, dict) and "finetune_result" in m]
     if not messages:
         raise dg.Failure("the external fine-tune exited without reporting a result")

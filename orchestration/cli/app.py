@@ -14,22 +14,26 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from orchestration.cli_progress import LoopProgress
-from orchestration.settings import Settings, load_settings, resolve_home, write_settings
+from orchestration.cli.progress import LoopProgress
+from orchestration.config.settings import Settings, load_settings, resolve_home, write_settings
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Keep a language model current on a live text stream.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Keep a language model current on a live text stream."
+)
 console = Console(width=None if sys.stdout.isatty() else 240)  # never squash tables in logs/pipes
 err_console = Console(stderr=True, soft_wrap=True, highlight=False)
 
-HomeOpt = Annotated[Optional[Path], typer.Option("--home", help="streamtune home (default $STREAMTUNE_HOME or ./.streamtune)")]
+HomeOpt = Annotated[
+    Path | None, typer.Option("--home", help="streamtune home (default $STREAMTUNE_HOME or ./.streamtune)")
+]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_SOURCE = REPO_ROOT / "data" / "demo"
 
 # Demo sizing: one update per window, small GPT-style model, ~1 min per update on 2 CPU cores.
@@ -69,7 +73,7 @@ def replay(
     interval: Annotated[float, typer.Option(help="seconds between windows")] = 0.0,
 ) -> None:
     """Copy SOURCE's window files into the landing folder in time order, atomically."""
-    from orchestration.landing import replay as replay_files
+    from orchestration.sources.landing import replay as replay_files
 
     settings = _settings(home)
     landed = replay_files(source, settings.paths.ensure().landing, interval)
@@ -83,7 +87,7 @@ def run(
     timeout: Annotated[float, typer.Option(help="with --until-idle: give up after this many seconds")] = 3600.0,
 ) -> None:
     """Run the Dagster daemon (sensors, schedule, run queue) over the home."""
-    from orchestration.daemon import Daemon
+    from orchestration.cli.daemon import Daemon
 
     settings = _settings(home)
     with Daemon(settings) as daemon:
@@ -102,7 +106,9 @@ def run(
 
 
 @app.command()
-def status(home: HomeOpt = None, as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+def status(
+    home: HomeOpt = None, as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False
+) -> None:
     """Windows, model versions and the champion of a home."""
     settings = _settings(home)
     data = _status_data(settings)
@@ -110,8 +116,11 @@ def status(home: HomeOpt = None, as_json: Annotated[bool, typer.Option("--json",
         typer.echo(json.dumps(data, indent=2, default=str))
         return
     _print_window_table(data["windows"])
-    console.print(f"model versions: {len(data['versions'])}; champion: v{data['champion']}" if data["champion"]
-                  else "no champion yet")
+    console.print(
+        f"model versions: {len(data['versions'])}; champion: v{data['champion']}"
+        if data["champion"]
+        else "no champion yet"
+    )
     console.print(data["profile"])
 
 
@@ -123,8 +132,8 @@ def demo(
     timeout: Annotated[float, typer.Option(help="give up after this many seconds")] = 3600.0,
 ) -> None:
     """Replay the bundled PyPI stream and run the whole loop through the Dagster daemon."""
-    from orchestration.daemon import Daemon
-    from orchestration.landing import replay as replay_files
+    from orchestration.cli.daemon import Daemon
+    from orchestration.sources.landing import replay as replay_files
 
     root = resolve_home(home)
     if fresh and root.exists():
@@ -142,11 +151,15 @@ def demo(
     _print_window_table(data["windows"])
     _print_summary(summary)
     console.print(f"champion: v{data['champion']}   total wall time: {time.time() - started:.0f} s")
-    console.print(f"open the UIs:  streamtune ui --home {settings.home}   (Dagster http://127.0.0.1:3000, MLflow http://127.0.0.1:5000)")
+    console.print(
+        f"open the UIs:  streamtune ui --home {settings.home}   (Dagster http://127.0.0.1:3000, MLflow http://127.0.0.1:5000)"
+    )
     missing = [w["window_key"] for w in data["windows"] if not w["model_version"]]
     if len(data["windows"]) < len(landed) or missing:
-        raise CliError(f"{len(missing) or len(landed) - len(data['windows'])} window(s) were not fine-tuned: {missing}",
-                       hint=f"see failed runs above and {settings.paths.logs}")
+        raise CliError(
+            f"{len(missing) or len(landed) - len(data['windows'])} window(s) were not fine-tuned: {missing}",
+            hint=f"see failed runs above and {settings.paths.logs}",
+        )
 
 
 @app.command()
@@ -156,7 +169,7 @@ def ui(
     mlflow_port: Annotated[int, typer.Option(help="MLflow UI port")] = 5000,
 ) -> None:
     """Start the Dagster UI (with its daemon) and the MLflow server on 127.0.0.1 over the home."""
-    from orchestration.daemon import instance_env, prepare_instance
+    from orchestration.cli.daemon import instance_env, prepare_instance
 
     settings = _settings(home)
     prepare_instance(settings)
@@ -164,19 +177,51 @@ def ui(
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     bindir = Path(sys.executable).parent
     procs = [
-        subprocess.Popen([str(bindir / "dagster"), "dev", "-m", "orchestration.definitions", "-h", "127.0.0.1",
-                          "-p", str(dagster_port)], env=env, cwd=settings.home, start_new_session=True),
+        subprocess.Popen(
+            [
+                str(bindir / "dagster"),
+                "dev",
+                "-m",
+                "orchestration.definitions",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(dagster_port),
+            ],
+            env=env,
+            cwd=settings.home,
+            start_new_session=True,
+        ),
     ]
-    from orchestration.profiles import is_server_uri
+    from orchestration.config.profiles import is_server_uri
 
     if is_server_uri(settings.tracking_uri):  # team profile: the MLflow server already runs elsewhere
         mlflow_url = settings.tracking_uri
     else:
         mlflow_url = f"http://127.0.0.1:{mlflow_port}"
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", settings.tracking_uri,
-             "--artifacts-destination", str(settings.paths.mlartifacts), "--host", "127.0.0.1",
-             "--port", str(mlflow_port), "--workers", "1"], env=env, cwd=settings.home, start_new_session=True))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "mlflow",
+                    "server",
+                    "--backend-store-uri",
+                    settings.tracking_uri,
+                    "--artifacts-destination",
+                    str(settings.paths.mlartifacts),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(mlflow_port),
+                    "--workers",
+                    "1",
+                ],
+                env=env,
+                cwd=settings.home,
+                start_new_session=True,
+            )
+        )
     console.print(f"Dagster UI: http://127.0.0.1:{dagster_port}   MLflow UI: {mlflow_url}   (Ctrl-C stops both)")
     try:
         while all(p.poll() is None for p in procs):
@@ -197,19 +242,25 @@ def ui(
 @app.command()
 def rollback(
     home: HomeOpt = None,
-    to: Annotated[Optional[str], typer.Option("--to", help="model version to restore (default: the current champion's parent)")] = None,
-    reason: Annotated[str, typer.Option("--reason", help="why; stored as version tags and in train.rollbacks")] = "manual rollback",
+    to: Annotated[
+        str | None, typer.Option("--to", help="model version to restore (default: the current champion's parent)")
+    ] = None,
+    reason: Annotated[
+        str, typer.Option("--reason", help="why; stored as version tags and in train.rollbacks")
+    ] = "manual rollback",
 ) -> None:
     """Move the champion alias back to an earlier model version and record why."""
     import getpass
 
-    from orchestration.warehouse import Warehouse
+    from orchestration.store.warehouse import Warehouse
     from training.tracking import ModelRegistry
 
     settings = _settings(home)
     if not (settings.mlflow_tracking_uri or settings.paths.mlflow_db.exists()):
         raise CliError(f"no MLflow store in {settings.home}", "run the loop first (streamtune demo / run)")
-    registry = ModelRegistry(settings.tracking_uri, str(settings.paths.mlartifacts), settings.experiment, settings.model_name)
+    registry = ModelRegistry(
+        settings.tracking_uri, str(settings.paths.mlartifacts), settings.experiment, settings.model_name
+    )
     current = registry.version_for_alias("champion")
     wh = Warehouse(settings.paths.warehouse, lock_timeout_s=60)
     wh.init_schema()
@@ -227,31 +278,49 @@ def rollback(
 @app.command()
 def forget(
     home: HomeOpt = None,
-    where: Annotated[Optional[list[str]], typer.Option("--where", help="\"<field> = <value>\": a record field "
-                     "(id, text, window_key) or metadata key; repeatable (OR)")] = None,
-    ids: Annotated[Optional[list[str]], typer.Option("--id", help="record id; repeatable")] = None,
+    where: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--where",
+            help='"<field> = <value>": a record field (id, text, window_key) or metadata key; repeatable (OR)',
+        ),
+    ] = None,
+    ids: Annotated[list[str] | None, typer.Option("--id", help="record id; repeatable")] = None,
     reason: Annotated[str, typer.Option("--reason", help="stored with the request")] = "deletion request",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="report what would be deleted; change nothing")] = False,
-    retrain: Annotated[bool, typer.Option("--retrain/--no-retrain", help="queue fine-tune runs that retrain the "
-                       "affected windows without the records (the daemon runs them)")] = True,
+    retrain: Annotated[
+        bool,
+        typer.Option(
+            "--retrain/--no-retrain",
+            help="queue fine-tune runs that retrain the affected windows without the records (the daemon runs them)",
+        ),
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
     """Delete records everywhere (raw, curated, quarantine, replay buffer, landing files, snapshots), mark
-    every model version trained on them, and request a retrain without them (see orchestration/forget.py)."""
-    from orchestration.forget import ForgetError
-    from orchestration.forget import forget as forget_records
+    every model version trained on them, and request a retrain without them (see orchestration/pipeline/forget.py)."""
+    from orchestration.pipeline.forget import ForgetError
+    from orchestration.pipeline.forget import forget as forget_records
 
     settings = _settings(home)
     try:
-        report = forget_records(settings, wheres=list(where or []), ids=list(ids or []), reason=reason,
-                                dry_run=dry_run, request_retrain=retrain)
+        report = forget_records(
+            settings,
+            wheres=list(where or []),
+            ids=list(ids or []),
+            reason=reason,
+            dry_run=dry_run,
+            request_retrain=retrain,
+        )
     except ForgetError as e:
         raise CliError(str(e), "e.g. streamtune forget --where \"package = 'pkg3'\" or --id REC-1") from e
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
         return
-    console.print(f"{'dry run: ' if dry_run else ''}{report.request_id}: {len(report.records)} record(s) matched "
-                  f"in {len(report.deleted_by_window)} window(s)")
+    console.print(
+        f"{'dry run: ' if dry_run else ''}{report.request_id}: {len(report.records)} record(s) matched "
+        f"in {len(report.deleted_by_window)} window(s)"
+    )
     table = Table("table", "rows deleted" if not dry_run else "rows to delete")
     for t, n in report.deleted.items():
         table.add_row(t, str(n))
@@ -261,15 +330,19 @@ def forget(
     if report.derived_versions:
         console.print(f"fine-tuned from those: {', '.join('v' + v for v in report.derived_versions)}")
     if report.base_tokenizer_affected:
-        console.print(f"[yellow]the base tokenizer (v{report.base_tokenizer_affected}) was built from these records"
-                      "[/yellow]: rebuild the lineage from a new base to remove them from the vocabulary")
+        console.print(
+            f"[yellow]the base tokenizer (v{report.base_tokenizer_affected}) was built from these records"
+            "[/yellow]: rebuild the lineage from a new base to remove them from the vocabulary"
+        )
     if report.champion_before != report.champion_after and not dry_run:
         console.print(f"champion: v{report.champion_before} -> v{report.champion_after}")
     if report.retrain_windows:
         console.print(f"windows to retrain: {', '.join(report.retrain_windows)}")
     if report.retrain_run_ids:
-        console.print(f"queued finetune run(s): {', '.join(r[:8] for r in report.retrain_run_ids)} "
-                      "(run `streamtune run` if no daemon is running)")
+        console.print(
+            f"queued finetune run(s): {', '.join(r[:8] for r in report.retrain_run_ids)} "
+            "(run `streamtune run` if no daemon is running)"
+        )
     if report.retrain_error:
         console.print(f"[red]retrain not requested[/red]: {report.retrain_error}")
     for kind, items in report.files.items():
@@ -280,7 +353,7 @@ def forget(
 
 
 def _status_data(settings: Settings) -> dict:
-    from orchestration.warehouse import Warehouse
+    from orchestration.store.warehouse import Warehouse
 
     windows: list[dict] = []
     if settings.paths.warehouse.exists():
@@ -294,14 +367,21 @@ def _status_data(settings: Settings) -> dict:
 
         client = MlflowClient(settings.tracking_uri)
         try:
-            versions = sorted((str(v.version) for v in client.search_model_versions(f"name='{settings.model_name}'")), key=int)
+            versions = sorted(
+                (str(v.version) for v in client.search_model_versions(f"name='{settings.model_name}'")), key=int
+            )
             champion = str(client.get_model_version_by_alias(settings.model_name, "champion").version)
         except Exception:  # no registered model yet
             pass
-    from orchestration.profiles import profile_of
+    from orchestration.config.profiles import profile_of
 
-    return {"home": str(settings.home), "windows": windows, "versions": versions, "champion": champion,
-            "profile": profile_of(settings).describe()}
+    return {
+        "home": str(settings.home),
+        "windows": windows,
+        "versions": versions,
+        "champion": champion,
+        "profile": profile_of(settings).describe(),
+    }
 
 
 def _fmt(v, spec: str = ".3f") -> str:
@@ -310,32 +390,61 @@ def _fmt(v, spec: str = ".3f") -> str:
 
 def _print_window_table(windows: list[dict]) -> None:
     table = Table(title="streamtune windows")
-    for col in ("window", "rows in", "curated", "quarantined", "rejected", "loss before", "loss after",
-                "bpb before", "bpb after", "ret bpb before", "ret bpb after", "version", "promoted", "MLflow run"):
+    for col in (
+        "window",
+        "rows in",
+        "curated",
+        "quarantined",
+        "rejected",
+        "loss before",
+        "loss after",
+        "bpb before",
+        "bpb after",
+        "ret bpb before",
+        "ret bpb after",
+        "version",
+        "promoted",
+        "MLflow run",
+    ):
         table.add_column(col, justify="right" if col not in ("window", "MLflow run") else "left")
     for w in windows:
         promoted = "" if w["promoted"] is None else ("yes" if w["promoted"] else "no")
         table.add_row(
-            w["window_key"], str(w["source_rows"]), str(w["curated_rows"]), str(w["quarantined_rows"]),
-            str(w["rejected_rows"]), _fmt(w["champion_new_loss"]), _fmt(w["challenger_new_loss"]),
-            _fmt(w["champion_new_bpb"]), _fmt(w["challenger_new_bpb"]), _fmt(w["champion_retention_bpb"]),
-            _fmt(w["challenger_retention_bpb"]), w["model_version"] or "",
-            promoted if w["approved"] else "blocked", w["mlflow_run_id"] or "",
+            w["window_key"],
+            str(w["source_rows"]),
+            str(w["curated_rows"]),
+            str(w["quarantined_rows"]),
+            str(w["rejected_rows"]),
+            _fmt(w["champion_new_loss"]),
+            _fmt(w["challenger_new_loss"]),
+            _fmt(w["champion_new_bpb"]),
+            _fmt(w["challenger_new_bpb"]),
+            _fmt(w["champion_retention_bpb"]),
+            _fmt(w["challenger_retention_bpb"]),
+            w["model_version"] or "",
+            promoted if w["approved"] else "blocked",
+            w["mlflow_run_id"] or "",
         )
     console.print(table)
 
 
-quarantine_app = typer.Typer(no_args_is_help=True, help="List, release and purge quarantined rows (values are never printed).")
+quarantine_app = typer.Typer(
+    no_args_is_help=True, help="List, release and purge quarantined rows (values are never printed)."
+)
 app.add_typer(quarantine_app, name="quarantine")
-WindowOpt = Annotated[Optional[str], typer.Option("--window", "-w", help="window key")]
-RuleOpt = Annotated[Optional[str], typer.Option("--rule", "-r", help="rule id, e.g. text_too_long, pii_private_key")]
+WindowOpt = Annotated[str | None, typer.Option("--window", "-w", help="window key")]
+RuleOpt = Annotated[str | None, typer.Option("--rule", "-r", help="rule id, e.g. text_too_long, pii_private_key")]
 
 
 @quarantine_app.command("list")
-def quarantine_list(window: WindowOpt = None, rule: RuleOpt = None, home: HomeOpt = None,
-                    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+def quarantine_list(
+    window: WindowOpt = None,
+    rule: RuleOpt = None,
+    home: HomeOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
     """Quarantined rows (window, row, record id, rule, reason, kept copy); never their text."""
-    from orchestration.warehouse import Warehouse
+    from orchestration.store.warehouse import Warehouse
 
     settings = _settings(home)
     if not settings.paths.warehouse.exists():
@@ -353,13 +462,15 @@ def quarantine_list(window: WindowOpt = None, rule: RuleOpt = None, home: HomeOp
 
 
 @quarantine_app.command("release")
-def quarantine_release(window: Annotated[str, typer.Option("--window", "-w", help="window key")],
-                       rule: Annotated[str, typer.Option("--rule", "-r", help="rule id")],
-                       home: HomeOpt = None) -> None:
+def quarantine_release(
+    window: Annotated[str, typer.Option("--window", "-w", help="window key")],
+    rule: Annotated[str, typer.Option("--rule", "-r", help="rule id")],
+    home: HomeOpt = None,
+) -> None:
     """Re-judge a window's rows quarantined under RULE with the current settings; rows that now pass
     (PII-redacted, deduplicated) re-enter curated.events, the rest stay with their new reason.
     Idempotent: a second release finds nothing to move."""
-    from orchestration.warehouse import Warehouse
+    from orchestration.store.warehouse import Warehouse
     from quality.suite import rejudge_quarantined
 
     settings = _settings(home)
@@ -367,22 +478,31 @@ def quarantine_release(window: Annotated[str, typer.Option("--window", "-w", hel
     cfg = settings.quality_config()
     rows = wh.read_quarantined_raw(window, rule)
     near = cfg.near_dup_threshold is not None
-    prior = (wh.recent_norm_hashes(window, cfg.dedup_recent_windows, include_self=True, with_text=near)
-             if cfg.dedup_exact or near else None)
+    prior = (
+        wh.recent_norm_hashes(window, cfg.dedup_recent_windows, include_self=True, with_text=near)
+        if cfg.dedup_exact or near
+        else None
+    )
     curated, still = rejudge_quarantined(rows, cfg, window_key=window, prior_hashes=prior)
     released = wh.release_quarantined(window, curated, still)
-    console.print(f"{window} / {rule}: {rows.height} quarantined rows re-judged, {released} released into "
-                  f"curated.events, {still.height} still quarantined")
+    console.print(
+        f"{window} / {rule}: {rows.height} quarantined rows re-judged, {released} released into "
+        f"curated.events, {still.height} still quarantined"
+    )
 
 
 @quarantine_app.command("purge")
-def quarantine_purge(home: HomeOpt = None,
-                     days: Annotated[Optional[float], typer.Option("--days", help="retention (default: setting)")] = None) -> None:
+def quarantine_purge(
+    home: HomeOpt = None,
+    days: Annotated[float | None, typer.Option("--days", help="retention (default: setting)")] = None,
+) -> None:
     """Blank the raw text/metadata of quarantine rows older than the retention period."""
-    from orchestration.warehouse import Warehouse
+    from orchestration.store.warehouse import Warehouse
 
     settings = _settings(home)
-    n = Warehouse(settings.paths.warehouse).purge_quarantine(settings.quarantine_retention_days if days is None else days)
+    n = Warehouse(settings.paths.warehouse).purge_quarantine(
+        settings.quarantine_retention_days if days is None else days
+    )
     console.print(f"{n} quarantine rows purged")
 
 

@@ -176,7 +176,7 @@ CREATE TABLE IF NOT EXISTS train.rollbacks (
     actor VARCHAR,
     rolled_back_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
-CREATE TABLE IF NOT EXISTS train.retired_versions (  -- versions that saw deleted records (orchestration.forget)
+CREATE TABLE IF NOT EXISTS train.retired_versions (  -- versions that saw deleted records (orchestration.pipeline.forget)
     model_version VARCHAR PRIMARY KEY,
     request_id VARCHAR NOT NULL,
     reason VARCHAR NOT NULL,
@@ -312,14 +312,19 @@ class Warehouse:
     def _migrate_raw_text(con: duckdb.DuckDBPyConnection) -> None:
         """Warehouses made before ``raw.staged_text`` kept raw text in ``raw.events.text/metadata``
         (NULL once curated): move what is still there to ``raw.staged_text`` and drop the columns."""
-        cols = {c for (c,) in con.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'raw' AND table_name = 'events'"
-        ).fetchall()}
+        cols = {
+            c
+            for (c,) in con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = 'raw' AND table_name = 'events'"
+            ).fetchall()
+        }
         if "text" not in cols:
             return
         con.execute("BEGIN")
-        con.execute("INSERT INTO raw.staged_text SELECT window_key, row_number, text, metadata FROM raw.events "
-                    "WHERE text IS NOT NULL OR metadata IS NOT NULL")
+        con.execute(
+            "INSERT INTO raw.staged_text SELECT window_key, row_number, text, metadata FROM raw.events "
+            "WHERE text IS NOT NULL OR metadata IS NOT NULL"
+        )
         con.execute("ALTER TABLE raw.events DROP COLUMN text")
         con.execute("ALTER TABLE raw.events DROP COLUMN metadata")
         con.execute("COMMIT")
@@ -349,8 +354,15 @@ class Warehouse:
         """
         with self.connect() as con:
             con.execute("BEGIN")
-            for table in ("raw.events", "raw.staged_text", "raw.rejects", "curated.events", "curated.quarantine",
-                          "curated.windows", "raw.windows"):
+            for table in (
+                "raw.events",
+                "raw.staged_text",
+                "raw.rejects",
+                "curated.events",
+                "curated.quarantine",
+                "curated.windows",
+                "raw.windows",
+            ):
                 con.execute(f"DELETE FROM {table} WHERE window_key = ?", [window_key])
             con.register("new_rows", _row_group_batches(rows))
             con.execute("INSERT INTO raw.events SELECT window_key, row_number, record_id, ts FROM new_rows")
@@ -375,9 +387,14 @@ class Warehouse:
     def windows_with_file(self, file_sha256: str, exclude: str | None = None) -> list[str]:
         """Other windows ingested from a file with the same sha256 (a re-delivered file)."""
         with self.connect() as con:
-            return [k for (k,) in con.execute(
-                "SELECT window_key FROM raw.windows WHERE file_sha256 = ? AND window_key IS DISTINCT FROM ? "
-                "ORDER BY window_key", [file_sha256, exclude]).fetchall()]
+            return [
+                k
+                for (k,) in con.execute(
+                    "SELECT window_key FROM raw.windows WHERE file_sha256 = ? AND window_key IS DISTINCT FROM ? "
+                    "ORDER BY window_key",
+                    [file_sha256, exclude],
+                ).fetchall()
+            ]
 
     def read_raw_window(self, window_key: str) -> pl.DataFrame:
         """Parsed rows of a window, ordered by row_number (``RAW_SCHEMA``).
@@ -429,8 +446,10 @@ class Warehouse:
             self._insert_quarantine(con, quarantine)
             self._scrub_raw(con, window_key)
             for r in window_results:
-                con.execute("INSERT INTO curated.window_results VALUES (?, ?, ?, ?, ?)",
-                            [window_key, gx_run_id or "", r["rule"], bool(r["success"]), str(r.get("observed"))])
+                con.execute(
+                    "INSERT INTO curated.window_results VALUES (?, ?, ?, ?, ?)",
+                    [window_key, gx_run_id or "", r["rule"], bool(r["success"]), str(r.get("observed"))],
+                )
             con.execute("COMMIT")
 
     @staticmethod
@@ -463,8 +482,9 @@ class Warehouse:
             ).fetchall()
         return [{"rule": r, "success": bool(ok), "observed": obs} for r, ok, obs in rows]
 
-    def recent_norm_hashes(self, window_key: str, n_windows: int, include_self: bool = False,
-                           with_text: bool = False) -> pl.DataFrame:
+    def recent_norm_hashes(
+        self, window_key: str, n_windows: int, include_self: bool = False, with_text: bool = False
+    ) -> pl.DataFrame:
         """``window_key, row_number, norm_hash`` (and ``text`` when ``with_text``, for near-duplicate
         detection) of the curated rows of the ``n_windows`` windows landed just before
         ``window_key`` (landing order: file mtime, then file name; so a rerun sees the same
@@ -519,14 +539,22 @@ class Warehouse:
         with self.connect() as con:
             con.execute("BEGIN")
             con.register("rel", curated.to_arrow())
-            con.execute("DELETE FROM curated.events WHERE window_key = ? AND row_number IN (SELECT row_number FROM rel)",
-                        [window_key])
-            con.execute("DELETE FROM curated.quarantine WHERE window_key = ? AND row_number IN "
-                        "(SELECT row_number FROM rel)", [window_key])
-            con.execute("INSERT INTO curated.events SELECT window_key, row_number, record_id, text, ts, metadata FROM rel")
+            con.execute(
+                "DELETE FROM curated.events WHERE window_key = ? AND row_number IN (SELECT row_number FROM rel)",
+                [window_key],
+            )
+            con.execute(
+                "DELETE FROM curated.quarantine WHERE window_key = ? AND row_number IN (SELECT row_number FROM rel)",
+                [window_key],
+            )
+            con.execute(
+                "INSERT INTO curated.events SELECT window_key, row_number, record_id, text, ts, metadata FROM rel"
+            )
             con.register("req", requarantined.select("row_number").to_arrow())
-            con.execute("DELETE FROM curated.quarantine WHERE window_key = ? AND row_number IN "
-                        "(SELECT row_number FROM req)", [window_key])
+            con.execute(
+                "DELETE FROM curated.quarantine WHERE window_key = ? AND row_number IN (SELECT row_number FROM req)",
+                [window_key],
+            )
             self._insert_quarantine(con, requarantined)
             self._scrub_raw(con, window_key)
             con.execute(
@@ -541,12 +569,14 @@ class Warehouse:
         """Blank ``text`` and ``metadata`` of quarantine rows older than ``retention_days`` (the row,
         its rule and reason stay, so row accounting still holds). Returns rows purged."""
         with self.connect() as con:
-            return int(con.execute(
-                "UPDATE curated.quarantine SET text = NULL, metadata = NULL "
-                "WHERE quarantined_at < now() - to_microseconds(CAST(? * 86400e6 AS BIGINT)) "
-                "AND (text IS NOT NULL OR metadata IS NOT NULL)",
-                [float(retention_days)],
-            ).fetchall()[0][0])
+            return int(
+                con.execute(
+                    "UPDATE curated.quarantine SET text = NULL, metadata = NULL "
+                    "WHERE quarantined_at < now() - to_microseconds(CAST(? * 86400e6 AS BIGINT)) "
+                    "AND (text IS NOT NULL OR metadata IS NOT NULL)",
+                    [float(retention_days)],
+                ).fetchall()[0][0]
+            )
 
     def read_curated_window(self, window_key: str) -> pl.DataFrame:
         """Curated rows of a window, ordered by row_number."""
@@ -566,7 +596,9 @@ class Warehouse:
                 [window_key],
             ).fetchall()[0]
             cur = con.execute("SELECT count(*) FROM curated.events WHERE window_key = ?", [window_key]).fetchall()[0][0]
-            qua = con.execute("SELECT count(*) FROM curated.quarantine WHERE window_key = ?", [window_key]).fetchall()[0][0]
+            qua = con.execute("SELECT count(*) FROM curated.quarantine WHERE window_key = ?", [window_key]).fetchall()[
+                0
+            ][0]
         return WindowCounts(window_key, int(src[0]), int(src[1]), int(src[2]), int(cur), int(qua))
 
     def quarantine_counts(self, window_key: str) -> dict[str, int]:
@@ -690,14 +722,22 @@ class Warehouse:
             con.execute("BEGIN")
             if replay_buffer is not None:
                 con.execute("DELETE FROM train.replay_buffer")
-                con.register("rb", replay_buffer.select("window_key", "row_number", "record_id", "text",
-                                                        "reservoir_key").to_arrow())
-                con.execute("INSERT INTO train.replay_buffer (window_key, row_number, record_id, text, reservoir_key) "
-                            "SELECT * FROM rb")
+                con.register(
+                    "rb",
+                    replay_buffer.select("window_key", "row_number", "record_id", "text", "reservoir_key").to_arrow(),
+                )
+                con.execute(
+                    "INSERT INTO train.replay_buffer (window_key, row_number, record_id, text, reservoir_key) "
+                    "SELECT * FROM rb"
+                )
             if eval_matrix is not None:
                 con.execute("DELETE FROM monitor.eval_matrix WHERE model_version = ?", [model_version])
-                con.register("em", eval_matrix.select("parent_version", "trained_through", "eval_window", "phase",
-                                                      "loss", "bpb", "texts", "bytes").to_arrow())
+                con.register(
+                    "em",
+                    eval_matrix.select(
+                        "parent_version", "trained_through", "eval_window", "phase", "loss", "bpb", "texts", "bytes"
+                    ).to_arrow(),
+                )
                 con.execute(
                     "INSERT INTO monitor.eval_matrix (model_version, parent_version, trained_through, eval_window, "
                     "phase, loss, bpb, texts, bytes, mlflow_run_id) SELECT ?, parent_version, trained_through, "
@@ -787,9 +827,12 @@ class Warehouse:
     def heldout_record_ids(self) -> list[str]:
         """Record ids ever used for evaluation (ledger roles new_eval / retention_eval): never replayed."""
         with self.connect() as con:
-            return [r for (r,) in con.execute(
-                "SELECT DISTINCT record_id FROM train.ledger WHERE role IN ('new_eval', 'retention_eval')"
-            ).fetchall()]
+            return [
+                r
+                for (r,) in con.execute(
+                    "SELECT DISTINCT record_id FROM train.ledger WHERE role IN ('new_eval', 'retention_eval')"
+                ).fetchall()
+            ]
 
     def first_window_heldout(self) -> pl.DataFrame:
         """Held-out rows (ledger role new_eval) of the first window ever trained: the fixed first-window set.
@@ -813,15 +856,18 @@ class Warehouse:
     def update_parent(self, model_version: str) -> str | None:
         """The parent (champion at training time) of an update's version; None if unknown."""
         with self.connect(read_only=True) as con:
-            rows = con.execute("SELECT parent_version FROM train.updates WHERE model_version = ?",
-                               [model_version]).fetchall()
+            rows = con.execute(
+                "SELECT parent_version FROM train.updates WHERE model_version = ?", [model_version]
+            ).fetchall()
         return rows[0][0] if rows else None
 
     def record_rollback(self, from_version: str | None, to_version: str, reason: str, actor: str | None) -> None:
         """Append a row to ``train.rollbacks``."""
         with self.connect() as con:
-            con.execute("INSERT INTO train.rollbacks (from_version, to_version, reason, actor) VALUES (?, ?, ?, ?)",
-                        [from_version, to_version, reason, actor])
+            con.execute(
+                "INSERT INTO train.rollbacks (from_version, to_version, reason, actor) VALUES (?, ?, ?, ?)",
+                [from_version, to_version, reason, actor],
+            )
 
     def rollbacks(self) -> pl.DataFrame:
         """``train.rollbacks``, oldest first."""
@@ -853,17 +899,33 @@ class Warehouse:
             ).fetchall()
             earlier = [k for (k,) in order]
             ref_keys = earlier[-reference_windows:] if reference_windows > 0 else []
-            current = [t for (t,) in con.execute(
-                "SELECT text FROM curated.events WHERE window_key = ? ORDER BY row_number", [window_key]).fetchall()]
-            reference = [t for (t,) in con.execute(
-                "SELECT text FROM curated.events WHERE list_contains(?, window_key) ORDER BY window_key, row_number",
-                [ref_keys]).fetchall()] if ref_keys else []
+            current = [
+                t
+                for (t,) in con.execute(
+                    "SELECT text FROM curated.events WHERE window_key = ? ORDER BY row_number", [window_key]
+                ).fetchall()
+            ]
+            reference = (
+                [
+                    t
+                    for (t,) in con.execute(
+                        "SELECT text FROM curated.events WHERE list_contains(?, window_key) ORDER BY window_key, row_number",
+                        [ref_keys],
+                    ).fetchall()
+                ]
+                if ref_keys
+                else []
+            )
 
             def q(keys: list[str]) -> tuple[int, int]:
                 if not keys:
                     return 0, 0
-                quar = con.execute("SELECT count(*) FROM curated.quarantine WHERE list_contains(?, window_key)", [keys]).fetchall()[0][0]
-                cur = con.execute("SELECT count(*) FROM curated.events WHERE list_contains(?, window_key)", [keys]).fetchall()[0][0]
+                quar = con.execute(
+                    "SELECT count(*) FROM curated.quarantine WHERE list_contains(?, window_key)", [keys]
+                ).fetchall()[0][0]
+                cur = con.execute(
+                    "SELECT count(*) FROM curated.events WHERE list_contains(?, window_key)", [keys]
+                ).fetchall()[0][0]
                 return int(quar), int(quar + cur)
 
             rq, rt = q(ref_keys)
@@ -873,15 +935,25 @@ class Warehouse:
                 "AND champion_new_bpb IS NOT NULL ORDER BY created_at LIMIT 1",
                 [window_key],
             ).fetchall()
-        return {"current": current, "reference": reference, "reference_keys": ref_keys, "earlier_windows": len(earlier),
-                "quarantine": (rq, rt, cq, ct), "pre_update_bpb": float(pre[0][0]) if pre else None}
+        return {
+            "current": current,
+            "reference": reference,
+            "reference_keys": ref_keys,
+            "earlier_windows": len(earlier),
+            "quarantine": (rq, rt, cq, ct),
+            "pre_update_bpb": float(pre[0][0]) if pre else None,
+        }
 
     def record_window_profile(self, row: dict) -> None:
         """Insert or replace one ``monitor.window_profile`` row (keys = column names; missing columns NULL)."""
         with self.connect() as con:
-            cols = [c for (c,) in con.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_schema = 'monitor' "
-                "AND table_name = 'window_profile' AND column_name <> 'profiled_at' ORDER BY ordinal_position").fetchall()]
+            cols = [
+                c
+                for (c,) in con.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_schema = 'monitor' "
+                    "AND table_name = 'window_profile' AND column_name <> 'profiled_at' ORDER BY ordinal_position"
+                ).fetchall()
+            ]
             unknown = set(row) - set(cols)
             if unknown:
                 raise ValueError(f"monitor.window_profile has no columns {sorted(unknown)}")
@@ -899,13 +971,17 @@ class Warehouse:
         Args:
             before: only windows that landed before this window key (None: all).
         """
-        sql = ("SELECT p.* FROM monitor.window_profile p JOIN raw.windows r USING (window_key) {where} "
-               "ORDER BY r.file_mtime_ns, r.file_name")
+        sql = (
+            "SELECT p.* FROM monitor.window_profile p JOIN raw.windows r USING (window_key) {where} "
+            "ORDER BY r.file_mtime_ns, r.file_name"
+        )
         with self.connect() as con:
             if before is None:
                 return con.sql(sql.format(where="")).pl()
             return con.sql(
-                sql.format(where="WHERE (r.file_mtime_ns, r.file_name) < "
-                           "(SELECT (file_mtime_ns, file_name) FROM raw.windows WHERE window_key = ?)"),
+                sql.format(
+                    where="WHERE (r.file_mtime_ns, r.file_name) < "
+                    "(SELECT (file_mtime_ns, file_name) FROM raw.windows WHERE window_key = ?)"
+                ),
                 params=[before],
             ).pl()

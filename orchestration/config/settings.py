@@ -106,7 +106,7 @@ class HomePaths:
         """Great Expectations Data Docs, one site per window (``data_docs/<window_key>/index.html``)."""
         return self.root / "data_docs"
 
-    def ensure(self) -> "HomePaths":
+    def ensure(self) -> HomePaths:
         for d in (self.root, self.landing, self.mlartifacts, self.dagster_home, self.snapshots, self.models, self.logs):
             d.mkdir(parents=True, exist_ok=True)
         return self
@@ -141,7 +141,7 @@ class Settings:
     """"" = the home's sqlite store; else a tracking server URI (team profile: ``http://mlflow:5000``)."""
     mlflow_artifact_location: str = ""
     """Artifact root of a newly created experiment; "" = the home's mlartifacts folder, or with a tracking
-    server its own (proxied) artifact store. See ``orchestration.profiles``."""
+    server its own (proxied) artifact store. See ``orchestration.config.profiles``."""
     dagster_pg_url: str = ""
     """"" = the Dagster instance on sqlite files in the home; else a ``postgresql://`` URL (team profile,
     dagster-postgres). Prefer the ``STREAMTUNE_DAGSTER_PG_URL`` environment variable for the password."""
@@ -227,7 +227,11 @@ class Settings:
 LAUNCH_KEYS = ("launcher", "nproc")
 """``[train]`` keys that choose how the fine-tune is launched (``Settings.train_launch``), not ``TrainConfig`` fields."""
 
-_SCALARS = {f.name: f for f in dataclasses.fields(Settings) if f.name not in {"home", "model", "train", "gate", "quality", "drift", "replay", "sources"}}
+_SCALARS = {
+    f.name: f
+    for f in dataclasses.fields(Settings)
+    if f.name not in {"home", "model", "train", "gate", "quality", "drift", "replay", "sources"}
+}
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -250,11 +254,19 @@ def load_settings(home: str | Path | None = None) -> Settings:
     if path.exists():
         with path.open("rb") as fh:
             data = tomllib.load(fh)
-        unknown = sorted(set(data) - set(_SCALARS) - {"model", "train", "gate", "quality", "drift", "replay", "sources"})
+        unknown = sorted(
+            set(data) - set(_SCALARS) - {"model", "train", "gate", "quality", "drift", "replay", "sources"}
+        )
         if unknown:
-            raise ValueError(f"{path}: unknown settings {unknown}; known: {sorted(_SCALARS)} and [model] [train] [gate] [quality] [drift] [replay] [sources.*]")
+            raise ValueError(
+                f"{path}: unknown settings {unknown}; known: {sorted(_SCALARS)} and [model] [train] [gate] [quality] [drift] [replay] [sources.*]"
+            )
         for key, value in data.items():
-            values[key] = dict(value) if key in {"model", "train", "gate", "quality", "drift", "replay", "sources"} else _coerce(key, value)
+            values[key] = (
+                dict(value)
+                if key in {"model", "train", "gate", "quality", "drift", "replay", "sources"}
+                else _coerce(key, value)
+            )
     for name in _SCALARS:
         env = os.environ.get(f"STREAMTUNE_{name.upper()}")
         if env is not None:

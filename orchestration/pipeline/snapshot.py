@@ -18,12 +18,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
 
-from orchestration.warehouse import Warehouse
+from orchestration.store.warehouse import Warehouse
 
 _ROW_SCHEMA = {"window_key": pl.String, "row_number": pl.Int64, "record_id": pl.String, "text": pl.String}
 
@@ -71,7 +71,7 @@ class SnapshotManifest:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SnapshotManifest":
+    def from_dict(cls, d: dict) -> SnapshotManifest:
         return cls(**d)
 
 
@@ -141,7 +141,7 @@ def build_snapshot(
         window_keys=list(keys),
         rows={split: parts[split].height for split in ALL_SPLITS},
         content_sha256=content,
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     (directory / "manifest.json").write_text(json.dumps(manifest.to_dict(), indent=2))
     return manifest
@@ -170,20 +170,43 @@ def next_replay_buffer(warehouse: Warehouse, manifest: SnapshotManifest, capacit
         held.update(manifest.frame(split)["record_id"].to_list())
     order = warehouse.trained_windows()
     order += [k for k in manifest.window_keys if k not in order]
-    return update_buffer(warehouse.replay_buffer(), manifest.frame("train"), capacity, seed=seed,
-                         window_order=order, exclude_record_ids=sorted(held))
+    return update_buffer(
+        warehouse.replay_buffer(),
+        manifest.frame("train"),
+        capacity,
+        seed=seed,
+        window_order=order,
+        exclude_record_ids=sorted(held),
+    )
 
 
 def eval_matrix_frame(matrix: dict, parent_version: str | None, trained_through: str) -> pl.DataFrame:
     """``monitor.eval_matrix`` rows from ``{"before": {window: scores}, "after": {window: scores}}`` where
     scores = ``{"loss", "bpb", "texts", "bytes"}`` (as put in the challenger asset's value)."""
     rows = [
-        {"parent_version": parent_version, "trained_through": trained_through, "eval_window": window, "phase": phase,
-         "loss": float(sc["loss"]), "bpb": float(sc["bpb"]), "texts": int(sc["texts"]), "bytes": int(sc["bytes"])}
-        for phase in ("before", "after") for window, sc in matrix.get(phase, {}).items()
+        {
+            "parent_version": parent_version,
+            "trained_through": trained_through,
+            "eval_window": window,
+            "phase": phase,
+            "loss": float(sc["loss"]),
+            "bpb": float(sc["bpb"]),
+            "texts": int(sc["texts"]),
+            "bytes": int(sc["bytes"]),
+        }
+        for phase in ("before", "after")
+        for window, sc in matrix.get(phase, {}).items()
     ]
-    schema = {"parent_version": pl.String, "trained_through": pl.String, "eval_window": pl.String, "phase": pl.String,
-              "loss": pl.Float64, "bpb": pl.Float64, "texts": pl.Int64, "bytes": pl.Int64}
+    schema = {
+        "parent_version": pl.String,
+        "trained_through": pl.String,
+        "eval_window": pl.String,
+        "phase": pl.String,
+        "loss": pl.Float64,
+        "bpb": pl.Float64,
+        "texts": pl.Int64,
+        "bytes": pl.Int64,
+    }
     return pl.DataFrame(rows, schema=schema)
 
 
@@ -213,8 +236,16 @@ def lineage_summary(matrix: pl.DataFrame, window_order: list[str], versions: lis
     return cl_summary(R, len(window_order))
 
 
-def record_update(warehouse: Warehouse, registry, challenger: dict, *, replay_size: int, replay_seed: int,
-                  trigger: str | None, dagster_run_id: str | None) -> dict[str, float]:
+def record_update(
+    warehouse: Warehouse,
+    registry,
+    challenger: dict,
+    *,
+    replay_size: int,
+    replay_seed: int,
+    trigger: str | None,
+    dagster_run_id: str | None,
+) -> dict[str, float]:
     """Record one finished update, promoted or not, before any promotion happens.
 
     Writes the gate decision and numbers as version tags (MLflow), then in one DuckDB transaction the
@@ -237,15 +268,22 @@ def record_update(warehouse: Warehouse, registry, challenger: dict, *, replay_si
     buffer = next_replay_buffer(warehouse, manifest, replay_size, replay_seed)
     matrix = eval_matrix_frame(challenger.get("matrix", {}), challenger["parent_version"], manifest.window_keys[-1])
     warehouse.record_update(
-        model_version=version, mlflow_run_id=challenger["mlflow_run_id"],
-        parent_version=challenger["parent_version"], snapshot_id=manifest.snapshot_id,
-        window_keys=manifest.window_keys, ledger=ledger_frame(manifest), metrics=challenger["metrics"],
-        promoted=challenger["promote"], reason=challenger["reason"], trigger=trigger,
-        dagster_run_id=dagster_run_id, replay_buffer=buffer, eval_matrix=matrix,
+        model_version=version,
+        mlflow_run_id=challenger["mlflow_run_id"],
+        parent_version=challenger["parent_version"],
+        snapshot_id=manifest.snapshot_id,
+        window_keys=manifest.window_keys,
+        ledger=ledger_frame(manifest),
+        metrics=challenger["metrics"],
+        promoted=challenger["promote"],
+        reason=challenger["reason"],
+        trigger=trigger,
+        dagster_run_id=dagster_run_id,
+        replay_buffer=buffer,
+        eval_matrix=matrix,
     )
     updates = warehouse.updates()
-    summary = lineage_summary(warehouse.eval_matrix(), warehouse.trained_windows(),
-                              updates["model_version"].to_list())
+    summary = lineage_summary(warehouse.eval_matrix(), warehouse.trained_windows(), updates["model_version"].to_list())
     out = {f"cl_{k}": v for k, v in summary.items() if v == v and k != "fwt"}
     if out:
         registry.log_metrics(challenger["mlflow_run_id"], out)

@@ -13,8 +13,8 @@ import json
 
 import dagster as dg
 
+from orchestration.config.settings import Settings
 from orchestration.resources import StreamtuneResource
-from orchestration.settings import Settings
 from orchestration.sources.redis_stream import RedisStreamConfig, RedisStreamSource, max_id
 from orchestration.sources.sse import Position, SseConfig, SseSource
 
@@ -40,9 +40,14 @@ def build_redis_stream_sensor(config: RedisStreamConfig) -> dg.SensorDefinition:
         cursor = redis_cursor(context.cursor, result.last_acked_id)
         if result.landed:
             context.log.info(f"landed {len(result.landed)} window(s): {[p.name for p in result.landed]}")
-        message = (f"committed {len(result.windows)} window(s) ({result.acked} entries), {result.open_entries} "
-                   "entries wait in the open window") if result.windows else \
-            f"no closed window yet ({result.open_entries} entries in the open window)"
+        message = (
+            (
+                f"committed {len(result.windows)} window(s) ({result.acked} entries), {result.open_entries} "
+                "entries wait in the open window"
+            )
+            if result.windows
+            else f"no closed window yet ({result.open_entries} entries in the open window)"
+        )
         return dg.SensorResult(skip_reason=message, cursor=cursor)
 
     return redis_stream_sensor
@@ -61,9 +66,11 @@ def build_sse_sensor(config: SseConfig, text_field: str) -> dg.SensorDefinition:
         previous = Position.from_cursor(context.cursor)
         result = source.poll(streamtune.settings().paths.landing, previous)
         position = result.position if result.position.seq >= previous.seq else previous
-        message = (f"landed {len(result.landed)} window(s) from {result.events} events over "
-                   f"{result.connections} connection(s); {result.dropped} events of the open window are read again "
-                   "next tick")
+        message = (
+            f"landed {len(result.landed)} window(s) from {result.events} events over "
+            f"{result.connections} connection(s); {result.dropped} events of the open window are read again "
+            "next tick"
+        )
         return dg.SensorResult(skip_reason=message, cursor=position.to_cursor())
 
     return sse_sensor

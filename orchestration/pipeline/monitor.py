@@ -19,8 +19,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestration.settings import Settings
-from orchestration.warehouse import Warehouse
+from orchestration.config.settings import Settings
+from orchestration.store.warehouse import Warehouse
 from quality.drift import STAT_NAMES, DriftConfig, DriftDecision, WindowProfile, confirm_drift, profile_window
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,9 @@ def champion_dir(settings: Settings, registry) -> tuple[str | None, Path | None]
     return version, dst
 
 
-def profile_row(profile: WindowProfile, decision: DriftDecision, champion_version: str | None, run_id: str | None) -> dict:
+def profile_row(
+    profile: WindowProfile, decision: DriftDecision, champion_version: str | None, run_id: str | None
+) -> dict:
     """The ``monitor.window_profile`` row of a profile (column -> value)."""
     return {
         "window_key": profile.window_key,
@@ -135,10 +137,7 @@ def profile_and_record(
             from quality.lm_shift import ChampionScorer
 
             scorer = ChampionScorer(directory)
-    history = [
-        {k: r.get(k) for k in STAT_NAMES}
-        for r in warehouse.window_profiles(before=window_key).to_dicts()
-    ]
+    history = [{k: r.get(k) for k in STAT_NAMES} for r in warehouse.window_profiles(before=window_key).to_dicts()]
     # emerging_z over the last cfg.emerging_windows windows vs the reference_windows before them
     recent, keys, back = list(inputs["current"]), inputs["reference_keys"], None
     for _ in range(cfg.emerging_windows - 1):
@@ -186,23 +185,40 @@ def log_profile_to_mlflow(registry, settings: Settings, row: dict) -> str:
 
     from training.tracking import ModelRegistry
 
-    drift_reg = ModelRegistry(tracking_uri=registry.tracking_uri, artifact_location=registry.artifact_location,
-                              experiment=settings.experiment + DRIFT_EXPERIMENT_SUFFIX, model_name=registry.model_name)
+    drift_reg = ModelRegistry(
+        tracking_uri=registry.tracking_uri,
+        artifact_location=registry.artifact_location,
+        experiment=settings.experiment + DRIFT_EXPERIMENT_SUFFIX,
+        model_name=registry.model_name,
+    )
     client = drift_reg.client
-    run = client.create_run(drift_reg.experiment_id(), run_name=f"drift {row['window_key']}", tags={
-        "streamtune.window": row["window_key"], "streamtune.drift": str(bool(row["drift"])).lower(),
-        "streamtune.drift_confirmed": ",".join(row["confirmed"]), "streamtune.drift_exceeded": ",".join(row["exceeded"]),
-        "streamtune.drift_reason": row["reason"][:4000], "streamtune.reference_windows": ",".join(row["reference_keys"]),
-        "dagster.run_id": row.get("dagster_run_id") or "", "streamtune.champion_version": row.get("champion_version") or "",
-        "streamtune.emerging_terms": ", ".join(f"{t['term']} ({t['z']:.1f})" for t in json.loads(row.get("emerging_terms") or "[]"))[:4000],
-    })
+    run = client.create_run(
+        drift_reg.experiment_id(),
+        run_name=f"drift {row['window_key']}",
+        tags={
+            "streamtune.window": row["window_key"],
+            "streamtune.drift": str(bool(row["drift"])).lower(),
+            "streamtune.drift_confirmed": ",".join(row["confirmed"]),
+            "streamtune.drift_exceeded": ",".join(row["exceeded"]),
+            "streamtune.drift_reason": row["reason"][:4000],
+            "streamtune.reference_windows": ",".join(row["reference_keys"]),
+            "dagster.run_id": row.get("dagster_run_id") or "",
+            "streamtune.champion_version": row.get("champion_version") or "",
+            "streamtune.emerging_terms": ", ".join(
+                f"{t['term']} ({t['z']:.1f})" for t in json.loads(row.get("emerging_terms") or "[]")
+            )[:4000],
+        },
+    )
     import time
 
     now = int(time.time() * 1000)
     names = [f"{s}{suffix}" for s in STAT_NAMES for suffix in ("", "_p", "_threshold")]
     metrics = [Metric(k, float(row[k]), now, 0) for k in names if row.get(k) is not None]
-    metrics += [Metric("alpha", float(row["alpha"]), now, 0), Metric("drift", float(bool(row["drift"])), now, 0),
-                Metric("rows", float(row["rows"]), now, 0)]
+    metrics += [
+        Metric("alpha", float(row["alpha"]), now, 0),
+        Metric("drift", float(bool(row["drift"])), now, 0),
+        Metric("rows", float(row["rows"]), now, 0),
+    ]
     info = json.loads(row["info"])
     metrics += [Metric(f"info.{k}", float(v), now, 0) for k, v in info.items() if isinstance(v, (int, float))]
     client.log_batch(run.info.run_id, metrics=metrics)

@@ -1,0 +1,1 @@
+"""The ``streamtune`` command line: the typer app, the daemon driver and the progress display."""

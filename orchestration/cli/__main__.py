@@ -1,0 +1,5 @@
+"""``python -m orchestration.cli``: the same as the ``streamtune`` command."""
+
+from orchestration.cli.app import main
+
+main()
