@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 HOME_DIR ?= .streamtune
 
-.PHONY: install demo test ui clean
+.PHONY: install demo test lint ui clean
 
 $(BIN)/streamtune: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (set PYTHON=...)"; exit 1; }
@@ -22,6 +22,12 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# ruff (lint + format) and the import contracts; tests/test_architecture.py runs the same checks
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 ui: install
 	$(BIN)/streamtune ui --home $(HOME_DIR)
