@@ -12,8 +12,9 @@ import dagster as dg
 
 from assets.curate import curated_window
 from assets.ingest import raw_window
-from orchestration.partitions import windows_partitions
-from orchestration.resources import StreamtuneResource, WarehouseResource
+from assets.specs import WINDOW_STEP
+from orchestration.pipeline import curate as steps
+from orchestration.resources import WarehouseResource
 
 # Partitioned asset checks are "preview" in Dagster 1.13 but are what keeps a check from loading
 # every partition; we rely on them deliberately.
@@ -26,70 +27,48 @@ def _result(outcome) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=outcome.passed, description=outcome.description, metadata=outcome.metadata)
 
 
-@dg.asset_check(
-    asset=curated_window,
-    blocking=True,
-    partitions_def=windows_partitions,
-    pool="duckdb",
-    description="GX: no curated row has a null text.",
+def _curated_check(name: str, description: str, *, uses_settings: bool = False) -> dg.AssetChecksDefinition:
+    """A blocking check on ``curated_window`` whose body is ``orchestration.pipeline.curate.<name>`` on the
+    check's partition (plus the home's settings when ``uses_settings``)."""
+    step = getattr(steps, name)
+    resources = {"warehouse", "streamtune"} if uses_settings else {"warehouse"}
+
+    @dg.asset_check(
+        **WINDOW_STEP,
+        name=name,
+        asset=curated_window,
+        blocking=True,
+        description=description,
+        required_resource_keys=resources,
+    )
+    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        extra = (context.resources.streamtune.settings(),) if uses_settings else ()
+        return _result(step(context.resources.warehouse.warehouse(), context.partition_key, *extra))
+
+    return _check
+
+
+text_not_null = _curated_check("text_not_null", "GX: no curated row has a null text.")
+text_length_bounds = _curated_check(
+    "text_length_bounds", "GX: every curated text length is within the configured bounds.", uses_settings=True
 )
-def text_not_null(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    from quality.suite import check_text_not_null
-
-    return _result(check_text_not_null(warehouse.warehouse().read_curated_window(context.partition_key)))
-
-
-@dg.asset_check(
-    asset=curated_window,
-    blocking=True,
-    partitions_def=windows_partitions,
-    pool="duckdb",
-    description="GX: every curated text length is within the configured bounds.",
+window_not_empty = _curated_check(
+    "window_not_empty",
+    "GX: the curated window has at least the configured minimum number of rows.",
+    uses_settings=True,
 )
-def text_length_bounds(
-    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, streamtune: StreamtuneResource
-) -> dg.AssetCheckResult:
-    from quality.suite import check_text_length
-
-    df = warehouse.warehouse().read_curated_window(context.partition_key)
-    return _result(check_text_length(df, streamtune.settings().quality_config()))
-
-
-@dg.asset_check(
-    asset=curated_window,
-    blocking=True,
-    partitions_def=windows_partitions,
-    pool="duckdb",
-    description="GX: the curated window has at least the configured minimum number of rows.",
+rows_conserved = _curated_check("rows_conserved", "Conservation: parsed raw rows = curated + quarantined rows.")
+window_expectations = _curated_check(
+    "window_expectations",
+    "GX: window-level expectations of the curate suite (schema, row count, duplicate rate).",
 )
-def window_not_empty(
-    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, streamtune: StreamtuneResource
-) -> dg.AssetCheckResult:
-    from quality.suite import check_window_not_empty
-
-    df = warehouse.warehouse().read_curated_window(context.partition_key)
-    return _result(check_window_not_empty(df, streamtune.settings().quality_config()))
+pii_free = _curated_check("pii_free", "Presidio re-scan: no detectable PII or secret remains in the curated window.")
 
 
 @dg.asset_check(
-    asset=curated_window,
-    blocking=True,
-    partitions_def=windows_partitions,
-    pool="duckdb",
-    description="Conservation: parsed raw rows = curated + quarantined rows.",
-)
-def rows_conserved(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    from quality.suite import check_rows_conserved
-
-    c = warehouse.warehouse().window_counts(context.partition_key)
-    return _result(check_rows_conserved(c.parsed_rows, c.curated_rows, c.quarantined_rows))
-
-
-@dg.asset_check(
+    **WINDOW_STEP,
     asset=raw_window,
     blocking=True,
-    partitions_def=windows_partitions,
-    pool="duckdb",
     description="Every source line/row of the file is a parsed row or a reject.",
 )
 def source_rows_accounted(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
@@ -105,41 +84,12 @@ def source_rows_accounted(context: dg.AssetCheckExecutionContext, warehouse: War
 
 
 @dg.asset_check(
-    asset=raw_window,
-    partitions_def=windows_partitions,
-    pool="duckdb",
-    description="Warns when more than 5% of a file's lines cannot be parsed.",
+    **WINDOW_STEP, asset=raw_window, description="Warns when more than 5% of a file's lines cannot be parsed."
 )
 def reject_rate(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
     c = warehouse.warehouse().window_counts(context.partition_key)
     rate = c.rejected_rows / c.source_rows if c.source_rows else 0.0
     return dg.AssetCheckResult(passed=rate <= 0.05, severity=dg.AssetCheckSeverity.WARN, metadata={"reject_rate": rate})
-
-
-@dg.asset_check(
-    asset=curated_window,
-    blocking=True,
-    partitions_def=windows_partitions,
-    pool="duckdb",
-    description="GX: window-level expectations of the curate suite (schema, row count, duplicate rate).",
-)
-def window_expectations(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    from quality.suite import check_window_expectations
-
-    return _result(check_window_expectations(warehouse.warehouse().window_results(context.partition_key)))
-
-
-@dg.asset_check(
-    asset=curated_window,
-    blocking=True,
-    partitions_def=windows_partitions,
-    pool="duckdb",
-    description="Presidio re-scan: no detectable PII or secret remains in the curated window.",
-)
-def pii_free(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    from quality.suite import check_pii_free
-
-    return _result(check_pii_free(warehouse.warehouse().read_curated_window(context.partition_key)))
 
 
 WINDOW_CHECKS = [

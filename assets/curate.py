@@ -6,50 +6,35 @@ the same run; it is what makes a window visible to training.
 import dagster as dg
 
 from assets.ingest import raw_window
-from orchestration.partitions import windows_partitions
+from assets.specs import WINDOW_STEP
+from orchestration.pipeline.curate import curate
 from orchestration.resources import StreamtuneResource, WarehouseResource
+
+_QUALITY = {**WINDOW_STEP, "group_name": "quality"}
 
 
 @dg.asset(
-    deps=[raw_window],
-    partitions_def=windows_partitions,
-    pool="duckdb",
-    group_name="quality",
+    **_QUALITY,
     kinds={"duckdb", "great_expectations"},
     description="GX-validated, PII-redacted, deduplicated rows of a window in curated.events; failing rows in "
     "curated.quarantine with rule and reason.",
+    deps=[raw_window],
 )
 def curated_window(
     context: dg.AssetExecutionContext, streamtune: StreamtuneResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
-    from quality.suite import curate_window, verdict_metadata
-
-    settings, wh, key = streamtune.settings(), warehouse.warehouse(), context.partition_key
-    cfg = settings.quality_config()
-    rows = wh.read_raw_window(key)
-    near = cfg.near_dup_threshold is not None
-    prior = (
-        wh.recent_norm_hashes(key, cfg.dedup_recent_windows, with_text=near)
-        if (cfg.dedup_exact or near) and cfg.dedup_recent_windows
-        else None
-    )
-    verdict = curate_window(rows, cfg, window_key=key, prior_hashes=prior, docs_dir=settings.paths.data_docs / key)
-    wh.replace_curated_window(key, verdict.curated, verdict.quarantine, verdict.window_results, verdict.gx_run_id)
-    purged = wh.purge_quarantine(settings.quarantine_retention_days)
-    metadata = verdict_metadata(verdict, rows.height)
-    metadata["quarantine_rows_purged"] = purged
-    if verdict.docs_index:
-        metadata["gx_data_docs"] = dg.MetadataValue.path(verdict.docs_index)
+    out = curate(streamtune.settings(), warehouse.warehouse(), context.partition_key)
+    metadata = dict(out.metadata)
+    if out.docs_index:
+        metadata["gx_data_docs"] = dg.MetadataValue.path(out.docs_index)
     return dg.MaterializeResult(metadata=metadata)
 
 
 @dg.asset(
-    deps=[curated_window],
-    partitions_def=windows_partitions,
-    pool="duckdb",
-    group_name="quality",
+    **_QUALITY,
     kinds={"duckdb"},
     description="A curated window whose blocking checks passed, recorded in curated.windows: eligible for training.",
+    deps=[curated_window],
 )
 def approved_window(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     wh = warehouse.warehouse()

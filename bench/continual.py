@@ -36,22 +36,19 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import shutil
 import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import polars as pl  # noqa: E402
+
+from bench import common  # noqa: E402
+
+common.hf_offline_env()
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".csv", ".parquet")
 
@@ -114,39 +111,18 @@ def load_stream(stream: Path, text_field: str, eval_fraction: float) -> list[dic
 
 
 def run_seed(windows: list[dict], methods: list[str], args, seed: int, work: Path, log) -> dict:
-    from training.config import ModelConfig, TrainConfig
-    from training.finetune import finetune
+    from training.config import TrainConfig
+    from training.finetune import FinetuneRequest, finetune
     from training.modeling import build_base_model
-    from training.replay import replay_count, sample_replay, update_buffer
 
     T = len(windows)
     keys = [w["key"] for w in windows]
     evals = {w["key"]: w["eval"] for w in windows}
-    model_cfg = ModelConfig(
-        n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, block_size=args.seq_len, vocab_size=args.vocab
-    )
-    base_cfg = dict(
-        seq_len=args.seq_len,
-        batch_size=args.batch,
-        peak_lr=args.lr,
-        max_steps=args.steps,
-        bf16=False,
-        threads=args.threads,
-        eval_batch_size=64,
-        log_every=10**6,
-        seed=seed,
-    )
+    model_cfg = common.args_model_cfg(args)
+    base_cfg = common.args_train_cfg(args, seed)
     init = build_base_model(windows[0]["train"], model_cfg, work / "init", seed=seed)
     t0 = time.perf_counter()
-    m0 = finetune(
-        init,
-        windows[0]["train"],
-        [],
-        [],
-        TrainConfig(**{**base_cfg, "max_steps": args.m0_steps}),
-        work / "m0",
-        matrix_eval=evals,
-    )
+    m0 = common.train_m0(init, windows, base_cfg, args.m0_steps, work, matrix_eval=evals)
     m0_wall = time.perf_counter() - t0
     frozen_row = {k: r.bits_per_byte for k, r in m0.matrix_after.items()}
     log(
@@ -166,14 +142,18 @@ def run_seed(windows: list[dict], methods: list[str], args, seed: int, work: Pat
             continue
         if method == "oracle":
             retrain_at = sorted({t for t in range(1, T) if t % args.oracle_every == 0} | {T - 1})
-            current, current_row = work / "m0", frozen_row
+            current_row = frozen_row
             for t in range(1, T):
                 forward[t] = current_row[keys[t]]
                 if t in retrain_at:
                     union = [x for w in windows[: t + 1] for x in w["train"]]
                     cfg = TrainConfig(**{**base_cfg, "max_steps": args.m0_steps + args.steps * t})
                     s = time.perf_counter()
-                    res = finetune(init, union, [], [], cfg, work / f"oracle-{t}", matrix_eval=evals)
+                    res = finetune(
+                        FinetuneRequest(
+                            parent=init, train_texts=union, cfg=cfg, out_dir=work / f"oracle-{t}", matrix_eval=evals
+                        )
+                    )
                     wall += time.perf_counter() - s
                     tokens += res.fit.train_tokens
                     train_wall += res.fit.wall_seconds
@@ -186,50 +166,20 @@ def run_seed(windows: list[dict], methods: list[str], args, seed: int, work: Pat
         fraction = 0.0 if method == "naive" else float(method.split("-")[1])
         schedule = "ar_meta" if method.endswith("-ar") else "rewarm"
         cfg = TrainConfig(**{**base_cfg, "lr_schedule": schedule})
-        buffer = update_buffer(pl.DataFrame(), _frame(windows[0], 0), args.buffer, seed=seed)
-        parent = work / "m0"
-        for t in range(1, T):
-            new = windows[t]["train"]
-            n_rep = replay_count(len(new), fraction)
-            replay = sample_replay(buffer["text"].to_list(), n_rep, seed=seed * 1000 + t)
-            s = time.perf_counter()
-            res = finetune(
-                parent,
-                new + replay,
-                [],
-                [],
-                cfg,
-                work / f"{method}-{t}",
-                forward_eval={keys[t]: evals[keys[t]]},
-                matrix_eval=evals,
-            )
-            wall += time.perf_counter() - s
-            tokens += res.fit.train_tokens
-            train_wall += res.fit.wall_seconds
-            forward[t] = res.forward_before[keys[t]].bits_per_byte
-            rows[t] = {k: r.bits_per_byte for k, r in res.matrix_after.items()}
-            buffer = update_buffer(buffer, _frame(windows[t], t), args.buffer, seed=seed)
-            if parent != work / "m0":
-                shutil.rmtree(parent, ignore_errors=True)
-            parent = work / f"{method}-{t}"
+        run = common.replay_updates(
+            windows, cfg, name=method, work=work, seed=seed, buffer_rows=args.buffer, replay_fraction=fraction
+        )
+        rows.update(run["rows"])
+        forward.update(run["forward"])
+        tokens = sum(f.train_tokens for f in run["fits"])
+        train_wall = sum(f.wall_seconds for f in run["fits"])
+        wall = run["wall"]
         log(
             f"seed {seed} {method}: forward {statistics.mean(forward.values()):.4f}, "
             f"final W_0 {rows[T - 1][keys[0]]:.4f}, {tokens} tokens, {wall:.0f}s"
         )
         out[method] = _summarise(rows, forward, keys, frozen_row, tokens, train_wall, wall)
     return out
-
-
-def _frame(window: dict, t: int) -> pl.DataFrame:
-    n = len(window["train"])
-    return pl.DataFrame(
-        {
-            "window_key": [window["key"]] * n,
-            "row_number": list(range(n)),
-            "record_id": [f"{window['key']}/{i}" for i in range(n)],
-            "text": window["train"],
-        }
-    )
 
 
 def _summarise(
@@ -286,7 +236,8 @@ def report(results: dict[str, list[dict]], meta: dict, out: Path) -> str:
     naive = results.get("naive")
     n_forg = statistics.mean(r["forgetting_bpb"] for r in naive) if naive else math.nan
     lines = [
-        "| method | seeds | mean forward bpb | forward bpb, oracle-fresh windows | final retention bpb | final W_0 bpb | forgetting (bpb) | ACC (bpb) | BWT (bpb) "
+        "| method | seeds | mean forward bpb | forward bpb, oracle-fresh windows | final retention bpb | final W_0 bpb "
+        "| forgetting (bpb) | ACC (bpb) | BWT (bpb) "
         "| FWT vs frozen (bpb) | train tokens | wall s | forward / oracle | fresh forward / oracle | tokens / oracle "
         "| wall / oracle "
         "| forgetting vs naive |",
@@ -317,7 +268,8 @@ def report(results: dict[str, list[dict]], meta: dict, out: Path) -> str:
         f"Stream: `{meta['stream']}`: {meta['T']} windows ({meta['first']} .. {meta['last']}), "
         f"{meta['train_rows']} training rows and {meta['eval_rows']} held-out rows in total. Model: GPT-2 "
         f"{meta['model']}; M_0 = {meta['m0_steps']} steps on W_0 from random init; {meta['steps']} steps x "
-        f"{meta['batch']} x {meta['seq_len']} tokens per update (oracle at t: M_0's + t x that, from scratch on the union); "
+        f"{meta['batch']} x {meta['seq_len']} tokens per update "
+        "(oracle at t: M_0's + t x that, from scratch on the union); "
         f"peak lr {meta['lr']}; replay buffer {meta['buffer']} rows; oracle retrained at windows "
         f"{meta['oracle_retrains']}.",
         "",
@@ -380,23 +332,11 @@ def main(argv: list[str] | None = None) -> None:
     pp.add_argument("--last", default="2026-10")
     pp.add_argument("--seed", type=int, default=0)
     pr = sub.add_parser("run", help="run the benchmark on a directory of window files")
-    pr.add_argument("--stream", type=Path, required=True, help="directory of window files, one per window")
-    pr.add_argument("--out", type=Path, default=Path("bench/results"))
-    pr.add_argument("--text-field", default="text")
-    pr.add_argument("--eval-fraction", type=float, default=0.1)
+    common.add_stream_args(pr)
     pr.add_argument("--seeds", type=int, default=3, help="seeds for the headline rows (naive, replay-0.25, oracle)")
     pr.add_argument("--methods", default="frozen,naive,replay-0.1,replay-0.25,oracle")
     pr.add_argument("--headline", default="naive,replay-0.25,oracle")
-    pr.add_argument("--steps", type=int, default=40, help="optimiser steps per update (every continual method)")
-    pr.add_argument("--m0-steps", type=int, default=120, help="steps of M_0 on W_0 (from random init)")
-    pr.add_argument("--batch", type=int, default=16)
-    pr.add_argument("--seq-len", type=int, default=64)
-    pr.add_argument("--lr", type=float, default=1e-3)
-    pr.add_argument("--n-layer", type=int, default=2)
-    pr.add_argument("--n-head", type=int, default=2)
-    pr.add_argument("--n-embd", type=int, default=64)
-    pr.add_argument("--vocab", type=int, default=2048)
-    pr.add_argument("--buffer", type=int, default=2048)
+    common.add_training_args(pr)
     pr.add_argument("--oracle-every", type=int, default=3)
     pr.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
@@ -411,14 +351,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
-    logf = (args.out / "continual.log").open("w")
-
-    def log(msg: str) -> None:
-        line = f"[{time.perf_counter() - start:7.1f}s] {msg}"
-        print(line, flush=True)
-        logf.write(line + "\n")
-        logf.flush()
-
+    log = common.make_log(start, (args.out / "continual.log").open("w"))
     windows = load_stream(args.stream, args.text_field, args.eval_fraction)
     keys = [w["key"] for w in windows]
     methods = args.methods.split(",")
@@ -432,23 +365,9 @@ def main(argv: list[str] | None = None) -> None:
                 results[m].append(r)
             (args.out / "continual.json").write_text(json.dumps({"keys": keys, "results": results}, indent=1))
     wall_min = (time.perf_counter() - start) / 60
+    command = "python bench/continual.py run " + " ".join(sys.argv[2:] if argv is None else argv[1:])
     meta = {
-        "generated": datetime.now(UTC).isoformat(timespec="minutes"),
-        "command": "python bench/continual.py run " + " ".join(sys.argv[2:] if argv is None else argv[1:]),
-        "wall_min": wall_min,
-        "machine": f"{os.cpu_count()} CPUs shared, torch threads={args.threads}",
-        "stream": str(args.stream),
-        "T": len(windows),
-        "first": keys[0],
-        "last": keys[-1],
-        "train_rows": sum(len(w["train"]) for w in windows),
-        "eval_rows": sum(len(w["eval"]) for w in windows),
-        "model": f"{args.n_layer} layers x {args.n_embd} dims, vocab {args.vocab}",
-        "steps": args.steps,
-        "batch": args.batch,
-        "seq_len": args.seq_len,
-        "lr": args.lr,
-        "buffer": args.buffer,
+        **common.run_meta(args, windows, command, wall_min),
         "oracle_retrains": results["oracle"][0]["oracle_retrains"] if results.get("oracle") else [],
         "m0_steps": args.m0_steps,
     }

@@ -53,7 +53,7 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
 from quality.drift import STAT_NAMES, DriftConfig, confirm_drift, profile_window, sample  # noqa: E402
-from quality.drift_report import plot_drift_history  # noqa: E402
+from quality.drift.report import plot_drift_history  # noqa: E402
 
 TOPIC = re.compile(r"\bmcp\b|model context protocol|\bagents?\b|\bagentic\b", re.IGNORECASE)
 
@@ -79,12 +79,13 @@ def run_stream(name, months, lex, emb_texts, emb_vecs, cfg, ref_windows=3):
                 vec_of.update(zip(emb_texts[k], emb_vecs[k]))
         ref_e = [t for k in refk for t in emb_texts[k]] if emb_vecs is not None else []
 
-        def embed(texts):
+        def embed(texts, vec_of=vec_of):
             return np.stack([vec_of[t] for t in texts]) if texts else np.zeros((0, 384), np.float32)
 
         # the embedding test sees the embedded subsets only: pass them through the same sampler
         t0 = time.perf_counter()
-        # emerging_z: the last cfg.emerging_windows windows vs the ref_windows before them (as orchestration.pipeline.monitor)
+        # emerging_z: the last cfg.emerging_windows windows vs the ref_windows before them
+        # (as orchestration.pipeline.monitor)
         e = cfg.emerging_windows
         recent_k, before_k = (
             months[max(0, i - e + 1) : i + 1],
@@ -131,6 +132,7 @@ def run_stream(name, months, lex, emb_texts, emb_vecs, cfg, ref_windows=3):
 
 def measure_cost(texts: list[str], cfg: DriftConfig, ref: list[str], embedder) -> dict:
     """Monitor vs ingest seconds on one window, side by side in this process."""
+    from bench.common import write_raw
     from orchestration.store.warehouse import Warehouse
     from quality.readers import read_window_file
     from quality.suite import curate_window
@@ -143,15 +145,7 @@ def measure_cost(texts: list[str], cfg: DriftConfig, ref: list[str], embedder) -
         wh.init_schema()
         t0 = time.perf_counter()
         parsed = read_window_file(path, "cost")
-        wh.replace_raw_window(
-            "cost",
-            parsed.rows,
-            parsed.rejects,
-            file_name=path.name,
-            file_sha256=parsed.file_sha256,
-            file_mtime_ns=0,
-            dagster_run_id=None,
-        )
+        write_raw(wh, "cost", parsed, path.name)
         verdict = curate_window(wh.read_raw_window("cost"))
         wh.replace_curated_window("cost", verdict.curated, verdict.quarantine)
         out["ingest_s"] = time.perf_counter() - t0
@@ -256,7 +250,7 @@ def main() -> None:
 
     embedder, vecs, embed_s, uniq = None, None, 0.0, []
     if not args.no_embeddings:
-        from quality.embeddings import MiniLMEmbedder
+        from quality.drift.embeddings import MiniLMEmbedder
 
         embedder = MiniLMEmbedder(batch_size=64)
         t0 = time.perf_counter()
@@ -369,7 +363,8 @@ def main() -> None:
         "",
         f"`{cmd}` — wall {summary['wall_seconds']:.0f} s on {os.cpu_count()} shared CPUs {emb_note}.",
         "",
-        f"Per window: {args.lex_rows} texts vs {args.lex_rows} texts sampled from the {cfg.reference_windows} previous months "
+        f"Per window: {args.lex_rows} texts vs {args.lex_rows} texts sampled from the {cfg.reference_windows} "
+        "previous months "
         f"(lexical: JS, OOV, length KS, emerging-term z with prior scale {cfg.prior_scale}, near-duplicate "
         f"weighting at Jaccard {cfg.near_dup_jaccard or 'off'}, over the last {cfg.emerging_windows} window(s) vs the "
         f"{cfg.reference_windows} before them)"
@@ -430,10 +425,18 @@ def main() -> None:
     print("\n".join(lines[:16]))
 
 
+BUDGET_NOTES = {
+    "per-window": " per window it covers",
+    "per-new-data": " per mean window of new rows (catch-up: steps proportional to the rows not trained on yet)",
+}
+
+
 def policy_schedules(
     n_windows: int, alarms: list[bool], cadences: list[int], stalenesses: list[int]
 ) -> dict[str, list[int]]:
-    """Windows t = 1..n-1 at which each policy retrains (after scoring t, on every window pending since its last retrain).
+    """Windows t = 1..n-1 at which each policy retrains.
+
+    A policy retrains after scoring t, on every window pending since its last retrain.
 
     ``drift+staleness_K`` is the ``drift_sensor`` rule with ``max_windows_without_retrain = K``: retrain on a
     confirmed alarm at t, or when t is the K-th window since the last retrain (the cooldown is shorter than a
@@ -492,7 +495,7 @@ def run_policies(args) -> None:
     ``--budget`` (``retrain_steps``: default ``per-new-data`` = catch-up, steps proportional to the new rows,
     so every policy trains on the same data with the same compute; ``per-retrain`` = 40 steps whatever it
     covers). Forward bpb at t = the current model on W_t's held-out rows before any update
-    on W_t (``quality.lm_shift.ChampionScorer``, bits / (UTF-8 bytes + 1 per text)); area under the forward
+    on W_t (``training.evaluate.text_bits``, bits / (UTF-8 bytes + 1 per text)); area under the forward
     curve = mean over t = 1..T-1. Policies with identical schedules are trained once.
     """
     import shutil
@@ -500,11 +503,12 @@ def run_policies(args) -> None:
     import polars as pl
     import torch
 
-    from bench.continual import _frame, load_stream, prepare
-    from quality.lm_shift import ChampionScorer
+    from bench.common import base_train_cfg, train_m0, window_frame
+    from bench.continual import load_stream, prepare
     from training.config import ModelConfig, TrainConfig
-    from training.finetune import finetune
-    from training.modeling import build_base_model
+    from training.evaluate import text_bits
+    from training.finetune import FinetuneRequest, finetune
+    from training.modeling import build_base_model, load_model
     from training.replay import replay_count, sample_replay, update_buffer
 
     torch.set_num_threads(args.threads)
@@ -518,24 +522,14 @@ def run_policies(args) -> None:
     alarms = [k in alarm_set for k in keys]
     schedules = policy_schedules(len(windows), alarms, args.cadences, args.stalenesses)
     mcfg = ModelConfig(n_layer=2, n_head=2, n_embd=64, block_size=64, vocab_size=2048)
-    base = dict(
-        seq_len=64,
-        batch_size=16,
-        peak_lr=1e-3,
-        max_steps=40,
-        bf16=False,
-        threads=args.threads,
-        eval_batch_size=64,
-        log_every=10**6,
-        seed=args.seed,
-    )
+    base = base_train_cfg(seq_len=64, batch=16, lr=1e-3, steps=40, threads=args.threads, seed=args.seed)
     init = build_base_model(windows[0]["train"], mcfg, work / "init", seed=args.seed)
-    finetune(init, windows[0]["train"], [], [], TrainConfig(**{**base, "max_steps": 120}), work / "m0")
+    train_m0(init, windows, base, 120, work)
     cfg = TrainConfig(**base)
     mean_train_rows = float(np.mean([len(w["train"]) for w in windows[1:]]))
 
     def fwd(model_dir: Path, texts: list[str]) -> float:
-        bits = ChampionScorer(model_dir).bits(texts)
+        bits = text_bits(*load_model(model_dir), texts)
         return float(bits.sum() / sum(len(t.encode("utf-8")) + 1 for t in texts))
 
     out, done = {}, {}
@@ -547,7 +541,7 @@ def run_policies(args) -> None:
             continue
         t0 = time.perf_counter()
         model_dir, pending, curve = work / "m0", [], []
-        buffer = update_buffer(pl.DataFrame(), _frame(windows[0], 0), 2048, seed=args.seed)
+        buffer = update_buffer(pl.DataFrame(), window_frame(windows[0], 0), 2048, seed=args.seed)
         retrain_at = set(sched)
         for t in range(1, len(windows)):
             curve.append(fwd(model_dir, windows[t]["eval"]))
@@ -559,9 +553,16 @@ def run_policies(args) -> None:
                 )
                 nxt = work / f"{name}-{t}"
                 steps = retrain_steps(args.budget, cfg.max_steps, len(pending), len(new), mean_train_rows)
-                finetune(model_dir, new + replay, [], [], TrainConfig(**{**base, "max_steps": steps}), nxt)
+                finetune(
+                    FinetuneRequest(
+                        parent=model_dir,
+                        train_texts=new + replay,
+                        cfg=TrainConfig(**{**base, "max_steps": steps}),
+                        out_dir=nxt,
+                    )
+                )
                 for p in pending:
-                    buffer = update_buffer(buffer, _frame(windows[p], p), 2048, seed=args.seed)
+                    buffer = update_buffer(buffer, window_frame(windows[p], p), 2048, seed=args.seed)
                 if model_dir.name != "m0":
                     shutil.rmtree(model_dir, ignore_errors=True)
                 model_dir, pending = nxt, []
@@ -613,7 +614,7 @@ def run_policies(args) -> None:
         f"(prepare / load_stream, M_0 and update recipe): GPT-2 {mcfg.n_layer}x{mcfg.n_embd}, BPE "
         f"{mcfg.vocab_size}; {res['policy']['train_rows']} training and {res['policy']['eval_rows']} held-out "
         f"rows over {len(windows)} months; one retrain = {cfg.max_steps} steps x {cfg.batch_size} x {cfg.seq_len} "
-        f"tokens{ {'per-window': ' per window it covers', 'per-new-data': ' per mean window of new rows (catch-up: steps proportional to the rows not trained on yet)'}.get(args.budget, '') } on every window pending since "
+        f"tokens{BUDGET_NOTES.get(args.budget, '')} on every window pending since "
         "the previous retrain + 25% replay. Forward bpb = the "
         "current model on month t's held-out rows before training on t. Drift alarms: the confirmed "
         f"alarms of the real-stream run above ({sorted(alarm_set)}). K and the cadences were fixed "

@@ -18,8 +18,8 @@ e-mail/phone/card/IP, ``--dup-rate`` exact re-posts) to a temp dir, then times, 
 - stages in isolation on the same rows: parse, GX (``curate_window`` with PII and dedup off),
   PII (``quality.pii.redact_rows``), dedup (``quality.dedup.find_duplicates``).
 
-Prints a Markdown table of seconds (wall clock and CPU time of this process and its worker processes) and rows/s, and the ratio
-gated/plain. Each timing is the best of ``--repeat`` runs, plain and gated interleaved so both see the
+Prints a Markdown table of seconds (wall clock and CPU time of this process and its worker processes) and rows/s, and
+the ratio gated/plain. Each timing is the best of ``--repeat`` runs, plain and gated interleaved so both see the
 same machine load; the machine is shared, so read ratios, not absolutes. One warm-up pass loads GX
 and Presidio first (process start-up cost, paid once per Dagster run process, reported separately).
 DuckDB's ``read_json`` runs on every core, the gated path mostly on one, so its CPU seconds can
@@ -37,7 +37,73 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-WORDS = ["fast", "async", "typed", "tiny", "safe", "simple", "modern", "robust", "lightweight", "pure", "python", "rust", "bindings", "client", "server", "library", "toolkit", "framework", "parser", "validator", "scheduler", "pipeline", "stream", "cache", "queue", "database", "driver", "for", "the", "with", "and", "of", "a", "an", "to", "in", "on", "cloud", "data", "web", "ml", "audio", "image", "graph", "kafka", "redis", "postgres", "http", "json", "yaml", "toml", "cli", "api", "sdk", "plugin", "extension", "testing", "logging", "metrics", "tracing", "deployment", "kubernetes", "docker"]
+from bench.common import write_raw  # noqa: E402
+
+WORDS = [
+    "fast",
+    "async",
+    "typed",
+    "tiny",
+    "safe",
+    "simple",
+    "modern",
+    "robust",
+    "lightweight",
+    "pure",
+    "python",
+    "rust",
+    "bindings",
+    "client",
+    "server",
+    "library",
+    "toolkit",
+    "framework",
+    "parser",
+    "validator",
+    "scheduler",
+    "pipeline",
+    "stream",
+    "cache",
+    "queue",
+    "database",
+    "driver",
+    "for",
+    "the",
+    "with",
+    "and",
+    "of",
+    "a",
+    "an",
+    "to",
+    "in",
+    "on",
+    "cloud",
+    "data",
+    "web",
+    "ml",
+    "audio",
+    "image",
+    "graph",
+    "kafka",
+    "redis",
+    "postgres",
+    "http",
+    "json",
+    "yaml",
+    "toml",
+    "cli",
+    "api",
+    "sdk",
+    "plugin",
+    "extension",
+    "testing",
+    "logging",
+    "metrics",
+    "tracing",
+    "deployment",
+    "kubernetes",
+    "docker",
+]
 PII = [
     "contact jane.roe{i}@example.org",
     "call +1 (415) 555-{i:04d}",
@@ -105,18 +171,7 @@ def gated_load(wh, src: Path, key: str, cfg, docs_dir: Path, step=lambda name, f
     from quality.suite import curate_window
 
     parsed = step("parse", lambda: read_window_file(src, key))
-    step(
-        "raw write",
-        lambda: wh.replace_raw_window(
-            key,
-            parsed.rows,
-            parsed.rejects,
-            file_name=src.name,
-            file_sha256=parsed.file_sha256,
-            file_mtime_ns=0,
-            dagster_run_id=None,
-        ),
-    )
+    step("raw write", lambda: write_raw(wh, key, parsed, src.name))
     rows = step("raw read", lambda: wh.read_raw_window(key))
     verdict = step("curate", lambda: curate_window(rows, cfg, window_key=key, prior_hashes=None, docs_dir=docs_dir))
     step(

@@ -37,24 +37,21 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import polars as pl  # noqa: E402
-from continual import _frame, _ms, _summarise, load_stream  # noqa: E402
+
+from bench import common  # noqa: E402
+from bench.continual import _ms, _summarise, load_stream  # noqa: E402
+
+common.hf_offline_env()
 
 STRATEGIES = ["loss_reweight", "rho_loss", "greats", "dwm", "d3"]
 
@@ -63,87 +60,48 @@ def _uniform_name(budget: float) -> str:
     return "uniform" if budget == 1 else f"uniform@{budget:g}x"
 
 
+def split_reference(window: dict, ref_fraction: float) -> tuple[list[str], list[str]]:
+    """A window's training rows split by a salted record hash: ``(train, reference)``, ``ref_fraction`` of them
+    the reference slice of a strategy that needs one."""
+    from training.data import heldout_mask
+
+    new = window["train"]
+    held = heldout_mask([f"{window['key']}/{i}" for i in range(len(new))], ref_fraction, salt="selection-ref")
+    return [x for x, h in zip(new, held) if not h], [x for x, h in zip(new, held) if h]
+
+
 def run_seed(windows: list[dict], methods: list[tuple[str, str, float]], args, seed: int, work: Path, log) -> dict:
     """Every method on one seed: ``{name: summary}`` (``_summarise`` + selection statistics)."""
-    from training.config import ModelConfig, TrainConfig
-    from training.data import heldout_mask
-    from training.finetune import finetune
+    from training.config import TrainConfig
     from training.modeling import build_base_model
-    from training.replay import replay_count, sample_replay, update_buffer
     from training.selection import needs_reference
 
-    T = len(windows)
     keys = [w["key"] for w in windows]
     evals = {w["key"]: w["eval"] for w in windows}
-    model_cfg = ModelConfig(
-        n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, block_size=args.seq_len, vocab_size=args.vocab
-    )
-    base_cfg = dict(
-        seq_len=args.seq_len,
-        batch_size=args.batch,
-        peak_lr=args.lr,
-        max_steps=args.steps,
-        bf16=False,
-        threads=args.threads,
-        eval_batch_size=64,
-        log_every=10**6,
-        seed=seed,
-    )
-    init = build_base_model(windows[0]["train"], model_cfg, work / "init", seed=seed)
-    m0 = finetune(
-        init,
-        windows[0]["train"],
-        [],
-        [],
-        TrainConfig(**{**base_cfg, "max_steps": args.m0_steps}),
-        work / "m0",
-        matrix_eval=evals,
-    )
+    base_cfg = common.args_train_cfg(args, seed)
+    init = build_base_model(windows[0]["train"], common.args_model_cfg(args), work / "init", seed=seed)
+    m0 = common.train_m0(init, windows, base_cfg, args.m0_steps, work, matrix_eval=evals)
     frozen_row = {k: r.bits_per_byte for k, r in m0.matrix_after.items()}
     log(f"seed {seed}: M_0 trained ({m0.fit.train_tokens} tokens); bpb on W_0 {frozen_row[keys[0]]:.3f}")
     out: dict[str, dict] = {}
     for name, selection, budget in methods:
         cfg = TrainConfig(**{**base_cfg, "max_steps": max(1, round(args.steps * budget)), "selection": selection})
-        rows, forward = {0: frozen_row}, {}
-        tokens, train_wall, wall, cpu = 0, 0.0, 0.0, 0.0
-        sel_stats: list[dict[str, float]] = []
-        buffer = update_buffer(pl.DataFrame(), _frame(windows[0], 0), args.buffer, seed=seed)
-        parent = work / "m0"
-        for t in range(1, T):
-            new, reference = windows[t]["train"], []
-            if needs_reference(selection):
-                held = heldout_mask(
-                    [f"{keys[t]}/{i}" for i in range(len(new))], args.ref_fraction, salt="selection-ref"
-                )
-                reference = [x for x, h in zip(new, held) if h]
-                new = [x for x, h in zip(new, held) if not h]
-            replay = sample_replay(
-                buffer["text"].to_list(), replay_count(len(windows[t]["train"]), args.replay), seed=seed * 1000 + t
-            )
-            s = time.perf_counter()
-            res = finetune(
-                parent,
-                new + replay,
-                [],
-                [],
-                cfg,
-                work / f"{name}-{t}",
-                reference_texts=reference,
-                forward_eval={keys[t]: evals[keys[t]]},
-                matrix_eval=evals,
-            )
-            wall += time.perf_counter() - s
-            tokens += res.fit.train_tokens
-            train_wall += res.fit.wall_seconds
-            cpu += res.fit.cpu_seconds
-            sel_stats.append(res.fit.selection)
-            forward[t] = res.forward_before[keys[t]].bits_per_byte
-            rows[t] = {k: r.bits_per_byte for k, r in res.matrix_after.items()}
-            buffer = update_buffer(buffer, _frame(windows[t], t), args.buffer, seed=seed)
-            if parent != work / "m0":
-                shutil.rmtree(parent, ignore_errors=True)
-            parent = work / f"{name}-{t}"
-        shutil.rmtree(parent, ignore_errors=True)
+        run = common.replay_updates(
+            windows,
+            cfg,
+            name=name,
+            work=work,
+            seed=seed,
+            buffer_rows=args.buffer,
+            replay_fraction=args.replay,
+            split=(lambda t, _: split_reference(windows[t], args.ref_fraction)) if needs_reference(selection) else None,
+        )
+        shutil.rmtree(run["last"], ignore_errors=True)
+        rows, forward, wall = {0: frozen_row, **run["rows"]}, run["forward"], run["wall"]
+        tokens = sum(f.train_tokens for f in run["fits"])
+        train_wall = sum(f.wall_seconds for f in run["fits"])
+        cpu = sum(f.cpu_seconds for f in run["fits"])
+        sel_stats: list[dict[str, float]] = [f.selection for f in run["fits"]]
         summary = _summarise(rows, forward, keys, frozen_row, tokens, train_wall, wall)
         summary.pop("matrix_bpb")
         summary.update(
@@ -158,8 +116,10 @@ def run_seed(windows: list[dict], methods: list[tuple[str, str, float]], args, s
             }
         )
         log(
-            f"seed {seed} {name}: forward {summary['forward_bpb']:.4f}, retention {summary['final_retention_bpb']:.4f}, "
-            f"{tokens} tokens, train {train_wall:.1f}s wall / {cpu:.1f}s CPU (selection {summary['selection_cpu_s']:.1f}s CPU), "
+            f"seed {seed} {name}: forward {summary['forward_bpb']:.4f}, "
+            f"retention {summary['final_retention_bpb']:.4f}, "
+            f"{tokens} tokens, train {train_wall:.1f}s wall / {cpu:.1f}s CPU "
+            f"(selection {summary['selection_cpu_s']:.1f}s CPU), "
             f"kept {summary['kept_fraction']:.2f}, entropy {summary['weight_entropy']:.3f}"
         )
         out[name] = summary
@@ -251,8 +211,10 @@ def _flagged(xs: list[float], flags: list[str], fmt: str) -> str:
 
 def report(results: dict[str, list[dict]], analysis: dict[str, dict], meta: dict, out: Path) -> str:
     lines = [
-        "| method | seeds | forward bpb | Δ forward vs uniform (equal steps) | retention bpb | Δ retention | train tokens "
-        "| train time s (CPU / wall) | time overhead vs uniform (CPU / wall) | selection CPU s | kept fraction | weight entropy "
+        "| method | seeds | forward bpb | Δ forward vs uniform (equal steps) | retention bpb | Δ retention "
+        "| train tokens "
+        "| train time s (CPU / wall) | time overhead vs uniform (CPU / wall) | selection CPU s | kept fraction "
+        "| weight entropy "
         "| token efficiency (forward) | token efficiency (retention) | Δ forward vs uniform at equal wall-clock |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -265,7 +227,8 @@ def report(results: dict[str, list[dict]], analysis: dict[str, dict], meta: dict
             f"| {name} | {len(runs)} | {_ms([r['forward_bpb'] for r in runs], '.4f')} | {_ms(a['d_fwd'], '+.4f')} "
             f"| {_ms([r['final_retention_bpb'] for r in runs], '.4f')} | {_ms(a['d_ret'], '+.4f')} "
             f"| {statistics.mean(r['train_tokens'] for r in runs):,.0f} "
-            f"| {statistics.mean(r['train_cpu_s'] for r in runs):.1f} / {statistics.mean(r['train_wall_s'] for r in runs):.1f} "
+            f"| {statistics.mean(r['train_cpu_s'] for r in runs):.1f} "
+            f"/ {statistics.mean(r['train_wall_s'] for r in runs):.1f} "
             f"| {_ms([100 * x for x in a['overhead']], '+.0f')}% / {statistics.mean(a['overhead_wall']):+.0%} "
             f"| {_ms([r['selection_cpu_s'] for r in runs], '.1f')} "
             f"| {_ms([r['kept_fraction'] for r in runs], '.2f')} | {_ms([r['weight_entropy'] for r in runs], '.3f')} "
@@ -353,9 +316,8 @@ def diagnose(windows: list[dict], args, out: Path, log) -> str:
     """
     import torch
 
-    from training.config import ModelConfig, TrainConfig
-    from training.data import heldout_mask, pack_texts
-    from training.finetune import finetune
+    from training.config import TrainConfig
+    from training.data import pack_texts
     from training.loop import fit, make_optimizer
     from training.modeling import build_base_model, load_model
     from training.replay import replay_count, sample_replay, update_buffer
@@ -363,46 +325,21 @@ def diagnose(windows: list[dict], args, out: Path, log) -> str:
     from training.selection.uniform import Uniform
 
     evals = {w["key"]: w["eval"] for w in windows}
-    base_cfg = dict(
-        seq_len=args.seq_len,
-        batch_size=args.batch,
-        peak_lr=args.lr,
-        max_steps=args.steps,
-        bf16=False,
-        threads=args.threads,
-        eval_batch_size=64,
-        log_every=10**6,
-        seed=0,
-    )
+    base_cfg = common.args_train_cfg(args, 0)
     rows = [
         "| strategy | replay share of kept blocks | replay share of training weight | new-window share of weight |",
         "|---|---|---|---|",
     ]
     with tempfile.TemporaryDirectory(prefix="streamtune-selection-diag-") as tmp:
         work = Path(tmp)
-        model_cfg = ModelConfig(
-            n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, block_size=args.seq_len, vocab_size=args.vocab
-        )
-        init = build_base_model(windows[0]["train"], model_cfg, work / "init", seed=0)
-        finetune(
-            init,
-            windows[0]["train"],
-            [],
-            [],
-            TrainConfig(**{**base_cfg, "max_steps": args.m0_steps}),
-            work / "m0",
-            matrix_eval=evals,
-        )
-        buffer = update_buffer(pl.DataFrame(), _frame(windows[0], 0), args.buffer, seed=0)
+        init = build_base_model(windows[0]["train"], common.args_model_cfg(args), work / "init", seed=0)
+        common.train_m0(init, windows, base_cfg, args.m0_steps, work, matrix_eval=evals)
+        buffer = update_buffer(pl.DataFrame(), common.window_frame(windows[0], 0), args.buffer, seed=0)
         replay = sample_replay(buffer["text"].to_list(), replay_count(len(windows[1]["train"]), args.replay), seed=1)
         for selection in ["uniform", *STRATEGIES]:
             new, reference = windows[1]["train"], []
             if needs_reference(selection):
-                held = heldout_mask(
-                    [f"{windows[1]['key']}/{i}" for i in range(len(new))], args.ref_fraction, salt="selection-ref"
-                )
-                reference = [x for x, h in zip(new, held) if h]
-                new = [x for x, h in zip(new, held) if not h]
+                new, reference = split_reference(windows[1], args.ref_fraction)
             model, tok = load_model(work / "m0")
             torch.manual_seed(0)
             cfg = TrainConfig(**{**base_cfg, "selection": selection})
@@ -414,7 +351,7 @@ def diagnose(windows: list[dict], args, out: Path, log) -> str:
             kept, weights = [], []
             inner = selector.select
 
-            def record(batch, state, inner=inner):
+            def record(batch, state, inner=inner, kept=kept, weights=weights):
                 sel = inner(batch, state)
                 kept.append(batch.index[sel.indices])
                 weights.append(sel.weights)
@@ -449,24 +386,12 @@ def diagnose(windows: list[dict], args, out: Path, log) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--stream", type=Path, required=True)
-    p.add_argument("--out", type=Path, default=Path("bench/results"))
-    p.add_argument("--text-field", default="text")
-    p.add_argument("--eval-fraction", type=float, default=0.1)
+    common.add_stream_args(p)
     p.add_argument("--windows", type=int, default=0, help="use only the first N windows (0 = all)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--strategies", default=",".join(STRATEGIES))
     p.add_argument("--budgets", default="0.5,1,1.5,2", help="uniform step budgets (x --steps); must include 1")
-    p.add_argument("--steps", type=int, default=40)
-    p.add_argument("--m0-steps", type=int, default=120)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--seq-len", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--n-layer", type=int, default=2)
-    p.add_argument("--n-head", type=int, default=2)
-    p.add_argument("--n-embd", type=int, default=64)
-    p.add_argument("--vocab", type=int, default=2048)
-    p.add_argument("--buffer", type=int, default=2048)
+    common.add_training_args(p)
     p.add_argument("--replay", type=float, default=0.25)
     p.add_argument("--ref-fraction", type=float, default=0.05)
     p.add_argument("--threads", type=int, default=1)
@@ -486,13 +411,9 @@ def main(argv: list[str] | None = None) -> None:
     methods = [(_uniform_name(b), "uniform", b) for b in budgets] + [(s, s, 1.0) for s in strategies]
     start = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
-    logf = (args.out / (f"{args.tag}_diagnostic.log" if args.diagnose else f"{args.tag}.log")).open("w")
-
-    def log(msg: str) -> None:
-        line = f"[{time.perf_counter() - start:7.1f}s] {msg}"
-        print(line, flush=True)
-        logf.write(line + "\n")
-        logf.flush()
+    log = common.make_log(
+        start, (args.out / (f"{args.tag}_diagnostic.log" if args.diagnose else f"{args.tag}.log")).open("w")
+    )
 
     windows = load_stream(args.stream, args.text_field, args.eval_fraction)
     if args.windows:
@@ -509,23 +430,9 @@ def main(argv: list[str] | None = None) -> None:
                 results[m].append(r)
             (args.out / f"{args.tag}.json").write_text(json.dumps({"keys": keys, "results": results}, indent=1))
     wall_min = (time.perf_counter() - start) / 60
+    command = "python bench/selection.py " + " ".join(sys.argv[1:] if argv is None else argv)
     meta = {
-        "generated": datetime.now(UTC).isoformat(timespec="minutes"),
-        "command": "python bench/selection.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "wall_min": wall_min,
-        "machine": f"{os.cpu_count()} CPUs shared, torch threads={args.threads}",
-        "stream": str(args.stream),
-        "T": len(windows),
-        "first": keys[0],
-        "last": keys[-1],
-        "train_rows": sum(len(w["train"]) for w in windows),
-        "eval_rows": sum(len(w["eval"]) for w in windows),
-        "model": f"{args.n_layer} layers x {args.n_embd} dims, vocab {args.vocab}",
-        "steps": args.steps,
-        "batch": args.batch,
-        "seq_len": args.seq_len,
-        "lr": args.lr,
-        "buffer": args.buffer,
+        **common.run_meta(args, windows, command, wall_min),
         "replay": args.replay,
         "m0_steps": args.m0_steps,
         "budgets": budgets,

@@ -33,7 +33,7 @@ def with_owners(assets: list, owners: str) -> list:
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     """Definitions for one streamtune home (tests pass their own settings)."""
     settings = settings or load_settings()
-    drift = settings.drift_config()
+    drift = settings.drift
     return dg.Definitions(
         assets=with_owners(
             [raw_window, curated_window, approved_window, *TRAINING_ASSETS, *MONITOR_ASSETS], settings.owners

@@ -5,11 +5,10 @@ import dagster as dg
 from orchestration.partitions import windows_partitions
 from orchestration.tags import COMPUTE_TAG, MODEL_PRIORITY, PIPELINE_TAG
 
-"""Runs tagged ``model`` (fine-tunes, drift profiles) run one at a time on one machine (dagster.yaml)."""
-
-"""Fine-tunes and drift profiles are dequeued before queued ingest runs (Dagster's run-queue priority,
-default 0): their short DuckDB step takes the ``duckdb`` slot next, then their model compute (which
-holds no DuckDB slot) overlaps the rest of an ingest backlog instead of waiting for all of it."""
+# Runs tagged COMPUTE_TAG = "model" (fine-tunes, drift profiles) run one at a time on one machine (dagster.yaml).
+# They are dequeued before queued ingest runs (MODEL_PRIORITY; Dagster's run-queue priority, default 0): their
+# short DuckDB step takes the ``duckdb`` slot next, then their model compute (which holds no DuckDB slot)
+# overlaps the rest of an ingest backlog instead of waiting for all of it.
 
 ingest_job = dg.define_asset_job(
     name="ingest_window",
@@ -21,7 +20,9 @@ ingest_job = dg.define_asset_job(
 
 finetune_job = dg.define_asset_job(
     name="finetune",
-    selection=dg.AssetSelection.assets("training_snapshot", "base_model", "challenger_model", "champion_model"),
+    selection=dg.AssetSelection.assets(
+        "training_snapshot", "base_model", "challenger_model", "model_update", "champion_model"
+    ),
     description="Fine-tune the champion on pending approved windows, log to MLflow, and run the promotion gate.",
     tags={PIPELINE_TAG: "finetune", COMPUTE_TAG: "model", **MODEL_PRIORITY},
 )

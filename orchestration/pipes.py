@@ -1,23 +1,28 @@
 """Launch the fine-tune as an external, possibly multi-process job through Dagster Pipes.
 
-``[train] launcher = "pipes"`` (with ``nproc = N``) makes ``challenger_model`` call ``finetune_via_pipes``
-instead of ``training.finetune.finetune``: a ``PipesSubprocessClient`` starts
+``[train] launcher = "pipes"`` (with ``nproc = N``) makes the update step (``orchestration.pipeline.update``, run
+by ``challenger_model``) call ``finetune_via_pipes`` instead of ``training.finetune.finetune``: a
+``PipesSubprocessClient`` starts
 ``python -m torch.distributed.run --standalone --nproc-per-node N -m orchestration.pipeline.train_entry``, which runs
 DDP over N processes (gloo on CPU). Rank 0 reports step logs and the result back through Pipes; the
-asset then scores, logs and registers the challenger exactly as in-process.
+step then scores, logs and registers the challenger exactly as in-process.
 
 The same call works with ``dagster_k8s.PipesK8sClient`` (pass ``client=``, the pod's ``image`` through
 ``client_kwargs`` and the image's ``python``): the command and the extras are the same; the pod must mount the
 streamtune home (snapshots and models folders) at the same path, e.g. one ReadWriteMany volume.
 """
 
+from __future__ import annotations
+
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from training.config import TrainConfig
-from training.finetune import FinetuneResult
+if TYPE_CHECKING:  # type names only: training.finetune loads torch, and this module loads with the code location
+    from training.config import TrainConfig
+    from training.finetune import FinetuneResult
 
 LAUNCHERS = ("inprocess", "pipes")
 
@@ -63,6 +68,7 @@ def finetune_via_pipes(
         dagster.DagsterPipesExecutionError: the external process failed (its error is in the message).
         dagster.Failure: the process exited without reporting a result.
     """
+    # lazy: training.distributed imports torch
     from training.distributed import result_from_dict
 
     client = client or dg.PipesSubprocessClient(forward_termination=True)

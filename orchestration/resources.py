@@ -8,11 +8,16 @@ without Dagster.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import dagster as dg
 
-from orchestration.config.profiles import artifact_location
+from orchestration.config.profiles import artifact_location, open_registry
 from orchestration.config.settings import Settings, load_settings
 from orchestration.store.warehouse import Warehouse
+
+if TYPE_CHECKING:
+    from training.tracking import ModelRegistry
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -35,12 +40,11 @@ class MlflowResource(dg.ConfigurableResource):
     experiment: str = "streamtune"
     model_name: str = "streamtune-lm"
 
-    def registry(self):
-        from training.tracking import ModelRegistry
-
-        return ModelRegistry(
+    def registry(self) -> ModelRegistry:
+        """The ``training.tracking.ModelRegistry`` of these fields (``open_registry``; mlflow imported here)."""
+        return open_registry(
             tracking_uri=self.tracking_uri,
-            artifact_location=self.artifact_location,
+            artifact_root=self.artifact_location,
             experiment=self.experiment,
             model_name=self.model_name,
         )

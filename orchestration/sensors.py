@@ -22,6 +22,8 @@ profiled windows without a fine-tune it asks for one with ``streamtune/trigger=s
 """
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import dagster as dg
 
@@ -80,64 +82,70 @@ def _approved_since(context: dg.SensorEvaluationContext) -> list:
     )
 
 
-def build_new_window_sensor(interval_s: int, enabled: bool = True) -> dg.SensorDefinition:
-    """``enabled=False`` (``[drift] retrain_on = "drift"``): the cursor moves, but no fine-tune is requested."""
+def _approved_window_sensor(
+    name: str,
+    job,
+    interval_s: int,
+    description: str,
+    enabled: bool,
+    disabled_reason: str,
+    request: Callable[[dg.EventLogRecord], dg.RunRequest | None],
+) -> dg.SensorDefinition:
+    """A sensor that turns each newly approved window into ``request(record)`` (``None``: no run for it).
+    ``enabled=False``: the cursor moves, but nothing is requested (skip reason ``disabled_reason``)."""
 
     @dg.sensor(
-        name="new_window_sensor",
-        job=finetune_job,
+        name=name,
+        job=job,
         minimum_interval_seconds=interval_s,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Requests a fine-tune when a window passes its quality gate (approved_window materialized).",
+        description=description,
     )
-    def new_window_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        records = _approved_since(context)
-        if not records:
-            return dg.SensorResult(skip_reason="no newly approved windows")
-        if not enabled:
-            return dg.SensorResult(
-                skip_reason="retrain_on = drift: new windows wait for drift or the schedule",
-                cursor=str(records[-1].storage_id),
-            )
-        requests = [
-            dg.RunRequest(
-                run_key=f"new-window-{r.storage_id}",
-                tags={TRIGGER_TAG: "new_data", WINDOW_TAG: r.partition_key or ""},
-            )
-            for r in records
-        ]
-        return dg.SensorResult(run_requests=requests, cursor=str(records[-1].storage_id))
-
-    return new_window_sensor
-
-
-def build_profile_sensor(interval_s: int, enabled: bool = True) -> dg.SensorDefinition:
-    @dg.sensor(
-        name="profile_sensor",
-        job=monitor_job,
-        minimum_interval_seconds=interval_s,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Requests a drift profile (window_profile) for each window that passes its quality gate.",
-    )
-    def profile_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         records = _approved_since(context)
         if not records:
             return dg.SensorResult(skip_reason="no newly approved windows")
         cursor = str(records[-1].storage_id)
         if not enabled:
-            return dg.SensorResult(skip_reason="drift monitor disabled ([drift] enabled = false)", cursor=cursor)
-        requests = [
-            dg.RunRequest(
-                run_key=f"profile-{r.storage_id}",
-                partition_key=r.partition_key,
-                tags={TRIGGER_TAG: "monitor", WINDOW_TAG: r.partition_key or ""},
-            )
-            for r in records
-            if r.partition_key
-        ]
+            return dg.SensorResult(skip_reason=disabled_reason, cursor=cursor)
+        requests = [req for req in map(request, records) if req is not None]
         return dg.SensorResult(run_requests=requests, cursor=cursor)
 
-    return profile_sensor
+    return _sensor
+
+
+def _new_window_request(r: dg.EventLogRecord) -> dg.RunRequest:
+    return dg.RunRequest(
+        run_key=f"new-window-{r.storage_id}",
+        tags={TRIGGER_TAG: "new_data", WINDOW_TAG: r.partition_key or ""},
+    )
+
+
+def _profile_request(r: dg.EventLogRecord) -> dg.RunRequest | None:
+    if not r.partition_key:
+        return None
+    return dg.RunRequest(
+        run_key=f"profile-{r.storage_id}",
+        partition_key=r.partition_key,
+        tags={TRIGGER_TAG: "monitor", WINDOW_TAG: r.partition_key},
+    )
+
+
+def build_new_window_sensor(interval_s: int, enabled: bool = True) -> dg.SensorDefinition:
+    """``enabled=False`` (``[drift] retrain_on = "drift"``): the cursor moves, but no fine-tune is requested."""
+    description = "Requests a fine-tune when a window passes its quality gate (approved_window materialized)."
+    disabled = "retrain_on = drift: new windows wait for drift or the schedule"
+    return _approved_window_sensor(
+        "new_window_sensor", finetune_job, interval_s, description, enabled, disabled, _new_window_request
+    )
+
+
+def build_profile_sensor(interval_s: int, enabled: bool = True) -> dg.SensorDefinition:
+    description = "Requests a drift profile (window_profile) for each window that passes its quality gate."
+    disabled = "drift monitor disabled ([drift] enabled = false)"
+    return _approved_window_sensor(
+        "profile_sensor", monitor_job, interval_s, description, enabled, disabled, _profile_request
+    )
 
 
 def _meta_value(metadata: dict, key: str, default=None):
@@ -145,6 +153,102 @@ def _meta_value(metadata: dict, key: str, default=None):
     if v is None:
         return default
     return getattr(v, "value", v)
+
+
+_NEVER = float("-inf")
+
+
+@dataclass
+class _DriftCursor:
+    """The drift sensor's state between ticks (JSON in the cursor; see ``build_drift_sensor``)."""
+
+    after: int | None = None
+    """Storage id of the last ``window_profile`` materialization seen."""
+    last_request_ts: float = _NEVER
+    """Event time of the profile that made the last drift request (the cooldown starts there)."""
+    since_retrain: list[str] = field(default_factory=list)
+    """Windows profiled since the last fine-tune (request or run from elsewhere)."""
+    finetune_ts: float = _NEVER
+    """Creation time of the newest ``finetune`` run seen that this sensor did not request."""
+
+    @classmethod
+    def parse(cls, cursor: str | None) -> "_DriftCursor":
+        state = json.loads(cursor) if cursor else {}
+        return cls(
+            after=state.get("after"),
+            last_request_ts=float(state.get("last_request_ts", _NEVER)),
+            since_retrain=list(state.get("since_retrain", [])),
+            finetune_ts=float(state.get("finetune_ts", _NEVER)),
+        )
+
+    def dump(self) -> str:
+        cursor: dict = {"after": self.after}
+        if self.last_request_ts != _NEVER:
+            cursor["last_request_ts"] = self.last_request_ts
+        cursor["since_retrain"] = self.since_retrain[-200:]  # bounded cursor; K > 200 is not a staleness bound
+        if self.finetune_ts != _NEVER:
+            cursor["finetune_ts"] = self.finetune_ts
+        return json.dumps(cursor)
+
+
+def _note_other_finetunes(instance: dg.DagsterInstance, state: _DriftCursor) -> None:
+    """A fine-tune from elsewhere (schedule, new_window_sensor, CLI) since the last tick resets the staleness
+    count: windows profiled before it was created are covered by it (the newest 20 finetune runs are looked at)."""
+    others = [
+        rec
+        for rec in instance.get_run_records(dg.RunsFilter(job_name=finetune_job.name), limit=20)
+        if rec.dagster_run.tags.get(TRIGGER_TAG) not in {"drift", "staleness"}
+    ]
+    if others and others[0].create_timestamp.timestamp() > state.finetune_ts:
+        state.finetune_ts = others[0].create_timestamp.timestamp()
+        state.since_retrain = []
+
+
+def _drift_tags(metadata: dict, window: str, since: int) -> dict[str, str]:
+    """Run tags of a drift fine-tune: the confirmed statistics with their values and p-values."""
+    confirmed = list(_meta_value(metadata, "confirmed", []) or [])
+    tags = {TRIGGER_TAG: "drift", WINDOW_TAG: window, "streamtune/drift_stats": ",".join(confirmed)}
+    for stat in confirmed:
+        tags[f"{DRIFT_TAG_PREFIX}{stat}"] = f"{float(_meta_value(metadata, stat, float('nan'))):.6g}"
+        p = _meta_value(metadata, f"{stat}_p")
+        if p is not None:
+            tags[f"{DRIFT_TAG_PREFIX}{stat}_p"] = f"{float(p):.4g}"
+    tags["streamtune/windows_since_retrain"] = str(since)
+    return tags
+
+
+def _profile_requests(
+    records: list, state: _DriftCursor, cooldown_s: float, max_windows_without_retrain: int
+) -> tuple[list[dg.RunRequest], list[str]]:
+    """Fine-tune requests for new ``window_profile`` records, oldest first (``state`` updated in place):
+    one per confirmed drift outside the cooldown, or one per K windows profiled without a fine-tune.
+    Returns ``(requests, windows whose drift the cooldown suppressed)``."""
+    requests, suppressed = [], []
+    for r in records:
+        md = r.asset_materialization.metadata if r.asset_materialization else {}
+        window = r.partition_key or ""
+        if window not in state.since_retrain and r.timestamp > state.finetune_ts:
+            state.since_retrain.append(window)
+        drift = bool(_meta_value(md, "drift", False))
+        cooling = r.timestamp - state.last_request_ts < cooldown_s
+        if drift and cooling:
+            suppressed.append(window)
+        if not drift or cooling:
+            if max_windows_without_retrain and len(state.since_retrain) >= max_windows_without_retrain:
+                tags = {
+                    TRIGGER_TAG: "staleness",
+                    WINDOW_TAG: window,
+                    "streamtune/windows_since_retrain": str(len(state.since_retrain)),
+                }
+                requests.append(
+                    dg.RunRequest(run_key=f"staleness-{r.storage_id}", job_name=finetune_job.name, tags=tags)
+                )
+                state.since_retrain = []
+            continue
+        tags = _drift_tags(md, window, len(state.since_retrain))
+        requests.append(dg.RunRequest(run_key=f"drift-{r.storage_id}", job_name=finetune_job.name, tags=tags))
+        state.last_request_ts, state.since_retrain = r.timestamp, []
+    return requests, suppressed
 
 
 def build_drift_sensor(interval_s: int, cooldown_s: float, max_windows_without_retrain: int = 0) -> dg.SensorDefinition:
@@ -171,76 +275,24 @@ def build_drift_sensor(interval_s: int, cooldown_s: float, max_windows_without_r
         "and redraws the drift report after new profiles.",
     )
     def drift_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        state = json.loads(context.cursor) if context.cursor else {}
+        state = _DriftCursor.parse(context.cursor)
         result = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey("window_profile"), after_storage_id=state.get("after")),
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("window_profile"), after_storage_id=state.after),
             limit=100,
             ascending=True,
         )
         if not result.records:
             return dg.SensorResult(skip_reason="no new window profiles")
-        last_ts = float(state.get("last_request_ts", float("-inf")))
-        since = list(state.get("since_retrain", []))
-        # a fine-tune from elsewhere (schedule, new_window_sensor, CLI) since the last tick resets the staleness
-        # count: windows profiled before it was created are covered by it (this sensor's own requests reset it below)
-        finetune_ts = float(state.get("finetune_ts", float("-inf")))
-        others = [
-            rec
-            for rec in context.instance.get_run_records(dg.RunsFilter(job_name=finetune_job.name), limit=20)
-            if rec.dagster_run.tags.get(TRIGGER_TAG) not in {"drift", "staleness"}
-        ]
-        if others and others[0].create_timestamp.timestamp() > finetune_ts:
-            finetune_ts = others[0].create_timestamp.timestamp()
-            since = []
-        requests, suppressed = [], []
-        for r in result.records:
-            md = r.asset_materialization.metadata if r.asset_materialization else {}
-            window = r.partition_key or ""
-            if window not in since and r.timestamp > finetune_ts:
-                since.append(window)
-            drift = bool(_meta_value(md, "drift", False))
-            if drift and r.timestamp - last_ts < cooldown_s:
-                suppressed.append(window)
-            if not drift or r.timestamp - last_ts < cooldown_s:
-                if max_windows_without_retrain and len(since) >= max_windows_without_retrain:
-                    requests.append(
-                        dg.RunRequest(
-                            run_key=f"staleness-{r.storage_id}",
-                            job_name=finetune_job.name,
-                            tags={
-                                TRIGGER_TAG: "staleness",
-                                WINDOW_TAG: window,
-                                "streamtune/windows_since_retrain": str(len(since)),
-                            },
-                        )
-                    )
-                    since = []
-                continue
-            confirmed = list(_meta_value(md, "confirmed", []) or [])
-            tags = {TRIGGER_TAG: "drift", WINDOW_TAG: window, "streamtune/drift_stats": ",".join(confirmed)}
-            for stat in confirmed:
-                tags[f"{DRIFT_TAG_PREFIX}{stat}"] = f"{float(_meta_value(md, stat, float('nan'))):.6g}"
-                p = _meta_value(md, f"{stat}_p")
-                if p is not None:
-                    tags[f"{DRIFT_TAG_PREFIX}{stat}_p"] = f"{float(p):.4g}"
-            tags["streamtune/windows_since_retrain"] = str(len(since))
-            requests.append(dg.RunRequest(run_key=f"drift-{r.storage_id}", job_name=finetune_job.name, tags=tags))
-            last_ts, since = r.timestamp, []
+        _note_other_finetunes(context.instance, state)
+        requests, suppressed = _profile_requests(result.records, state, cooldown_s, max_windows_without_retrain)
         if suppressed:
             context.log.info(f"drift in {suppressed} within the {cooldown_s:.0f} s cooldown: no extra fine-tune")
-        last = result.records[-1].storage_id
+        state.after = result.records[-1].storage_id
         requests.append(
-            dg.RunRequest(run_key=f"drift-report-{last}", job_name=drift_report_job.name, tags={TRIGGER_TAG: "monitor"})
+            dg.RunRequest(
+                run_key=f"drift-report-{state.after}", job_name=drift_report_job.name, tags={TRIGGER_TAG: "monitor"}
+            )
         )
-        cursor = {
-            "after": last,
-            "last_request_ts": last_ts if last_ts != float("-inf") else None,
-            "since_retrain": since[-200:],
-        }  # bounded cursor; K > 200 is not a staleness bound
-        if finetune_ts != float("-inf"):
-            cursor["finetune_ts"] = finetune_ts
-        if cursor["last_request_ts"] is None:
-            del cursor["last_request_ts"]
-        return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor))
+        return dg.SensorResult(run_requests=requests, cursor=state.dump())
 
     return drift_sensor

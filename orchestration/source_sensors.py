@@ -79,10 +79,8 @@ def build_sse_sensor(config: SseConfig, text_field: str) -> dg.SensorDefinition:
 def build_source_sensors(settings: Settings) -> list[dg.SensorDefinition]:
     """The sensors of every configured source (none by default)."""
     sensors = []
-    redis_cfg = settings.source_config("redis")
-    if redis_cfg:
-        sensors.append(build_redis_stream_sensor(RedisStreamConfig.from_dict(redis_cfg)))
-    sse_cfg = settings.source_config("sse")
-    if sse_cfg:
-        sensors.append(build_sse_sensor(SseConfig.from_dict(sse_cfg), settings.text_field))
+    if settings.sources.redis is not None:
+        sensors.append(build_redis_stream_sensor(settings.sources.redis))
+    if settings.sources.sse is not None:
+        sensors.append(build_sse_sensor(settings.sources.sse, settings.text_field))
     return sensors

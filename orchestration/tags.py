@@ -4,7 +4,8 @@ No Dagster import here, so every layer can use them without an import cycle.
 """
 
 TRIGGER_TAG = "streamtune/trigger"
-"""What started a run: ``landing``, ``new_data``, ``monitor``, ``drift``, ``staleness``, ``schedule``, ``forget``, ``manual``."""
+"""What started a run: ``landing``, ``new_data``, ``monitor``, ``drift``, ``staleness``, ``schedule``, ``forget``,
+``manual``."""
 PIPELINE_TAG = "streamtune/pipeline"
 """The job family of a run: ``ingest``, ``finetune`` or ``monitor``."""
 COMPUTE_TAG = "streamtune/compute"

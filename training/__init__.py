@@ -5,9 +5,11 @@ Modules (import the one you need; nothing heavy is imported here):
 - ``config``: ``ModelConfig``, ``TrainConfig``, ``GateConfig``, ``ReplayConfig`` (no torch).
 - ``replay``: window-balanced reservoir replay buffer (no torch); ``cl_metrics``: ACC/BWT/FWT/forgetting.
 - ``device``, ``tokenizer``, ``modeling``, ``data``, ``schedule``, ``evaluate``, ``loop``: the pieces.
-- ``finetune``: ``finetune()``, the entry point of one update.
+- ``finetune``: ``finetune(FinetuneRequest)``, the entry point of one update, in phases (setup, score, restore,
+  train, save); ``finetune_types``: ``FinetuneRequest``, ``FinetuneResult``.
 - ``gate``: ``decide_promotion()``.
-- ``tracking``: ``ModelRegistry`` (MLflow runs, registered versions, aliases).
+- ``tracking``: ``ModelRegistry`` (registered versions, aliases, downloads, ``local_copy``) on top of
+  ``mlflow_runs.ExperimentRuns`` (runs: params, metrics, dataset inputs, artifacts, system metrics).
 
 This package never imports Dagster.
 """

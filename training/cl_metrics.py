@@ -57,7 +57,7 @@ def cl_summary(R: Mapping[tuple[int, int], float], T: int, base: Sequence[float]
     for j in range(last):
         if (last, j) not in R:
             continue
-        seen = [R[(l, j)] for l in range(j, last) if (l, j) in R]
+        seen = [R[(t, j)] for t in range(j, last) if (t, j) in R]
         if seen:
             forg.append(max(seen) - R[(last, j)])
         if (j, j) in R:

@@ -11,6 +11,8 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Self
 
+from training.selection.params import parse_params
+
 __all__ = ["GateConfig", "ModelConfig", "ReplayConfig", "TrainConfig"]
 
 
@@ -175,8 +177,6 @@ class TrainConfig(_ConfigMixin):
                 f"`selection`/`selection_params` must be strings, got {self.selection!r}, {self.selection_params!r}"
             )
         else:
-            from training.selection.params import parse_params  # torch-free
-
             try:
                 parse_params(self.selection, self.selection_params)
             except ValueError as e:

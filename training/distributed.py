@@ -34,7 +34,9 @@ import torch
 
 from training.config import TrainConfig
 from training.device import available_cores
-from training.finetune import FinetuneResult, finetune
+from training.evaluate import EvalResult
+from training.finetune import FinetuneRequest, FinetuneResult, finetune
+from training.loop import FitResult
 
 __all__ = [
     "finetune_snapshot",
@@ -128,21 +130,36 @@ def finetune_snapshot(
     process group (``init_distributed``), where only rank 0's result carries evaluations.
     """
     new_by_window = snapshot_texts_by_window(snapshot, "new_eval")
-    return finetune(
-        parent,
-        snapshot_texts(snapshot, "train") + snapshot_texts(snapshot, "replay"),
-        snapshot_texts(snapshot, "new_eval"),
-        snapshot_texts(snapshot, "retention_eval"),
-        cfg,
-        Path(out_dir),
-        on_step=on_step,
+    request = FinetuneRequest(
+        parent=parent,
+        train_texts=snapshot_texts(snapshot, "train") + snapshot_texts(snapshot, "replay"),
+        new_eval_texts=snapshot_texts(snapshot, "new_eval"),
+        retention_eval_texts=snapshot_texts(snapshot, "retention_eval"),
+        cfg=cfg,
+        out_dir=Path(out_dir),
         first_eval_texts=snapshot_texts(snapshot, "first_eval"),
         forward_eval=new_by_window,
         matrix_eval={**snapshot_texts_by_window(snapshot, "retention_eval"), **new_by_window},
         checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir is not None else None,
+        on_step=on_step,
         on_trained=on_trained,
-        **({"on_progress": on_progress} if on_progress is not None else {}),
+        on_progress=on_progress,
     )
+    return finetune(request)
+
+
+def finetune_rank(
+    parent: str | Path,
+    snapshot: str | Path,
+    train_config: dict,
+    out_dir: str | Path,
+    checkpoint_dir: str | Path | None = None,
+    **callbacks: Callable,
+) -> FinetuneResult:
+    """This rank's ``finetune_snapshot`` with a ``TrainConfig.to_dict()`` config, its threads set by
+    ``rank_threads``; ``callbacks``: ``on_step``, ``on_trained``, ``on_progress``."""
+    cfg = rank_threads(TrainConfig.from_dict(train_config))
+    return finetune_snapshot(parent, snapshot, cfg, out_dir, checkpoint_dir=checkpoint_dir, **callbacks)
 
 
 def result_to_dict(result: FinetuneResult) -> dict:
@@ -155,8 +172,6 @@ def result_to_dict(result: FinetuneResult) -> dict:
 
 def result_from_dict(d: dict) -> FinetuneResult:
     """Inverse of ``result_to_dict``."""
-    from training.evaluate import EvalResult
-    from training.loop import FitResult
 
     def ev(x: dict | None) -> EvalResult | None:
         return EvalResult(**x) if x is not None else None
@@ -197,13 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     rank, world = init_distributed(spec.get("backend"))
     try:
         digest: dict[str, str] = {}
-        cfg = rank_threads(TrainConfig.from_dict(spec["train_config"]))
-        result = finetune_snapshot(
+        result = finetune_rank(
             spec["parent"],
             spec["snapshot"],
-            cfg,
+            spec["train_config"],
             spec["out_dir"],
-            checkpoint_dir=spec.get("checkpoint_dir"),
+            spec.get("checkpoint_dir"),
             on_trained=lambda m: digest.update(parameter_digest(m)),
         )
         digests: list = [None] * world

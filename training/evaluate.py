@@ -11,13 +11,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from training.data import IGNORE_INDEX, pack_texts, split_block
+from training.data import IGNORE_INDEX, pack_texts, split_block, token_ids
 
-__all__ = ["EvalResult", "evaluate"]
+__all__ = ["EvalResult", "evaluate", "text_bits"]
 
 
 @dataclass
@@ -113,3 +114,57 @@ def evaluate(
         bytes=n_bytes,
         texts=len(texts),
     )
+
+
+@torch.inference_mode()
+def text_bits(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 16,
+    max_tokens: int | None = None,
+) -> np.ndarray:
+    """Total bits the model assigns to each text on its own: ``[eos] text`` with every text token predicted once.
+
+    The per-text counterpart of ``evaluate`` (same eos prefix, fp32 cross-entropy), kept per text so the drift
+    monitor can permute texts; its bits per byte divides by ``len(utf8) + 1`` per text like ``evaluate``.
+    Texts are right-padded per batch (attention mask) and truncated to ``max_tokens`` tokens including the eos.
+
+    Args:
+        model: causal LM in eval mode (its device is used).
+        tokenizer: its tokenizer (needs an eos token).
+        texts: documents.
+        batch_size: texts per forward pass.
+        max_tokens: tokens per text including the leading eos; None or above the model's maximum positions
+            (``n_positions``, else ``max_position_embeddings``, else 1024) = that maximum.
+
+    Returns:
+        (n,) float64 bits per text.
+
+    Raises:
+        ValueError: the tokenizer has no eos token.
+    """
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError("tokenizer has no eos token")
+    limit = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 1024)
+    width_cap = min(max_tokens or limit, limit)
+    device = next(model.parameters()).device
+    seqs = [[eos, *ids][:width_cap] for ids in token_ids(tokenizer, texts)]
+    out = np.zeros(len(seqs), dtype=np.float64)
+    for i in range(0, len(seqs), batch_size):
+        batch = seqs[i : i + batch_size]
+        width = max(len(s) for s in batch)
+        x = torch.full((len(batch), width), eos, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for j, s in enumerate(batch):
+            x[j, : len(s)] = torch.tensor(s)
+            mask[j, : len(s)] = 1
+        x, mask = x.to(device), mask.to(device)
+        logits = model(input_ids=x, attention_mask=mask, use_cache=False).logits.float()  # (B, T, V)
+        nll = F.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), reduction="none"
+        ).view(len(batch), -1)  # (B, T-1) nats
+        out[i : i + len(batch)] = (nll * mask[:, 1:]).sum(1).double().cpu().numpy() / math.log(2)
+    return out

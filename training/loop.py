@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,8 +157,9 @@ def fit(
     Per step: lr = ``get_lr(step, total_steps, cfg.peak_lr, warmup, cfg.peak_lr * cfg.min_lr_ratio)``
     with ``warmup = warmup_steps(total_steps, cfg.warmup_fraction)``; a minibatch of
     ``min(cfg.batch_size, N)`` blocks drawn without replacement within each pass (seeded by ``cfg.seed``);
-    forward under bf16 autocast if enabled; mean cross-entropy over non-padded targets; clip the
-    global gradient norm to ``cfg.grad_clip`` (if > 0); optimiser step. The model is left in train mode.
+    forward under bf16 autocast if enabled; mean cross-entropy over non-padded targets
+    (``_FitPlan.batch_loss``); clip the global gradient norm to ``cfg.grad_clip`` (if > 0); optimiser
+    step. The model is left in train mode.
 
     Args:
         model: causal LM on ``device`` returning ``.logits`` of shape (B, T, V).
@@ -175,18 +176,11 @@ def fit(
             resumed run sees exactly the batches and learning rates of an uninterrupted one.
         on_checkpoint: called as ``on_checkpoint(steps_done, train_tokens)`` every ``cfg.checkpoint_every``
             steps (not after the last step), when ``cfg.checkpoint_every > 0``.
-        shard: ``(rank, world_size)`` for data-parallel training (``training.distributed``): every rank
-            draws the same global minibatch and trains on rows ``rank::world_size`` of it, with ``model``
-            wrapped in ``DistributedDataParallel``. The loss is the shard's token sum over the global
-            batch's target tokens times ``world_size`` (DDP averages gradients over ranks), so gradients,
-            clipping and updates equal those of one process on the whole batch; the logged loss is the
-            global batch mean (one all-reduce). Every shard must be non-empty.
+        shard: ``(rank, world_size)`` for data-parallel training (``training.distributed``) with ``model``
+            wrapped in ``DistributedDataParallel``: same updates as one process on the whole batch
+            (``_FitPlan.batch_loss``). Every shard must be non-empty.
         selector: an online selection strategy (``training.selection.make_selector``); None = uniform, the
-            plain loop. With one, each step draws ``selector.pool_factor * batch`` candidate blocks (in the
-            selector's order, ``Selector.batches``), the selector picks the kept blocks and their weights,
-            and the loss is the weighted mean of the kept blocks' losses (``selection.base.selective_loss``).
-            Not combinable with ``shard``; a resumed run replays the candidate stream but not the
-            selector's own state.
+            plain loop. Not combinable with ``shard``; see ``_FitPlan.batch_loss``.
 
     Returns:
         ``FitResult`` (``steps`` = total_steps; ``train_tokens`` counts only the steps run in this call).
@@ -195,66 +189,18 @@ def fit(
         ValueError: if ``blocks`` is empty or malformed, or ``total_steps`` < 1.
         FloatingPointError: if the loss becomes NaN or infinite.
     """
-    if blocks.dim() != 2 or blocks.shape[0] == 0 or blocks.shape[1] < 2:
-        raise ValueError(f"`blocks` must be a non-empty (N, T + 1) tensor, got shape {tuple(blocks.shape)}")
-    if total_steps < 1:
-        raise ValueError(f"`total_steps` must be >= 1, got {total_steps}")
-    bf16 = bf16_supported(device) if cfg.bf16 is None else cfg.bf16
-    if not 0 <= start_step < total_steps:
-        raise ValueError(f"`start_step` must be in [0, total_steps={total_steps}), got {start_step}")
-    warmup = warmup_steps(total_steps, cfg.warmup_fraction)
-    peak = cfg.peak_lr if peak_lr is None else peak_lr
-    min_lr = min(cfg.peak_lr * cfg.min_lr_ratio, peak)
-    batch_size = min(cfg.batch_size, blocks.shape[0])
-    if selector is not None and shard is not None:
-        raise ValueError("online data selection is not supported with data-parallel `shard` training")
-    state = TrainState(model, optimizer, device, total_steps=total_steps, batch_size=batch_size, bf16=bf16)
-    start_seconds, start_cpu = 0.0, 0.0  # the selector's one-off setup (e.g. RHO's IL model) counts as time
-    if selector is not None:
-        t_start, c_start = time.perf_counter(), time.process_time()
-        selector.start(state, blocks)
-        start_seconds, start_cpu = time.perf_counter() - t_start, time.process_time() - c_start
-        pool = min(blocks.shape[0], batch_size * selector.pool_factor)
-        batches = selector.batches(blocks.shape[0], pool, torch.Generator().manual_seed(cfg.seed), state)
-    else:
-        batches = random_batches(blocks.shape[0], batch_size, torch.Generator().manual_seed(cfg.seed))
-    for _ in range(start_step):  # resume: replay the same minibatch stream
-        next(batches)
+    plan = _FitPlan.make(model, optimizer, blocks, cfg, device, total_steps, peak_lr, start_step, shard, selector)
     params = [p for g in optimizer.param_groups for p in g["params"]]
-
     model.train()
-    curve: list[tuple[int, float, float]] = []
-    pending: list[float] = []  # losses since the last curve point
+    curve = _Curve(cfg.log_every, total_steps, on_step)
     train_tokens = 0
     t0, c0 = time.perf_counter(), time.process_time()
     for step in range(start_step, total_steps):
-        lr = get_lr(step, total_steps, peak, warmup, min_lr)
+        lr = get_lr(step, total_steps, plan.peak, plan.warmup, plan.min_lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
 
-        idx = next(batches)
-        if selector is not None:  # online selection: weighted mean loss of the kept blocks, y = their targets
-            state.step, state.lr = step, lr
-            loss, y, _ = selective_loss(selector, blocks, idx, state)
-            loss_value = loss.item()
-        else:
-            if shard is not None:  # data parallel: this rank's rows of the global batch
-                n_targets = int((blocks[idx, 1:] != IGNORE_INDEX).sum())
-                idx = idx[shard[0] :: shard[1]]
-            x, y = split_block(blocks[idx].to(device))  # (B, T), (B, T)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits = model(input_ids=x, use_cache=False).logits  # (B, T, V)
-            if shard is None:
-                loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX)
-                loss_value = loss.item()
-            else:
-                loss_sum = F.cross_entropy(
-                    logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
-                )
-                loss = loss_sum * (shard[1] / max(1, n_targets))
-                total = loss_sum.detach().reshape(1).clone()
-                torch.distributed.all_reduce(total)
-                loss_value = float(total) / max(1, n_targets)
+        loss, loss_value, y, n_targets = plan.batch_loss(model, blocks, next(plan.batches), step, lr)
         if not math.isfinite(loss_value):
             raise FloatingPointError(f"training loss is {loss_value} at step {step + 1}/{total_steps} (lr={lr:.3g})")
         optimizer.zero_grad(set_to_none=True)
@@ -263,33 +209,162 @@ def fit(
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         optimizer.step()
         if selector is not None:
-            selector.after_step(state)
+            selector.after_step(plan.state)
 
         train_tokens += int((y != IGNORE_INDEX).sum()) if shard is None else n_targets
-        pending.append(loss_value)
-        if (step + 1) % cfg.log_every == 0 or step + 1 == total_steps:
-            point = (step + 1, sum(pending) / len(pending), lr)
-            curve.append(point)
-            pending.clear()
-            if on_step is not None:
-                on_step(*point)
-        if (
-            on_checkpoint is not None
-            and cfg.checkpoint_every
-            and (step + 1) % cfg.checkpoint_every == 0
-            and step + 1 < total_steps
-        ):
+        curve.add(step + 1, loss_value, lr)
+        if on_checkpoint is not None and _checkpoint_due(step + 1, total_steps, cfg.checkpoint_every):
             on_checkpoint(step + 1, train_tokens)
-    wall = time.perf_counter() - t0 + start_seconds
-    return FitResult(
-        steps=total_steps,
-        train_tokens=train_tokens,
-        wall_seconds=wall,
-        tokens_per_second=train_tokens / wall if wall > 0 else math.inf,
-        curve=curve,
-        final_loss=curve[-1][1] if curve else (sum(pending) / len(pending) if pending else math.nan),
-        cpu_seconds=time.process_time() - c0 + start_cpu,
-        selection=selector.stats.as_metrics(selector.name)
-        if selector is not None
-        else SelectionStats().as_metrics("uniform"),
-    )
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return plan.result(total_steps, train_tokens, curve.points, curve.pending, wall, cpu)
+
+
+def _checkpoint_due(steps_done: int, total_steps: int, every: int) -> bool:
+    """Every ``every`` steps (0 = never), but not after the last step (the result is saved then)."""
+    return bool(every) and steps_done % every == 0 and steps_done < total_steps
+
+
+@dataclass
+class _Curve:
+    """``FitResult.curve`` as it grows: a point every ``log_every`` steps and at the last step."""
+
+    log_every: int
+    total_steps: int
+    on_step: Callable[[int, float, float], None] | None
+    points: list[tuple[int, float, float]] = field(default_factory=list)
+    pending: list[float] = field(default_factory=list)
+    """Losses since the last curve point."""
+
+    def add(self, steps_done: int, loss: float, lr: float) -> None:
+        """Record step ``steps_done`` (1-based); emit a point (mean loss since the last one) when due."""
+        self.pending.append(loss)
+        if steps_done % self.log_every == 0 or steps_done == self.total_steps:
+            point = (steps_done, sum(self.pending) / len(self.pending), lr)
+            self.points.append(point)
+            self.pending.clear()
+            if self.on_step is not None:
+                self.on_step(*point)
+
+
+@dataclass
+class _FitPlan:
+    """What ``fit`` derives from its arguments before the first step, and how it computes one step's loss."""
+
+    device: torch.device
+    bf16: bool
+    warmup: int
+    peak: float
+    min_lr: float
+    shard: tuple[int, int] | None
+    selector: Selector | None
+    state: TrainState
+    batches: Iterator[torch.Tensor]
+    """Minibatch indices, already fast-forwarded past ``start_step`` draws."""
+    start_seconds: float = 0.0
+    """Wall-clock of the selector's one-off setup (e.g. RHO's IL model); counts as training time."""
+    start_cpu: float = 0.0
+
+    @classmethod
+    def make(cls, model, optimizer, blocks, cfg, device, total_steps, peak_lr, start_step, shard, selector) -> _FitPlan:
+        """Check ``fit``'s arguments (``ValueError``; same names and types as there), start the selector and the
+        minibatch stream."""
+        if blocks.dim() != 2 or blocks.shape[0] == 0 or blocks.shape[1] < 2:
+            raise ValueError(f"`blocks` must be a non-empty (N, T + 1) tensor, got shape {tuple(blocks.shape)}")
+        if total_steps < 1:
+            raise ValueError(f"`total_steps` must be >= 1, got {total_steps}")
+        bf16 = bf16_supported(device) if cfg.bf16 is None else cfg.bf16
+        if not 0 <= start_step < total_steps:
+            raise ValueError(f"`start_step` must be in [0, total_steps={total_steps}), got {start_step}")
+        peak = cfg.peak_lr if peak_lr is None else peak_lr
+        batch_size = min(cfg.batch_size, blocks.shape[0])
+        if selector is not None and shard is not None:
+            raise ValueError("online data selection is not supported with data-parallel `shard` training")
+        state = TrainState(model, optimizer, device, total_steps=total_steps, batch_size=batch_size, bf16=bf16)
+        plan = cls(
+            device=device,
+            bf16=bf16,
+            warmup=warmup_steps(total_steps, cfg.warmup_fraction),
+            peak=peak,
+            min_lr=min(cfg.peak_lr * cfg.min_lr_ratio, peak),
+            shard=shard,
+            selector=selector,
+            state=state,
+            batches=iter(()),
+        )
+        if selector is not None:
+            t_start, c_start = time.perf_counter(), time.process_time()
+            selector.start(state, blocks)
+            plan.start_seconds, plan.start_cpu = time.perf_counter() - t_start, time.process_time() - c_start
+            pool = min(blocks.shape[0], batch_size * selector.pool_factor)
+            plan.batches = selector.batches(blocks.shape[0], pool, torch.Generator().manual_seed(cfg.seed), state)
+        else:
+            plan.batches = random_batches(blocks.shape[0], batch_size, torch.Generator().manual_seed(cfg.seed))
+        for _ in range(start_step):  # resume: replay the same minibatch stream
+            next(plan.batches)
+        return plan
+
+    def batch_loss(
+        self, model: torch.nn.Module, blocks: torch.Tensor, idx: torch.Tensor, step: int, lr: float
+    ) -> tuple[torch.Tensor, float, torch.Tensor, int | None]:
+        """``(loss to backpropagate, logged loss value, targets y (B, T), global target count or None)``.
+
+        Plain loop: mean cross-entropy of the minibatch ``blocks[idx]`` over non-padded targets.
+
+        Data parallel (``shard = (rank, world_size)``): every rank draws the same global minibatch and
+        trains on rows ``rank::world_size`` of it. The loss is the shard's token sum over the global
+        batch's target tokens times ``world_size`` (DDP averages gradients over ranks), so gradients,
+        clipping and updates equal those of one process on the whole batch; the logged loss is the global
+        batch mean (one all-reduce). Every shard must be non-empty.
+
+        Online selection (``selector``): each step draws ``selector.pool_factor * batch`` candidate blocks
+        (in the selector's order, ``Selector.batches``), the selector picks the kept blocks and their
+        weights, and the loss is the weighted mean of the kept blocks' losses
+        (``selection.base.selective_loss``). A resumed run replays the candidate stream but not the
+        selector's own state.
+        """
+        if self.selector is not None:  # online selection: weighted mean loss of the kept blocks, y = their targets
+            self.state.step, self.state.lr = step, lr
+            loss, y, _ = selective_loss(self.selector, blocks, idx, self.state)
+            return loss, loss.item(), y, None
+        shard, n_targets = self.shard, None
+        if shard is not None:  # data parallel: this rank's rows of the global batch
+            n_targets = int((blocks[idx, 1:] != IGNORE_INDEX).sum())
+            idx = idx[shard[0] :: shard[1]]
+        x, y = split_block(blocks[idx].to(self.device))  # (B, T), (B, T)
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            logits = model(input_ids=x, use_cache=False).logits  # (B, T, V)
+        if shard is None:
+            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX)
+            return loss, loss.item(), y, None
+        loss_sum = F.cross_entropy(
+            logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+        )
+        loss = loss_sum * (shard[1] / max(1, n_targets))
+        total = loss_sum.detach().reshape(1).clone()
+        torch.distributed.all_reduce(total)
+        return loss, float(total) / max(1, n_targets), y, n_targets
+
+    def result(
+        self,
+        total_steps: int,
+        train_tokens: int,
+        curve: list[tuple[int, float, float]],
+        pending: list[float],
+        loop_seconds: float,
+        loop_cpu: float,
+    ) -> FitResult:
+        """The ``FitResult`` of a finished loop (the selector's setup time included)."""
+        wall = loop_seconds + self.start_seconds
+        selector = self.selector
+        return FitResult(
+            steps=total_steps,
+            train_tokens=train_tokens,
+            wall_seconds=wall,
+            tokens_per_second=train_tokens / wall if wall > 0 else math.inf,
+            curve=curve,
+            final_loss=curve[-1][1] if curve else (sum(pending) / len(pending) if pending else math.nan),
+            cpu_seconds=loop_cpu + self.start_cpu,
+            selection=selector.stats.as_metrics(selector.name)
+            if selector is not None
+            else SelectionStats().as_metrics("uniform"),
+        )

@@ -18,6 +18,9 @@ MLflow 3.17 notes (verified, see docs/research/mlflow_training.md):
   ``./mlflow.db`` in the current directory.
 
 Set ``HF_HUB_OFFLINE=1`` when offline: ``log_model`` otherwise tries to fetch a Hub model card.
+
+Run logging (params, metrics, dataset inputs, artifacts, system metrics) lives in ``training.mlflow_runs``
+(``ExperimentRuns``, the base class); this module adds the registered model: versions, aliases, downloads.
 """
 
 from __future__ import annotations
@@ -26,111 +29,27 @@ import contextlib
 import logging
 import os
 import shutil
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # before mlflow is imported
 
-from datetime import UTC
-
 import mlflow  # noqa: E402
-import mlflow.transformers  # noqa: E402
-from mlflow import MlflowClient  # noqa: E402
-from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.models import Model  # noqa: E402
 
-from training.modeling import load_model  # noqa: E402
+from training.mlflow_runs import TRAIN_STATE_ARTIFACT, DatasetRef, ExperimentRuns, pip_requirements  # noqa: E402
 
-__all__ = ["TRAIN_STATE_ARTIFACT", "DatasetRef", "ModelRegistry", "pip_requirements"]
+__all__ = ["LOCAL_COPY_MARKER", "TRAIN_STATE_ARTIFACT", "DatasetRef", "ModelRegistry", "pip_requirements"]
 
 log = logging.getLogger(__name__)
 
-TRAIN_STATE_ARTIFACT = "train_state/train_state.pt"
-"""Run-relative artifact path of the optimizer state written by ``finetune``."""
+LOCAL_COPY_MARKER = ".complete"
+"""File written last into a ``ModelRegistry.local_copy`` directory: present = the copy is whole."""
 
 
-@dataclass(frozen=True)
-class DatasetRef:
-    """A dataset an update used, logged as an MLflow dataset input (never its rows).
-
-    Attributes:
-        name: e.g. ``"train"``, ``"new_eval"``; MLflow shows it in the run's Datasets column.
-        digest: content hash (hex), so two runs on the same data show the same digest.
-        source: URI of the data (e.g. the snapshot's Parquet file).
-        rows: number of rows (int >= 0).
-        windows: window keys the rows come from.
-        context: MLflow's ``mlflow.data.context`` input tag: ``"training"`` or ``"evaluation"``.
-    """
-
-    name: str
-    digest: str
-    source: str
-    rows: int
-    windows: tuple[str, ...] = ()
-    context: str = "training"
-
-    def to_input(self) -> DatasetInput:
-        """The MLflow entity: schema = one ``text`` string column, profile = rows and windows."""
-        import json
-
-        dataset = Dataset(
-            name=self.name,
-            digest=self.digest[:36],
-            source_type="local",
-            source=json.dumps({"uri": self.source}),
-            schema=json.dumps({"mlflow_colspec": [{"type": "string", "name": "text", "required": True}]}),
-            profile=json.dumps({"num_rows": int(self.rows), "windows": list(self.windows)}),
-        )
-        return DatasetInput(dataset=dataset, tags=[InputTag("mlflow.data.context", self.context)])
-
-
-def pip_requirements() -> list[str]:
-    """Pinned requirements of a logged model, from the installed versions (local torch tags dropped)."""
-    import safetensors
-    import tokenizers
-    import torch
-    import transformers
-
-    return [
-        f"torch=={torch.__version__.split('+')[0]}",
-        f"transformers=={transformers.__version__}",
-        f"tokenizers=={tokenizers.__version__}",
-        f"safetensors=={safetensors.__version__}",
-    ]
-
-
-def _as_uri(location: str | Path) -> str:
-    """A URI for ``location``: kept if it has a scheme, else an absolute local path as ``file://``."""
-    s = str(location)
-    if "://" in s or s.startswith("file:"):
-        return s
-    return Path(s).resolve().as_uri()
-
-
-@contextlib.contextmanager
-def _fluent_tracking_uri(uri: str) -> Iterator[None]:
-    """Point the fluent API (process-global state) at ``uri`` for the duration; not thread-safe."""
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
-    previous, previous_env = tracking_utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(previous)  # None also unsets MLFLOW_TRACKING_URI: put the user's value back
-        if previous_env is not None:
-            os.environ["MLFLOW_TRACKING_URI"] = previous_env
-
-
-def _chunks(items: list, size: int) -> Iterator[list]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
-class ModelRegistry:
+class ModelRegistry(ExperimentRuns):
     """One experiment and one registered model in an MLflow tracking/registry store.
 
     Args:
@@ -149,48 +68,10 @@ class ModelRegistry:
         experiment: str = "streamtune",
         model_name: str = "streamtune-lm",
     ) -> None:
-        self.tracking_uri = tracking_uri
-        self.artifact_location = _as_uri(artifact_location) if artifact_location else ""  # "": server default
-        self.experiment = experiment
+        super().__init__(tracking_uri, artifact_location, experiment)
         self.model_name = model_name
-        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        self._experiment_id: str | None = None
 
-    # experiment and runs ---------------------------------------------------------------------------
-
-    def experiment_id(self) -> str:
-        """Id of the experiment, created with ``artifact_location`` if missing.
-
-        Raises:
-            ValueError: if an experiment of that name exists but is deleted.
-        """
-        if self._experiment_id is not None:
-            return self._experiment_id
-        exp = self.client.get_experiment_by_name(self.experiment)
-        if exp is None:
-            try:
-                self._experiment_id = self.client.create_experiment(
-                    self.experiment, artifact_location=self.artifact_location or None
-                )
-                return self._experiment_id
-            except MlflowException as e:  # another process created it first
-                if e.error_code != "RESOURCE_ALREADY_EXISTS":
-                    raise
-                exp = self.client.get_experiment_by_name(self.experiment)
-                assert exp is not None, f"experiment {self.experiment!r} vanished after a create race"
-        if exp.lifecycle_stage == "deleted":
-            raise ValueError(
-                f"MLflow experiment {self.experiment!r} is deleted; restore it or choose another `experiment` name"
-            )
-        if self.artifact_location and exp.artifact_location.rstrip("/") != self.artifact_location.rstrip("/"):
-            log.warning(
-                "experiment %r stores artifacts at %s, not %s",
-                self.experiment,
-                exp.artifact_location,
-                self.artifact_location,
-            )
-        self._experiment_id = exp.experiment_id
-        return self._experiment_id
+    # runs that register a version ---------------------------------------------------------------------
 
     def log_update(
         self,
@@ -205,8 +86,9 @@ class ModelRegistry:
         description: str = "",
         run_id: str | None = None,
         datasets: list[DatasetRef] | None = None,
+        aliases: tuple[str, ...] = ("challenger",),
     ) -> tuple[str, str]:
-        """Log one update as a run, register its model as a new version and alias it ``challenger``.
+        """Log one update as a run, register its model as a new version and give it ``aliases`` (``challenger``).
 
         The run gets ``params`` (values stringified), ``metrics`` (step 0; also attached to the logged
         model), ``curve`` as step metrics ``train_loss`` and ``lr``, ``tags`` and ``description``; the model
@@ -220,107 +102,11 @@ class ModelRegistry:
             run_id: log into this RUNNING run (from ``start_run``, e.g. one that recorded system metrics
                 during training) instead of creating one.
             datasets: logged as the run's dataset inputs (name, digest, source, row count; no rows).
+            aliases: set on the new version, in order.
 
         Returns:
             ``(run_id, version)``.
         """
-        run_id, version = self._log_and_register(
-            run_name=run_name,
-            model_dir=model_dir,
-            params=params,
-            metrics=metrics,
-            curve=curve,
-            tags=tags,
-            artifacts=artifacts,
-            description=description,
-            run_id=run_id,
-            datasets=datasets,
-        )
-        self.set_alias("challenger", version)
-        return run_id, version
-
-    def start_run(self, run_name: str, tags: dict[str, str] | None = None) -> str:
-        """Create a RUNNING run in the experiment (for ``log_update(run_id=...)``); returns its id."""
-        tags = {str(k): str(v) for k, v in (tags or {}).items()}
-        return self.client.create_run(self.experiment_id(), run_name=run_name, tags=tags).info.run_id
-
-    def fail_run(self, run_id: str) -> None:
-        """Mark a run FAILED (an update that raised before ``log_update``)."""
-        self.client.set_terminated(run_id, "FAILED")
-
-    @contextlib.contextmanager
-    def system_metrics(self, run_id: str, interval_s: float = 5.0) -> Iterator[None]:
-        """Log MLflow system metrics (``system/cpu_utilization_percentage``, memory, disk, network, GPU
-        when present) into ``run_id`` every ``interval_s`` seconds while the block runs.
-
-        Uses ``mlflow.system_metrics.SystemMetricsMonitor`` (needs ``psutil``; a missing psutil
-        logs a warning and records nothing). The run must be RUNNING.
-        """
-        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
-
-        try:
-            monitor = SystemMetricsMonitor(run_id, sampling_interval=interval_s, tracking_uri=self.tracking_uri)
-        except Exception as e:  # psutil missing or an unsupported platform: training goes on without
-            log.warning("system metrics disabled: %s", e)
-            yield
-            return
-        monitor.start()
-        try:
-            yield
-        finally:
-            monitor.finish()
-            if getattr(monitor, "_logging_step", 1) == 0:  # shorter than one interval: log one sample anyway
-                try:
-                    monitor.collect_metrics()
-                    monitor.publish_metrics(monitor.aggregate_metrics())
-                    monitor.mlflow_logger.flush()
-                except Exception as e:  # best effort, never fail an update over system metrics
-                    log.warning("could not log system metrics: %s", e)
-
-    def register_base(self, *, model_dir: Path, params: dict, tags: dict) -> tuple[str, str]:
-        """Log the base model as run ``base-model`` and register it with aliases ``base`` and ``champion``.
-
-        Registers a new version on every call: check ``version_for_alias("base")`` first.
-
-        Returns:
-            ``(run_id, version)``.
-        """
-        run_id, version = self._log_and_register(
-            run_name="base-model",
-            model_dir=model_dir,
-            params=params,
-            metrics={},
-            curve=[],
-            tags=tags,
-            artifacts=None,
-            description="base model of the lineage",
-        )
-        self.set_alias("base", version)
-        self.set_alias("champion", version)
-        return run_id, version
-
-    def log_artifact_file(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
-        """Upload one local file (or directory) into the run's artifacts, under ``artifact_path`` if given."""
-        path = Path(path)
-        if path.is_dir():
-            self.client.log_artifacts(run_id, str(path), artifact_path)
-        else:
-            self.client.log_artifact(run_id, str(path), artifact_path)
-
-    def _log_and_register(
-        self,
-        *,
-        run_name: str,
-        model_dir: Path,
-        params: dict,
-        metrics: dict[str, float],
-        curve: list[tuple[int, float, float]],
-        tags: dict[str, str],
-        artifacts: dict[str, Path] | None,
-        description: str,
-        run_id: str | None = None,
-        datasets: list[DatasetRef] | None = None,
-    ) -> tuple[str, str]:
         model_dir = Path(model_dir)
         if not (model_dir / "config.json").is_file():
             raise FileNotFoundError(f"{model_dir} is not a save_pretrained model directory (no config.json)")
@@ -334,42 +120,43 @@ class ModelRegistry:
             for key, value in run_tags.items():
                 self.client.set_tag(run_id, key, value)
         try:
-            if datasets:
-                self.client.log_inputs(run_id, datasets=[d.to_input() for d in datasets])
-            now = int(time.time() * 1000)
-            param_list = [Param(str(k), str(v)) for k, v in params.items()]
-            metric_list = [Metric(str(k), float(v), now, 0) for k, v in metrics.items()]
-            for step, loss, lr in curve:
-                metric_list += [
-                    Metric("train_loss", float(loss), now, int(step)),
-                    Metric("lr", float(lr), now, int(step)),
-                ]
-            for chunk in _chunks(param_list, 100):  # log_batch limits: 100 params, 1000 metrics per call
-                self.client.log_batch(run_id, params=chunk)
-            for chunk in _chunks(metric_list, 1000):
-                self.client.log_batch(run_id, metrics=chunk)
-            if (model_dir / "train_state.pt").is_file():
-                self.client.log_artifact(run_id, str(model_dir / "train_state.pt"), "train_state")
-            for name, path in (artifacts or {}).items():
-                self.log_artifact_file(run_id, path, name)
-
-            # An absolute name_or_path makes the flavor's Hub model-card/license lookups fail locally
-            # (not a valid repo id) instead of querying the network for a relative name like "base".
-            model, tokenizer = load_model(model_dir.resolve())
-            with _fluent_tracking_uri(self.tracking_uri):
-                with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
-                    info = mlflow.transformers.log_model(
-                        {"model": model, "tokenizer": tokenizer},
-                        name="model",
-                        task="text-generation",
-                        pip_requirements=pip_requirements(),
-                    )
-            version = self._register(info.model_id, run_id, str_tags, description)
+            self._log_run_data(
+                run_id,
+                model_dir=model_dir,
+                params=params,
+                metrics=metrics,
+                curve=curve,
+                artifacts=artifacts,
+                datasets=datasets,
+            )
+            model_id = self._log_model(run_id, model_dir)
+            version = self._register(model_id, run_id, str_tags, description)
         except BaseException:
             self.client.set_terminated(run_id, "FAILED")
             raise
         self.client.set_terminated(run_id, "FINISHED")
+        for alias in aliases:
+            self.set_alias(alias, version)
         return run_id, version
+
+    def register_base(self, *, model_dir: Path, params: dict, tags: dict) -> tuple[str, str]:
+        """Log the base model as run ``base-model`` and register it with aliases ``base`` and ``champion``.
+
+        Registers a new version on every call: check ``version_for_alias("base")`` first.
+
+        Returns:
+            ``(run_id, version)``.
+        """
+        return self.log_update(
+            run_name="base-model",
+            model_dir=model_dir,
+            params=params,
+            metrics={},
+            curve=[],
+            tags=tags,
+            description="base model of the lineage",
+            aliases=("base", "champion"),
+        )
 
     # registry ----------------------------------------------------------------------------------------
 
@@ -418,17 +205,6 @@ class ModelRegistry:
         for key, value in tags.items():
             self.client.set_model_version_tag(self.model_name, str(version), str(key), str(value))
 
-    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
-        """Add metrics to an existing (finished) run, e.g. the continual-learning summary computed later."""
-        import time as _time
-
-        from mlflow.entities import Metric
-
-        now = int(_time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        for chunk in _chunks(batch, 1000):
-            self.client.log_batch(run_id, metrics=chunk)
-
     def rollback_champion(self, to_version: str, reason: str, actor: str = "") -> str | None:
         """Move the ``champion`` alias back to ``to_version`` and record why on both versions.
 
@@ -442,8 +218,6 @@ class ModelRegistry:
         Raises:
             ValueError: if ``to_version`` does not exist or already is the champion.
         """
-        from datetime import datetime
-
         try:
             self.client.get_model_version(self.model_name, str(to_version))
         except MlflowException as e:
@@ -544,3 +318,49 @@ class ModelRegistry:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return target
+
+    def local_copy(self, version: str, dest: Path) -> Path:
+        """A complete local copy of ``version`` at ``dest``: its ``save_pretrained`` files
+        (``download_version``) plus the run's ``train_state.pt`` when it logged one
+        (``download_train_state``), ready to be a ``finetune`` parent or a drift scorer.
+
+        The files are downloaded into a temporary sibling directory (``.<dest name>-*``), the marker
+        ``LOCAL_COPY_MARKER`` is written last, and the directory is renamed to ``dest`` (atomic on one
+        filesystem): readers never see a half-written copy, and a failed download leaves no ``dest``. A
+        ``dest`` holding the marker is reused without contacting the store; one without it (interrupted,
+        or written by an older streamtune) is replaced. Concurrent callers are safe: the first rename wins.
+
+        Returns:
+            ``dest``.
+
+        Raises:
+            MlflowException: if the version does not exist.
+            FileNotFoundError: if the version is not a transformers-flavor model with a tokenizer.
+        """
+        dest = Path(dest)
+        if (dest / LOCAL_COPY_MARKER).is_file():
+            return dest
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+        try:
+            self.download_version(version, tmp)
+            self.download_train_state(version, tmp)
+            (tmp / LOCAL_COPY_MARKER).write_text(f"{self.model_name} version {version}\n")
+            if dest.exists() and not (dest / LOCAL_COPY_MARKER).is_file():
+                _discard_incomplete(dest)
+            try:
+                tmp.rename(dest)
+            except OSError:  # another process renamed its copy into place first
+                if not (dest / LOCAL_COPY_MARKER).is_file():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return dest
+
+
+def _discard_incomplete(dest: Path) -> None:
+    """Move an unmarked ``dest`` aside (one rename) and delete it, so the complete copy can take its name."""
+    trash = Path(tempfile.mkdtemp(prefix=f".{dest.name}-stale-", dir=dest.parent))
+    with contextlib.suppress(FileNotFoundError):  # another process moved it already
+        dest.rename(trash / dest.name)
+    shutil.rmtree(trash, ignore_errors=True)

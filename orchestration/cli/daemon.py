@@ -16,13 +16,18 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
+from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
+
+from orchestration.config.profiles import instance_yaml, profile_env
 from orchestration.config.settings import Settings
 from orchestration.partitions import WINDOWS_PARTITION
+from orchestration.pipeline.progress import PROGRESS_FILE, read_progress
 from orchestration.sources.landing import closed_files_after, window_key_for
+from orchestration.store.warehouse import Warehouse
 
 ACTIVE_STATUSES = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
 POOLS = {"duckdb": 1, "training": 1}
@@ -42,8 +47,6 @@ def instance_env(settings: Settings) -> dict[str, str]:
     env.setdefault("GX_ANALYTICS_ENABLED", "false")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env.setdefault("PYTHONUNBUFFERED", "1")
-    from orchestration.config.profiles import profile_env
-
     env.update(profile_env(settings))  # team profile: dagster.yaml reads the Postgres URL from the env
     if not settings.base_model:
         env.setdefault("HF_HUB_OFFLINE", "1")  # the local base needs no hub
@@ -58,11 +61,7 @@ def prepare_instance(settings: Settings) -> Path:
     """
     paths = settings.paths.ensure()
     template = resources.files("orchestration").joinpath("templates/dagster.yaml").read_text()
-    from orchestration.config.profiles import instance_yaml
-
     (paths.dagster_home / "dagster.yaml").write_text(instance_yaml(settings, template))
-    from orchestration.store.warehouse import Warehouse
-
     Warehouse(paths.warehouse).init_schema()
     with _instance(settings) as instance:
         for pool, limit in POOLS.items():
@@ -91,10 +90,6 @@ class _instance:
         self.settings = settings
 
     def __enter__(self):
-        from dagster import DagsterInstance
-
-        from orchestration.config.profiles import profile_env
-
         self._old = os.environ.get("DAGSTER_HOME")
         os.environ["DAGSTER_HOME"] = str(self.settings.paths.dagster_home)
         self._old_profile = {k: os.environ.get(k) for k in profile_env(self.settings)}
@@ -186,10 +181,6 @@ class Daemon:
         Raises:
             DaemonError: the daemon died or ``timeout_s`` passed first.
         """
-        from dagster import AssetKey, DagsterRunStatus, RunsFilter
-
-        from orchestration.pipeline.progress import PROGRESS_FILE, read_progress
-
         settle_s = (
             settle_s
             if settle_s is not None
@@ -251,8 +242,6 @@ class LoopState:
 
 
 def _materializations_since(instance, asset: str, since: float) -> int:
-    from dagster import AssetKey, AssetRecordsFilter
-
     records = instance.fetch_materializations(
         AssetRecordsFilter(asset_key=AssetKey(asset), after_timestamp=since), limit=1000
     ).records
@@ -260,15 +249,11 @@ def _materializations_since(instance, asset: str, since: float) -> int:
 
 
 def _utc(ts: float):
-    from datetime import datetime
-
     return datetime.fromtimestamp(ts - 5, tz=UTC)
 
 
 def _failure_line(instance, run) -> str:
     """One line per failed run: job, partition, and the first error message."""
-    from dagster import DagsterEventType
-
     partition = run.tags.get("dagster/partition", "")
     message = ""
     records = instance.get_records_for_run(

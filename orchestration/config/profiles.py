@@ -23,9 +23,13 @@ better for secrets, as environment variables ``STREAMTUNE_DAGSTER_PG_URL`` and
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from orchestration.config.settings import Settings
+
+if TYPE_CHECKING:
+    from training.tracking import ModelRegistry
 
 PG_URL_ENV = "STREAMTUNE_DAGSTER_PG_URL"
 """Environment variable the generated ``dagster.yaml`` reads the Postgres URL from."""
@@ -86,6 +90,46 @@ def artifact_location(settings: Settings) -> str:
     if is_server_uri(settings.tracking_uri):
         return ""
     return settings.paths.mlartifacts.as_uri()
+
+
+def open_registry(
+    settings: Settings | None = None,
+    *,
+    experiment: str | None = None,
+    tracking_uri: str | None = None,
+    artifact_root: str | None = None,
+    model_name: str | None = None,
+) -> ModelRegistry:
+    """The home's MLflow experiment and registered model: the one place that builds a ``ModelRegistry``.
+
+    From ``settings``: ``tracking_uri``, ``artifact_location(settings)``, ``experiment``, ``model_name``;
+    each keyword overrides its value (e.g. ``experiment=settings.experiment + "-drift"``). The Dagster
+    ``MlflowResource`` passes all four keywords and no settings.
+
+    Raises:
+        ValueError: no ``settings`` and no ``tracking_uri``.
+    """
+    # lazy: training.tracking imports mlflow and torch; this module is read at Dagster code-location load
+    from training.tracking import ModelRegistry
+
+    if settings is None and tracking_uri is None:
+        raise ValueError("open_registry needs `settings` or a `tracking_uri`")
+    fields = {"artifact_location": ""}  # no settings, no artifact_root: the tracking server decides
+    if settings is not None:
+        fields = {
+            "tracking_uri": settings.tracking_uri,
+            "artifact_location": artifact_location(settings),
+            "experiment": settings.experiment,
+            "model_name": settings.model_name,
+        }
+    overrides = {
+        "tracking_uri": tracking_uri,
+        "artifact_location": artifact_root,
+        "experiment": experiment,
+        "model_name": model_name,
+    }
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    return ModelRegistry(**fields)
 
 
 def profile_of(settings: Settings) -> Profile:

@@ -3,6 +3,12 @@
 Resolution order (later wins): defaults < ``<home>/streamtune.toml`` < ``STREAMTUNE_*``
 environment variables. The home is ``--home`` / ``STREAMTUNE_HOME`` / ``./.streamtune``.
 
+Every table is parsed once, when the settings load, into its typed dataclass (``Settings.train`` is a
+``TrainConfig``, ``Settings.sources.redis`` a ``RedisStreamConfig`` or None, ...) by one validator over
+the dataclass fields (``build_config``): an unknown key, a value of the wrong type, a TOML syntax error
+or a value the dataclass's own ``__post_init__`` rejects is a ``SettingsError`` naming the file, the
+table and the key.
+
 No Dagster imports: the CLI and the Dagster code location both read settings here.
 
 ``streamtune.toml`` example::
@@ -16,7 +22,7 @@ No Dagster imports: the CLI and the Dagster code location both read settings her
 
     [model]                         # training.config.ModelConfig
     n_layer = 4
-    [train]                         # training.config.TrainConfig
+    [train]                         # training.config.TrainConfig, plus LaunchConfig's launcher / nproc
     epochs = 1.0
     launcher = "inprocess"          # or "pipes": Dagster Pipes + torchrun over `nproc` processes (DDP)
     nproc = 1
@@ -39,14 +45,28 @@ No Dagster imports: the CLI and the Dagster code location both read settings her
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
-import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, get_type_hints
+
+from orchestration.config.tables import SettingsError, build_config, check_value, read_toml, toml_lines
+from orchestration.sources.redis_stream import RedisStreamConfig
+from orchestration.sources.sse import SseConfig
+from training.config import GateConfig, ModelConfig, ReplayConfig, TrainConfig
+
+if TYPE_CHECKING:
+    from quality.drift import DriftConfig
+    from quality.suite import QualityConfig
 
 DEFAULT_HOME = ".streamtune"
 SETTINGS_FILE = "streamtune.toml"
+SECTIONS = ("model", "train", "gate", "quality", "drift", "replay", "sources")
+"""Tables of ``streamtune.toml``; each becomes the ``Settings`` attribute of the same name."""
+LAUNCH_KEYS = ("launcher", "nproc")
+"""``[train]`` keys that choose how the fine-tune is launched (``LaunchConfig``), not ``TrainConfig`` fields."""
 
 
 def resolve_home(home: str | Path | None = None) -> Path:
@@ -55,61 +75,93 @@ def resolve_home(home: str | Path | None = None) -> Path:
     return Path(raw).expanduser().resolve()
 
 
+class _UnderRoot:
+    """A ``HomePaths`` location: ``root / name``, read as an attribute."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, paths: HomePaths | None, owner: type) -> Any:
+        return self if paths is None else paths.root / self.name
+
+
 @dataclass(frozen=True)
 class HomePaths:
     """Every location under one streamtune home."""
 
     root: Path
-
-    @property
-    def landing(self) -> Path:
-        """Incoming window files (the landing zone)."""
-        return self.root / "landing"
-
-    @property
-    def warehouse(self) -> Path:
-        """The DuckDB file."""
-        return self.root / "warehouse.duckdb"
-
-    @property
-    def mlflow_db(self) -> Path:
-        return self.root / "mlflow.db"
+    landing = _UnderRoot("landing")
+    """Incoming window files (the landing zone)."""
+    warehouse = _UnderRoot("warehouse.duckdb")
+    """The DuckDB file."""
+    mlflow_db = _UnderRoot("mlflow.db")
+    mlartifacts = _UnderRoot("mlartifacts")
+    dagster_home = _UnderRoot("dagster")
+    snapshots = _UnderRoot("snapshots")
+    """Parquet training snapshots handed from DuckDB to the training step."""
+    models = _UnderRoot("models")
+    """Local model directories: built bases, downloaded champions, challengers in training."""
+    logs = _UnderRoot("logs")
+    data_docs = _UnderRoot("data_docs")
+    """Great Expectations Data Docs, one site per window (``data_docs/<window_key>/index.html``)."""
 
     @property
     def mlflow_tracking_uri(self) -> str:
         return f"sqlite:///{self.mlflow_db}"
 
-    @property
-    def mlartifacts(self) -> Path:
-        return self.root / "mlartifacts"
-
-    @property
-    def dagster_home(self) -> Path:
-        return self.root / "dagster"
-
-    @property
-    def snapshots(self) -> Path:
-        """Parquet training snapshots handed from DuckDB to the training step."""
-        return self.root / "snapshots"
-
-    @property
-    def models(self) -> Path:
-        """Local model directories: built bases, downloaded champions, challengers in training."""
-        return self.root / "models"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def data_docs(self) -> Path:
-        """Great Expectations Data Docs, one site per window (``data_docs/<window_key>/index.html``)."""
-        return self.root / "data_docs"
-
     def ensure(self) -> HomePaths:
         for d in (self.root, self.landing, self.mlartifacts, self.dagster_home, self.snapshots, self.models, self.logs):
             d.mkdir(parents=True, exist_ok=True)
         return self
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """How the fine-tune is launched: ``[train] launcher`` and ``[train] nproc``."""
+
+    launcher: Literal["inprocess", "pipes"] = "inprocess"
+    """"inprocess" = inside the Dagster run's process; "pipes" = Dagster Pipes + torchrun over ``nproc``
+    processes."""
+    nproc: int = 1
+    """Processes of a Pipes launch (DDP when > 1)."""
+
+    def __post_init__(self) -> None:
+        if self.launcher not in ("inprocess", "pipes"):
+            raise ValueError(f"[train] launcher must be 'inprocess' or 'pipes', got {self.launcher!r}")
+        if not isinstance(self.nproc, int) or isinstance(self.nproc, bool) or self.nproc < 1:
+            raise ValueError(f"[train] nproc must be an int >= 1, got {self.nproc!r}")
+
+
+@dataclass(frozen=True)
+class SourcesConfig:
+    """``[sources.redis]`` / ``[sources.sse]``: stream sources that land windows (``orchestration.sources``);
+    each sensor exists only when its table is present (an empty table counts as absent)."""
+
+    redis: RedisStreamConfig | None = None
+    sse: SseConfig | None = None
+
+
+def _section_types() -> dict[str, type]:
+    """The dataclass of each table of ``streamtune.toml`` (``SECTIONS``, plus ``launch``)."""
+    # lazy: quality.suite and quality.drift import polars, numpy and scipy (~0.5 s), which neither
+    # `streamtune --help` nor importing this module needs
+    from quality.drift import DriftConfig
+    from quality.suite import QualityConfig
+
+    return {
+        "model": ModelConfig,
+        "train": TrainConfig,
+        "launch": LaunchConfig,
+        "gate": GateConfig,
+        "quality": QualityConfig,
+        "drift": DriftConfig,
+        "replay": ReplayConfig,
+        "sources": SourcesConfig,
+    }
+
+
+def _default(section: str) -> Any:
+    return field(default_factory=lambda: _section_types()[section]())
 
 
 @dataclass(frozen=True)
@@ -153,17 +205,22 @@ class Settings:
     """Comma-separated Dagster asset owners (e-mail addresses or ``team:<name>``)."""
     samples_per_update: int = 3
     """Sample generations from each challenger shown in Dagster metadata and kept in MLflow (0 = none)."""
-    model: dict[str, Any] = field(default_factory=dict)
-    train: dict[str, Any] = field(default_factory=dict)
-    gate: dict[str, Any] = field(default_factory=dict)
-    quality: dict[str, Any] = field(default_factory=dict)
-    drift: dict[str, Any] = field(default_factory=dict)
-    replay: dict[str, Any] = field(default_factory=dict)
-    sources: dict[str, Any] = field(default_factory=dict)
-    """[sources.redis] / [sources.sse]: stream sources that land windows (``orchestration.sources``);
-    each sensor exists only when its table is present."""
-    """[replay]: training.config.ReplayConfig (window-balanced replay buffer: size, fraction, seed)."""
-    """[drift]: quality.drift.DriftConfig (drift monitor and drift_sensor)."""
+    model: ModelConfig = _default("model")
+    """[model]: shape of the locally built base model."""
+    train: TrainConfig = _default("train")
+    """[train] without ``launcher`` / ``nproc``: one fine-tuning update."""
+    launch: LaunchConfig = _default("launch")
+    """[train] ``launcher`` / ``nproc``: how the fine-tune is launched."""
+    gate: GateConfig = _default("gate")
+    """[gate]: promotion rule."""
+    quality: QualityConfig = _default("quality")
+    """[quality]: thresholds of the quality gate."""
+    drift: DriftConfig = _default("drift")
+    """[drift]: drift monitor and drift_sensor."""
+    replay: ReplayConfig = _default("replay")
+    """[replay]: window-balanced replay buffer (size, fraction, seed)."""
+    sources: SourcesConfig = _default("sources")
+    """[sources.redis] / [sources.sse]: stream sources."""
 
     @property
     def paths(self) -> HomePaths:
@@ -173,132 +230,76 @@ class Settings:
     def tracking_uri(self) -> str:
         return self.mlflow_tracking_uri or self.paths.mlflow_tracking_uri
 
-    def model_config(self):
-        from training.config import ModelConfig
 
-        return ModelConfig(**self.model)
-
-    def train_config(self):
-        from training.config import TrainConfig
-
-        return TrainConfig(**{k: v for k, v in self.train.items() if k not in LAUNCH_KEYS})
-
-    def train_launch(self) -> tuple[str, int]:
-        """``(launcher, nproc)`` of the fine-tune from ``[train] launcher`` ("inprocess" | "pipes") and
-        ``[train] nproc`` (processes of a Pipes launch; DDP when > 1).
-
-        Raises:
-            ValueError: an unknown launcher or nproc < 1.
-        """
-        launcher = str(self.train.get("launcher", "inprocess"))
-        nproc = self.train.get("nproc", 1)
-        if launcher not in ("inprocess", "pipes"):
-            raise ValueError(f"[train] launcher must be 'inprocess' or 'pipes', got {launcher!r}")
-        if not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1:
-            raise ValueError(f"[train] nproc must be an int >= 1, got {nproc!r}")
-        return launcher, nproc
-
-    def source_config(self, name: str) -> dict[str, Any] | None:
-        """The ``[sources.<name>]`` table (``redis``, ``sse``), or None when that source is not configured."""
-        table = self.sources.get(name)
-        return dict(table) if table else None
-
-    def gate_config(self):
-        from training.config import GateConfig
-
-        return GateConfig(**self.gate)
-
-    def quality_config(self):
-        from quality.suite import QualityConfig
-
-        return QualityConfig(**self.quality)
-
-    def replay_config(self):
-        from training.config import ReplayConfig
-
-        return ReplayConfig(**self.replay)
-
-    def drift_config(self):
-        from quality.drift import DriftConfig
-
-        return DriftConfig(**self.drift)
-
-
-LAUNCH_KEYS = ("launcher", "nproc")
-"""``[train]`` keys that choose how the fine-tune is launched (``Settings.train_launch``), not ``TrainConfig`` fields."""
-
-_SCALARS = {
-    f.name: f
-    for f in dataclasses.fields(Settings)
-    if f.name not in {"home", "model", "train", "gate", "quality", "drift", "replay", "sources"}
-}
-
-
-def _coerce(name: str, value: Any) -> Any:
-    kind = type(dataclasses.MISSING if _SCALARS[name].default is dataclasses.MISSING else _SCALARS[name].default)
-    try:
-        return kind(value)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"setting {name!r}: cannot read {value!r} as {kind.__name__}") from exc
+@functools.cache
+def _scalar_hints() -> dict[str, Any]:
+    """Top-level keys of ``streamtune.toml`` (every Settings field but the home and the tables) -> type."""
+    hints = get_type_hints(Settings, localns={cls.__name__: cls for cls in _section_types().values()})
+    return {f.name: hints[f.name] for f in dataclasses.fields(Settings) if f.name not in {"home", "launch", *SECTIONS}}
 
 
 def load_settings(home: str | Path | None = None) -> Settings:
     """Load the settings of a home (file, then ``STREAMTUNE_<NAME>`` environment variables).
 
     Raises:
-        ValueError: unknown keys in ``streamtune.toml`` or values of the wrong type.
+        SettingsError: a TOML syntax error, an unknown key, a value of the wrong type or one the table's
+            dataclass rejects; the message names the file (or environment variable), table and key.
     """
     root = resolve_home(home)
-    values: dict[str, Any] = {}
     path = root / SETTINGS_FILE
-    if path.exists():
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-        unknown = sorted(
-            set(data) - set(_SCALARS) - {"model", "train", "gate", "quality", "drift", "replay", "sources"}
+    data = read_toml(path) if path.exists() else {}
+    scalars = _scalar_hints()
+    unknown = sorted(set(data) - set(scalars) - set(SECTIONS))
+    if unknown:
+        raise SettingsError(
+            f"{path}: unknown settings {unknown}; known: {sorted(scalars)} and "
+            "[model] [train] [gate] [quality] [drift] [replay] [sources.*]"
         )
-        if unknown:
-            raise ValueError(
-                f"{path}: unknown settings {unknown}; known: {sorted(_SCALARS)} and [model] [train] [gate] [quality] [drift] [replay] [sources.*]"
-            )
-        for key, value in data.items():
-            values[key] = (
-                dict(value)
-                if key in {"model", "train", "gate", "quality", "drift", "replay", "sources"}
-                else _coerce(key, value)
-            )
-    for name in _SCALARS:
+    values = {k: _scalar(check_value(v, scalars[k], str(path), k), scalars[k]) for k, v in data.items() if k in scalars}
+    for name, tp in scalars.items():
         env = os.environ.get(f"STREAMTUNE_{name.upper()}")
         if env is not None:
-            values[name] = _coerce(name, env)
-    return Settings(home=root, **values)
+            values[name] = _from_env(f"STREAMTUNE_{name.upper()}", env, tp)
+    return Settings(home=root, **values, **_parse_tables(data, str(path)))
+
+
+def _parse_tables(data: Mapping[str, Any], file: str) -> dict[str, Any]:
+    """Each table of ``data`` (missing ones empty) built into its dataclass; ``[train]`` also yields ``launch``."""
+    kinds = _section_types()
+    parsed: dict[str, Any] = {}
+    for name in SECTIONS:
+        table = data.get(name, {})
+        if not isinstance(table, dict):
+            raise SettingsError(f"{file}: {name} must be a table ([{name}]), got {table!r}")
+        if name == "train":
+            launch = {k: v for k, v in table.items() if k in LAUNCH_KEYS}
+            parsed["launch"] = build_config(LaunchConfig, launch, file, "train")
+            table = {k: v for k, v in table.items() if k not in LAUNCH_KEYS}
+        parsed[name] = build_config(kinds[name], table, file, name, also_known=LAUNCH_KEYS if name == "train" else ())
+    return parsed
+
+
+def _scalar(value: Any, tp: Any) -> Any:
+    """Top-level float settings hold floats (``eval_fraction = 1`` reads as 1.0, as it always did)."""
+    return float(value) if tp is float else value
+
+
+def _from_env(name: str, raw: str, tp: type) -> Any:
+    """A top-level setting (str, int or float) from its environment variable ``name``."""
+    try:
+        return tp(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}: cannot read {raw!r} as {tp.__name__}") from exc
 
 
 def write_settings(home: Path, values: dict[str, Any]) -> Path:
-    """Write ``streamtune.toml`` (flat scalars, tables and ``[table.sub]`` sub-tables) into a home."""
-    lines: list[str] = []
-    tables: dict[str, dict[str, Any]] = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            tables[key] = value
-        else:
-            lines.append(f"{key} = {_toml_value(value)}")
-    for name, table in tables.items():
-        lines.append(f"\n[{name}]")
-        lines.extend(f"{k} = {_toml_value(v)}" for k, v in table.items() if not isinstance(v, dict))
-        for sub, subtable in table.items():  # [sources.redis] style sub-tables
-            if isinstance(subtable, dict):
-                lines.append(f"\n[{name}.{sub}]")
-                lines.extend(f"{k} = {_toml_value(v)}" for k, v in subtable.items())
+    """Write ``streamtune.toml`` into a home: top-level scalars, then each table and its sub-tables
+    (``[sources.redis]``); lists and tuples as TOML arrays. ``load_settings`` reads it back.
+
+    Returns:
+        The file written.
+    """
     home.mkdir(parents=True, exist_ok=True)
     path = home / SETTINGS_FILE
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(toml_lines(values, "")) + "\n")
     return path
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from orchestration.config.profiles import open_registry
 from orchestration.config.settings import Settings
 from orchestration.store.warehouse import Warehouse
 from quality.drift import STAT_NAMES, DriftConfig, DriftDecision, WindowProfile, confirm_drift, profile_window
@@ -42,25 +44,13 @@ class ProfileOutcome:
 def champion_dir(settings: Settings, registry) -> tuple[str | None, Path | None]:
     """The champion's version and a local ``save_pretrained`` directory of it (None, None if none exists).
 
-    Downloads once into ``models/registry/v{N}`` through a temporary directory renamed into place,
-    so a concurrent fine-tune never sees a half-written folder.
+    Downloads once into ``models/registry/v{N}`` (``ModelRegistry.local_copy``: a temporary directory
+    renamed into place, so a concurrent fine-tune never sees a half-written folder).
     """
     version = registry.version_for_alias("champion")
     if version is None:
         return None, None
-    dst = settings.paths.models / "registry" / f"v{version}"
-    if not (dst / "config.json").exists():
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".v{version}-", dir=dst.parent))
-        try:
-            registry.download_version(version, tmp)
-            try:
-                tmp.rename(dst)
-            except OSError:  # someone else finished first
-                pass
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return version, dst
+    return version, registry.local_copy(version, settings.paths.models / "registry" / f"v{version}")
 
 
 def profile_row(
@@ -99,6 +89,52 @@ def redact_emerging_terms(profile: WindowProfile) -> None:
         item["term"] = term
 
 
+class ChampionScorer:
+    """Per-text bits and token counts under the champion, computed by ``training.evaluate.text_bits``.
+
+    Args:
+        model_dir: ``save_pretrained`` directory of the champion (``training.modeling.load_model``, fp32, CPU).
+
+    Raises:
+        OSError: the model or tokenizer cannot be read.
+        ValueError: the tokenizer has no eos token.
+    """
+
+    def __init__(self, model_dir: str | Path) -> None:
+        # lazy: keeps torch and transformers out of the imports of the code location and of the ingest run
+        from training.modeling import load_model
+
+        self.model, self.tokenizer = load_model(Path(model_dir))
+        if self.tokenizer.eos_token_id is None:
+            raise ValueError(f"tokenizer of {model_dir} has no eos token")
+
+    def count_tokens(self, texts: Sequence[str]) -> np.ndarray:
+        """(n,) int64 tokens per text under the champion's tokenizer (no special tokens, no truncation)."""
+        from training.data import token_ids  # lazy: see __init__
+
+        return np.array([len(ids) for ids in token_ids(self.tokenizer, texts)], dtype=np.int64)
+
+    def bits(self, texts: Sequence[str]) -> np.ndarray:
+        """(n,) float64 total bits the champion assigns to each text given a leading eos."""
+        from training.evaluate import text_bits  # lazy: see __init__
+
+        return text_bits(self.model, self.tokenizer, texts)
+
+
+def emerging_samples(warehouse: Warehouse, inputs: dict, cfg: DriftConfig) -> tuple[list[str], list[str]] | None:
+    """``(recent, before)`` texts of ``emerging_z``: the last ``cfg.emerging_windows`` windows (from ``inputs``,
+    the current window's ``Warehouse.drift_inputs``) and the ``reference_windows`` before them; None when
+    there is no earlier reference (one short connection per extra window)."""
+    recent, keys, back = list(inputs["current"]), inputs["reference_keys"], None
+    for _ in range(cfg.emerging_windows - 1):
+        if not keys:
+            break
+        back = warehouse.drift_inputs(keys[-1], cfg.reference_windows)  # short connection each
+        recent += back["current"]
+        keys = back["reference_keys"]
+    return (recent, back["reference"]) if back is not None and back["reference"] else None
+
+
 def profile_and_record(
     settings: Settings,
     warehouse: Warehouse,
@@ -116,7 +152,7 @@ def profile_and_record(
         warehouse: the DuckDB warehouse.
         window_key: the approved window to profile.
         registry: ``training.tracking.ModelRegistry`` (None: no model-based statistic, no MLflow).
-        embedder: texts -> (n, 384) embeddings; None loads ``quality.embeddings.MiniLMEmbedder``.
+        embedder: texts -> (n, 384) embeddings; None loads ``quality.drift.embeddings.MiniLMEmbedder``.
             Pass ``False`` to skip the embedding statistic.
         run_id: Dagster run id recorded with the row.
         log_mlflow: log one run per window to the ``<experiment>-drift`` experiment.
@@ -124,29 +160,18 @@ def profile_and_record(
     Returns:
         ``ProfileOutcome``.
     """
-    cfg: DriftConfig = settings.drift_config()
+    cfg: DriftConfig = settings.drift
     inputs = warehouse.drift_inputs(window_key, cfg.reference_windows)  # short connection, closed here
     if embedder is None:
-        from quality.embeddings import MiniLMEmbedder
+        from quality.drift.embeddings import MiniLMEmbedder
 
-        embedder = MiniLMEmbedder(threads=settings.train_config().threads or None)
+        embedder = MiniLMEmbedder(threads=settings.train.threads or None)
     version, scorer = None, None
     if registry is not None:
         version, directory = champion_dir(settings, registry)
         if directory is not None:
-            from quality.lm_shift import ChampionScorer
-
             scorer = ChampionScorer(directory)
     history = [{k: r.get(k) for k in STAT_NAMES} for r in warehouse.window_profiles(before=window_key).to_dicts()]
-    # emerging_z over the last cfg.emerging_windows windows vs the reference_windows before them
-    recent, keys, back = list(inputs["current"]), inputs["reference_keys"], None
-    for _ in range(cfg.emerging_windows - 1):
-        if not keys:
-            break
-        back = warehouse.drift_inputs(keys[-1], cfg.reference_windows)  # short connection each
-        recent += back["current"]
-        keys = back["reference_keys"]
-    emerging_samples = (recent, back["reference"]) if back is not None and back["reference"] else None
     profile = profile_window(
         window_key,
         inputs["current"],
@@ -158,7 +183,7 @@ def profile_and_record(
         count_tokens=scorer.count_tokens if scorer else None,
         score_bits=scorer.bits if scorer else None,
         history=history,
-        emerging_samples=emerging_samples,
+        emerging_samples=emerging_samples(warehouse, inputs, cfg),
     )
     redact_emerging_terms(profile)  # before the reason (which names them) is built
     if inputs["pre_update_bpb"] is not None:
@@ -183,11 +208,9 @@ def log_profile_to_mlflow(registry, settings: Settings, row: dict) -> str:
     """
     from mlflow.entities import Metric
 
-    from training.tracking import ModelRegistry
-
-    drift_reg = ModelRegistry(
+    drift_reg = open_registry(
         tracking_uri=registry.tracking_uri,
-        artifact_location=registry.artifact_location,
+        artifact_root=registry.artifact_location,
         experiment=settings.experiment + DRIFT_EXPERIMENT_SUFFIX,
         model_name=registry.model_name,
     )

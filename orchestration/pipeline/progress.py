@@ -7,6 +7,7 @@ only: phase, done, total, the Dagster run id, and a timestamp; never data.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -28,6 +29,8 @@ class ProgressFile:
         self._last = 0.0
 
     def update(self, phase: str, done: int, total: int) -> None:
+        """Write ``{run_id, phase, done, total, at}`` atomically (tmp file + rename); ``phase`` is one of
+        ``PHASES``, ``done`` and ``total`` are counts (optimizer steps or evaluation sets)."""
         now = time.time()
         if done < total and now - self._last < self.min_interval_s:
             return
@@ -42,10 +45,9 @@ class ProgressFile:
             pass
 
     def clear(self) -> None:
-        try:
+        """Remove the file (the update ended); errors are ignored."""
+        with contextlib.suppress(OSError):
             self.path.unlink(missing_ok=True)
-        except OSError:
-            pass
 
 
 def read_progress(path: Path, max_age_s: float = 600.0) -> dict | None:

@@ -24,6 +24,7 @@ from pathlib import Path
 import polars as pl
 
 from orchestration.store.warehouse import Warehouse
+from training.replay import replay_count, sample_replay
 
 _ROW_SCHEMA = {"window_key": pl.String, "row_number": pl.Int64, "record_id": pl.String, "text": pl.String}
 
@@ -46,6 +47,7 @@ class SnapshotManifest:
     created_at: str
 
     def path(self, split: str) -> Path:
+        """The Parquet file of ``split`` (one of ``ALL_SPLITS``; it may not exist for an extra split)."""
         assert split in ALL_SPLITS, f"unknown split {split!r}"
         return Path(self.directory) / f"{split}.parquet"
 
@@ -56,6 +58,7 @@ class SnapshotManifest:
         return pl.read_parquet(self.path(split), columns=["text"])["text"].to_list()
 
     def frame(self, split: str) -> pl.DataFrame:
+        """Rows of a split (window_key, row_number, record_id, text); empty for a missing extra split."""
         if split in EXTRA_SPLITS and not self.path(split).exists():
             return pl.DataFrame(schema=_ROW_SCHEMA)
         return pl.read_parquet(self.path(split))
@@ -68,10 +71,12 @@ class SnapshotManifest:
         return out
 
     def to_dict(self) -> dict:
+        """JSON-able dict (the ``training_snapshot`` asset's value and ``manifest.json``)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> SnapshotManifest:
+        """Inverse of ``to_dict``."""
         return cls(**d)
 
 
@@ -97,39 +102,24 @@ def build_snapshot(
 
     Returns:
         The manifest, or None when no approved window is pending.
-    """
-    from training.data import heldout_mask
-    from training.replay import replay_count, sample_replay
 
+    Raises:
+        ValueError: ``eval_fraction`` is outside (0, 0.5).
+    """
     if not 0.0 < eval_fraction < 0.5:
         raise ValueError(f"eval_fraction must be in (0, 0.5), got {eval_fraction}")
     keys = warehouse.pending_windows(limit=max_windows)
     if not keys:
         return None
-    rows = warehouse.curated_rows(keys)
-    held = pl.Series("held", heldout_mask(rows["record_id"].to_list(), eval_fraction), dtype=pl.Boolean)
-    rows = rows.with_columns(held)
-    # A window too small for the hash split to hold anything out still gets one held-out row
-    # (its first), so the gate can always compare champion and challenger on every new window.
-    first = pl.col("row_number") == pl.col("row_number").min().over("window_key")
-    needs_one = (~pl.col("held").any().over("window_key")) & (pl.len().over("window_key") >= 2)
-    rows = rows.with_columns(held=pl.col("held") | (needs_one & first))
-    parts = {
-        "train": rows.filter(~pl.col("held")).drop("held"),
-        "new_eval": rows.filter(pl.col("held")).drop("held"),
-        "retention_eval": warehouse.retention_rows(retention_rows, seed=seed),
-    }
+    parts = _split_new_rows(warehouse.curated_rows(keys), eval_fraction)
+    parts["retention_eval"] = warehouse.retention_rows(retention_rows, seed=seed)
     buffer = warehouse.replay_buffer().drop("reservoir_key")
     n_replay = replay_count(parts["train"].height, replay_fraction)
     idx = sample_replay(list(range(buffer.height)), n_replay, seed=seed)
     parts["replay"] = buffer[idx] if idx else buffer.head(0)
     first = warehouse.first_window_heldout()
     parts["first_eval"] = first if first.height else parts["new_eval"].filter(pl.col("window_key") == keys[0])
-    digest = hashlib.sha256()
-    for split in ALL_SPLITS:
-        for window_key, row_number, record_id, text in parts[split].iter_rows():
-            digest.update(f"{split}\x1f{window_key}\x1f{row_number}\x1f{record_id}\x1f{text}\x1e".encode())
-    content = digest.hexdigest()
+    content = _content_sha256(parts)
     snapshot_id = f"{keys[0]}--{keys[-1]}-{content[:10]}" if len(keys) > 1 else f"{keys[0]}-{content[:10]}"
     directory = root / snapshot_id
     directory.mkdir(parents=True, exist_ok=True)
@@ -147,144 +137,26 @@ def build_snapshot(
     return manifest
 
 
-def ledger_frame(manifest: SnapshotManifest) -> pl.DataFrame:
-    """Ledger rows of an update: every snapshot row with its role (window_key, row_number, record_id, role);
-    replayed rows appear once each with role ``replay``."""
-    frames = [
-        manifest.frame(split).select("window_key", "row_number", "record_id").with_columns(role=pl.lit(split))
-        for split in SPLITS
-    ]
-    replay = manifest.frame("replay").select("window_key", "row_number", "record_id").unique(maintain_order=True)
-    frames.append(replay.with_columns(role=pl.lit("replay")))
-    return pl.concat(frames)
+def _split_new_rows(rows: pl.DataFrame, eval_fraction: float) -> dict[str, pl.DataFrame]:
+    """``{"train", "new_eval"}`` of the new windows' curated rows, held out by record-id hash
+    (``training.data.heldout_mask``, share ``eval_fraction``)."""
+    # lazy: training.data imports torch and transformers; this module loads with the Dagster code location
+    from training.data import heldout_mask
+
+    held = pl.Series("held", heldout_mask(rows["record_id"].to_list(), eval_fraction), dtype=pl.Boolean)
+    rows = rows.with_columns(held)
+    # A window too small for the hash split to hold anything out still gets one held-out row
+    # (its first), so the gate can always compare champion and challenger on every new window.
+    first = pl.col("row_number") == pl.col("row_number").min().over("window_key")
+    needs_one = (~pl.col("held").any().over("window_key")) & (pl.len().over("window_key") >= 2)
+    rows = rows.with_columns(held=pl.col("held") | (needs_one & first))
+    return {"train": rows.filter(~pl.col("held")).drop("held"), "new_eval": rows.filter(pl.col("held")).drop("held")}
 
 
-def next_replay_buffer(warehouse: Warehouse, manifest: SnapshotManifest, capacity: int, seed: int) -> pl.DataFrame:
-    """The replay buffer after this update: the current one plus the new windows' training rows, shrunk to
-    ``capacity`` by the window-balanced reservoir (``training.replay.update_buffer``). Held-out rows (this
-    snapshot's evaluation splits and every evaluation row in the ledger) never enter."""
-    from training.replay import update_buffer
-
-    held = set(warehouse.heldout_record_ids())
-    for split in ("new_eval", "retention_eval", "first_eval"):
-        held.update(manifest.frame(split)["record_id"].to_list())
-    order = warehouse.trained_windows()
-    order += [k for k in manifest.window_keys if k not in order]
-    return update_buffer(
-        warehouse.replay_buffer(),
-        manifest.frame("train"),
-        capacity,
-        seed=seed,
-        window_order=order,
-        exclude_record_ids=sorted(held),
-    )
-
-
-def eval_matrix_frame(matrix: dict, parent_version: str | None, trained_through: str) -> pl.DataFrame:
-    """``monitor.eval_matrix`` rows from ``{"before": {window: scores}, "after": {window: scores}}`` where
-    scores = ``{"loss", "bpb", "texts", "bytes"}`` (as put in the challenger asset's value)."""
-    rows = [
-        {
-            "parent_version": parent_version,
-            "trained_through": trained_through,
-            "eval_window": window,
-            "phase": phase,
-            "loss": float(sc["loss"]),
-            "bpb": float(sc["bpb"]),
-            "texts": int(sc["texts"]),
-            "bytes": int(sc["bytes"]),
-        }
-        for phase in ("before", "after")
-        for window, sc in matrix.get(phase, {}).items()
-    ]
-    schema = {
-        "parent_version": pl.String,
-        "trained_through": pl.String,
-        "eval_window": pl.String,
-        "phase": pl.String,
-        "loss": pl.Float64,
-        "bpb": pl.Float64,
-        "texts": pl.Int64,
-        "bytes": pl.Int64,
-    }
-    return pl.DataFrame(rows, schema=schema)
-
-
-def lineage_summary(matrix: pl.DataFrame, window_order: list[str], versions: list[str]) -> dict[str, float]:
-    """ACC, BWT and forgetting (``training.cl_metrics.cl_summary``, scores = -bits/byte) of a run of updates.
-
-    Row i of R is the model of the update that trained through ``window_order[i]`` (its "after" rows); FWT
-    needs the initial model on every window and is left NaN here (``bench/continual.py`` reports it).
-
-    Args:
-        matrix: ``monitor.eval_matrix`` rows.
-        window_order: trained windows in stream order (the matrix's T).
-        versions: the model versions to use as rows (e.g. every update's version, oldest first); a later
-            version for the same ``trained_through`` window replaces an earlier one.
-    """
-    from training.cl_metrics import cl_summary
-
-    pos = {w: i for i, w in enumerate(window_order)}
-    R: dict[tuple[int, int], float] = {}
-    for version in versions:
-        rows = matrix.filter((pl.col("model_version") == version) & (pl.col("phase") == "after"))
-        for through, w, bpb in rows.select("trained_through", "eval_window", "bpb").iter_rows():
-            if through in pos and w in pos:
-                R[(pos[through], pos[w])] = -bpb
-    if not window_order:
-        return {}
-    return cl_summary(R, len(window_order))
-
-
-def record_update(
-    warehouse: Warehouse,
-    registry,
-    challenger: dict,
-    *,
-    replay_size: int,
-    replay_seed: int,
-    trigger: str | None,
-    dagster_run_id: str | None,
-) -> dict[str, float]:
-    """Record one finished update, promoted or not, before any promotion happens.
-
-    Writes the gate decision and numbers as version tags (MLflow), then in one DuckDB transaction the
-    ledger rows, the ``train.updates`` row, the version's ``monitor.eval_matrix`` rows and the new replay
-    buffer; finally computes ACC/BWT/forgetting over all updates so far (``lineage_summary``) and logs them
-    to the update's MLflow run as ``cl_acc``, ``cl_bwt``, ``cl_forgetting`` (bits/byte; NaNs skipped).
-    Idempotent per model version (a retried run rewrites the same rows).
-
-    Args:
-        challenger: the ``challenger_model`` asset value (version, mlflow_run_id, parent_version, metrics,
-            promote, reason, gate_tags, snapshot, matrix).
-        registry: a ``training.tracking.ModelRegistry``.
-
-    Returns:
-        the continual-learning summary ``{"cl_acc", "cl_bwt", "cl_forgetting"}`` (finite values only).
-    """
-    version = challenger["version"]
-    registry.tag_version(version, challenger["gate_tags"])
-    manifest = SnapshotManifest.from_dict(challenger["snapshot"])
-    buffer = next_replay_buffer(warehouse, manifest, replay_size, replay_seed)
-    matrix = eval_matrix_frame(challenger.get("matrix", {}), challenger["parent_version"], manifest.window_keys[-1])
-    warehouse.record_update(
-        model_version=version,
-        mlflow_run_id=challenger["mlflow_run_id"],
-        parent_version=challenger["parent_version"],
-        snapshot_id=manifest.snapshot_id,
-        window_keys=manifest.window_keys,
-        ledger=ledger_frame(manifest),
-        metrics=challenger["metrics"],
-        promoted=challenger["promote"],
-        reason=challenger["reason"],
-        trigger=trigger,
-        dagster_run_id=dagster_run_id,
-        replay_buffer=buffer,
-        eval_matrix=matrix,
-    )
-    updates = warehouse.updates()
-    summary = lineage_summary(warehouse.eval_matrix(), warehouse.trained_windows(), updates["model_version"].to_list())
-    out = {f"cl_{k}": v for k, v in summary.items() if v == v and k != "fwt"}
-    if out:
-        registry.log_metrics(challenger["mlflow_run_id"], out)
-    return out
+def _content_sha256(parts: dict[str, pl.DataFrame]) -> str:
+    """sha256 over every split's rows in ``ALL_SPLITS`` order (fields separated by 0x1f, rows by 0x1e)."""
+    digest = hashlib.sha256()
+    for split in ALL_SPLITS:
+        for window_key, row_number, record_id, text in parts[split].iter_rows():
+            digest.update(f"{split}\x1f{window_key}\x1f{row_number}\x1f{record_id}\x1f{text}\x1e".encode())
+    return digest.hexdigest()

@@ -21,6 +21,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from dagster_pipes import open_dagster_pipes
+
+from orchestration.pipeline.progress import ProgressFile
+from training.distributed import finetune_rank, init_distributed, result_to_dict
 
 
 def _broadcast(obj: dict | None) -> dict:
@@ -34,10 +38,7 @@ def _broadcast(obj: dict | None) -> dict:
 
 
 def _train(extras: dict, log=None, report_step=None, on_progress=None) -> dict:
-    from training.config import TrainConfig
-    from training.distributed import finetune_snapshot, rank_threads, result_to_dict
-
-    cfg = rank_threads(TrainConfig.from_dict(extras["train_config"]))
+    """Fine-tune this rank's share of the snapshot named in ``extras``; ``result_to_dict`` of the result."""
 
     def on_step(step: int, loss: float, lr: float) -> None:
         if log is not None:
@@ -45,22 +46,24 @@ def _train(extras: dict, log=None, report_step=None, on_progress=None) -> dict:
         if report_step is not None:
             report_step(step, loss, lr)
 
-    result = finetune_snapshot(
-        extras["parent_dir"],
-        extras["snapshot_dir"],
-        cfg,
-        extras["out_dir"],
-        checkpoint_dir=extras.get("checkpoint_dir"),
-        on_step=on_step,
-        on_progress=on_progress,
+    return result_to_dict(
+        finetune_rank(
+            extras["parent_dir"],
+            extras["snapshot_dir"],
+            extras["train_config"],
+            extras["out_dir"],
+            extras.get("checkpoint_dir"),
+            on_step=on_step,
+            on_progress=on_progress,
+        )
     )
-    return result_to_dict(result)
 
 
 def _mlflow_step_logger(extras: dict):
     """Log ``train_loss``/``lr`` step metrics to the update's MLflow run as training goes (rank 0 only)."""
     if not extras.get("mlflow_run_id"):
         return None
+    # lazy: mlflow takes seconds to import and only rank 0 with a live run needs it
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=extras["mlflow_tracking_uri"], registry_uri=extras["mlflow_tracking_uri"])
@@ -74,13 +77,10 @@ def _mlflow_step_logger(extras: dict):
 
 
 def main() -> int:
-    from training.distributed import init_distributed
-
+    """Entry point of every rank (see the module docstring); returns the exit status 0."""
     rank, world = init_distributed()
     try:
         if rank == 0:
-            from dagster_pipes import open_dagster_pipes
-
             with open_dagster_pipes() as pipes:
                 extras = _broadcast(dict(pipes.extras))
                 pipes.log.info(
@@ -89,8 +89,6 @@ def main() -> int:
                 )
                 progress = None
                 if extras.get("progress_file"):
-                    from orchestration.pipeline.progress import ProgressFile
-
                     progress = ProgressFile(Path(extras["progress_file"]), run_id=pipes.run_id).update
                 result = _train(extras, log=pipes.log, report_step=_mlflow_step_logger(extras), on_progress=progress)
                 pipes.report_custom_message({"finetune_result": result, "world_size": world})

@@ -2,8 +2,8 @@
 
 No Dagster imports. A producer writes a window under a temporary name and
 renames it when complete (``streamtune replay`` does exactly that), so a file
-with a supported suffix and no temporary marker is *closed*: one closed file is
-one window.
+with a supported suffix (``quality.readers.SUPPORTED_SUFFIXES``: the formats the
+reader parses) and no temporary marker is *closed*: one closed file is one window.
 
 Files are ordered by ``(mtime_ns, name)``; the landing sensor's cursor is the
 last pair it handed out, so it only ever moves forward. A file that appears
@@ -23,7 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-SUFFIXES = (".jsonl.gz", ".jsonl", ".ndjson", ".parquet", ".csv")
+from quality.readers import SUPPORTED_SUFFIXES
+
 _TEMP_MARKERS = (".tmp", ".part", ".partial", ".inprogress")
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -59,7 +60,7 @@ def is_window_file(name: str) -> bool:
     lower = name.lower()
     if name.startswith(".") or any(lower.endswith(m) for m in _TEMP_MARKERS):
         return False
-    return lower.endswith(SUFFIXES)
+    return lower.endswith(SUPPORTED_SUFFIXES)
 
 
 def window_key_for(name: str) -> str:
@@ -72,7 +73,7 @@ def window_key_for(name: str) -> str:
     different unsafe names do not collide. Keys are at most 100 characters.
     """
     stem = name[: -len(".jsonl")] if name.endswith(".jsonl") else name
-    if stem != name and stem.lower().endswith(SUFFIXES):
+    if stem != name and stem.lower().endswith(SUPPORTED_SUFFIXES):
         stem = name  # "a.csv.jsonl" must not become "a.csv"
     safe = _SAFE.sub("_", stem).strip("._-")[:80]
     if safe == stem and safe and len(stem) <= 80:
@@ -152,7 +153,7 @@ def replay(source: Path, landing: Path, interval_s: float = 0.0, names: Iterable
         wanted = set(names)
         files = [f for f in files if f.name in wanted]
     if not files:
-        raise FileNotFoundError(f"no window files ({', '.join(SUFFIXES)}) in {source}")
+        raise FileNotFoundError(f"no window files ({', '.join(SUPPORTED_SUFFIXES)}) in {source}")
     landed = []
     for i, f in enumerate(files):
         if i and interval_s > 0:

@@ -30,11 +30,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestration.sources.base import land_records
+from orchestration.sources.base import check_known_keys, check_window_cut, land_records
 
 _SAFE = re.compile(r"[^A-Za-z0-9_]+")
 
@@ -84,17 +84,13 @@ class RedisStreamConfig:
     def __post_init__(self) -> None:
         if not self.url or not self.stream:
             raise ValueError("[sources.redis] needs `url` and `stream`")
-        if self.window_count < 0 or self.window_seconds < 0 or (self.window_count == 0 and self.window_seconds == 0):
-            raise ValueError("[sources.redis] needs window_count > 0 and/or window_seconds > 0")
+        check_window_cut("sources.redis", self.window_count, self.window_seconds)
         if self.max_entries < 1:
             raise ValueError("[sources.redis] max_entries must be >= 1")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RedisStreamConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"[sources.redis]: unknown keys {unknown}; known: {sorted(names)}")
+        check_known_keys(cls, "sources.redis", d)
         return cls(**d)
 
 

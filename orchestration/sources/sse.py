@@ -27,11 +27,11 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestration.sources.base import land_records
+from orchestration.sources.base import check_known_keys, check_window_cut, land_records
 
 _SAFE = re.compile(r"[^A-Za-z0-9_]+")
 DEFAULT_USER_AGENT = "streamtune/0.1 (continual fine-tuning; set [sources.sse] user_agent to your contact)"
@@ -69,15 +69,11 @@ class SseConfig:
     def __post_init__(self) -> None:
         if not self.url:
             raise ValueError("[sources.sse] needs `url`")
-        if self.window_count < 0 or self.window_seconds < 0 or (self.window_count == 0 and self.window_seconds == 0):
-            raise ValueError("[sources.sse] needs window_count > 0 and/or window_seconds > 0")
+        check_window_cut("sources.sse", self.window_count, self.window_seconds)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SseConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"[sources.sse]: unknown keys {unknown}; known: {sorted(names)}")
+        check_known_keys(cls, "sources.sse", d)
         d = dict(d)
         if "event_types" in d:
             d["event_types"] = tuple(d["event_types"])

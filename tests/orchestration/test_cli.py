@@ -43,3 +43,18 @@ def test_bad_settings_file_is_a_clear_error(tmp_path):
     assert out.returncode == 1
     assert "unknown settings ['unknown_knob']" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_help_lists_every_command_without_importing_dagster_torch_or_mlflow():
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('HEAVY', sorted({'dagster', 'torch', 'mlflow'} & set(sys.modules))))\n"
+        "sys.argv = ['streamtune', '--help']\n"
+        "from orchestration.cli.app import main\n"
+        "main()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "HEAVY []" in out.stdout
+    for command in ("replay", "run", "status", "demo", "ui", "rollback", "forget", "quarantine"):
+        assert command in out.stdout

@@ -23,6 +23,7 @@ def test_definitions_load_with_every_job_sensor_and_schedule(tmp_path):
         "training_snapshot",
         "base_model",
         "challenger_model",
+        "model_update",
         "champion_model",
         "window_profile",
         "drift_report",
@@ -39,6 +40,7 @@ def test_every_duckdb_asset_is_in_the_duckdb_pool(tmp_path):
         "curated_window",
         "approved_window",
         "training_snapshot",
+        "model_update",
         "champion_model",
         "window_profile",
         "drift_report",
@@ -77,3 +79,14 @@ def test_instance_template_has_the_pools_and_fine_tune_limit():
     from orchestration.jobs import finetune_job, monitor_job
 
     assert finetune_job.tags["streamtune/compute"] == monitor_job.tags["streamtune/compute"] == "model"
+
+
+def test_the_gate_judges_the_recorded_update_right_before_the_champion(tmp_path):
+    defs = build_definitions(tiny_home(tmp_path))
+    graph = defs.resolve_asset_graph()
+    gate = next(s for c in defs.asset_checks for s in c.check_specs if s.name == "challenger_beats_champion")
+    assert gate.asset_key == dg.AssetKey("model_update") and gate.blocking
+    assert graph.get(dg.AssetKey("champion_model")).parent_keys == {dg.AssetKey("model_update")}
+    assert graph.get(dg.AssetKey("model_update")).parent_keys == {dg.AssetKey("challenger_model")}
+    job = defs.resolve_job_def("finetune")
+    assert dg.AssetKey("model_update") in job.asset_layer.selected_asset_keys

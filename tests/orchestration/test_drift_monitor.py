@@ -188,7 +188,10 @@ def report_profile(instance, key, drift):
 
 
 def test_staleness_bound_and_cooldown_through_evaluate_tick(home):
-    """K = 3: a fine-tune after 3 windows without one; drift resets the count; cooldown-suppressed drift still counts."""
+    """K = 3: a fine-tune after 3 windows without one; drift resets the count.
+
+    Cooldown-suppressed drift still counts.
+    """
     keys = [f"w-{i:02d}" for i in range(1, 11)]
     drift = {"w-04": True, "w-05": True}  # w-05 falls in w-04's cooldown
     sensor = build_drift_sensor(1, cooldown_s=3600.0, max_windows_without_retrain=3)

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import dagster as dg
-from st_helpers import tiny_home, write_window
+from st_helpers import TINY_SETTINGS, tiny_home, write_window
 
 from assets.checks import WINDOW_CHECKS
 from assets.curate import approved_window, curated_window
@@ -89,7 +89,8 @@ def test_metadata_docs_checks_and_cross_window_dedup(tmp_path):
         assert "text" not in {
             c
             for (c,) in con.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_schema = 'raw' AND table_name = 'events'"
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = 'raw' AND table_name = 'events'"
             ).fetchall()
         }
         # the window is curated: its staged raw text is gone (the PII boundary)
@@ -126,9 +127,9 @@ def test_quarantine_list_and_release_after_a_rule_fix(tmp_path):
     assert "0 released" in out.stdout and wh.window_counts(key).quarantined_rows == 3
 
     # fix the rule, release, release again (idempotent)
-    values = {"quality": {"max_chars": 2000}, **{k: v for k, v in __import__("st_helpers").TINY_SETTINGS.items()}}
+    values = {"quality": {"max_chars": 2000}, **TINY_SETTINGS}
     write_settings(home.home, values)
-    assert load_settings(home.home).quality_config().max_chars == 2000
+    assert load_settings(home.home).quality.max_chars == 2000
     for expected in ("3 released", "0 released"):
         out = cli("quarantine", "release", "--home", str(home.home), "--window", key, "--rule", "text_too_long")
         assert out.returncode == 0, out.stderr

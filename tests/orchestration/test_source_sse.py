@@ -66,8 +66,7 @@ class EventStreamServer:
                 self.end_headers()
                 drop = len(outer.requests) <= outer.drops
                 self.wfile.write(b":ok\n\nretry: 50\n\n")
-                sent = 0
-                for offset in range(start, outer.n):
+                for sent, offset in enumerate(range(start, outer.n)):
                     if drop and sent == outer.drop_after:
                         self.wfile.flush()
                         self.close_connection = True
@@ -77,7 +76,6 @@ class EventStreamServer:
                     msg = f"event: message\nid: {event_id(offset)}\ndata: {json.dumps(event_data(offset))}\n\n"
                     self.wfile.write(msg.encode())
                     self.wfile.flush()
-                    sent += 1
                 time.sleep(outer.hold_open_s)  # a live stream stays open with nothing new
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

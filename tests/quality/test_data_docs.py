@@ -44,7 +44,7 @@ def _pages(site):
 
 
 def test_cached_views_render_the_same_pages_as_gx_and_fill_the_bytecode_cache(tmp_path, monkeypatch):
-    import quality.data_docs as data_docs
+    import quality.suite.data_docs as data_docs
 
     cache = tmp_path / "jinja"
     monkeypatch.setenv("STREAMTUNE_JINJA_CACHE_DIR", str(cache))

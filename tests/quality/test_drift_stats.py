@@ -19,7 +19,7 @@ from quality.drift import (
     quarantine_test,
     token_js_null,
 )
-from quality.embeddings import PINNED_SHA256, MiniLMEmbedder, model_dir, verify_model_files
+from quality.drift.embeddings import PINNED_SHA256, MiniLMEmbedder, model_dir, verify_model_files
 
 OLD = [
     "Fast JSON parser for {x} pipelines",
@@ -235,7 +235,7 @@ def topic(n, seed, term="zorblax"):
 
 
 def test_near_duplicate_weights_count_a_templated_cluster_once():
-    from quality.drift import _doc_term_vocab, _presence
+    from quality.drift.lexical import _doc_term_vocab, _presence
 
     docs = burst(20, 1) + zipf_texts(30, 0.0, 2) + ["", ""]
     x, _ = _doc_term_vocab(docs)

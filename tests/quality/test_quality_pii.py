@@ -177,11 +177,11 @@ def test_phone_region_skipping_matches_stock_phone_recognizer_on_real_summaries(
 
     from presidio_analyzer.predefined_recognizers import PhoneRecognizer
 
-    from quality import pii
+    from quality.pii import engine as pii_engine
 
     demo = Path(__file__).resolve().parents[2] / "data" / "demo"
     texts = [json.loads(line)["text"] for f in sorted(demo.glob("pypi-*.jsonl")) for line in f.open()]
-    texts = [t for t in texts if t and pii._PHONE_TRIGGER.search(t)]
+    texts = [t for t in texts if t and pii_engine._PHONE_TRIGGER.search(t)]
     texts += [
         "call 1645 0123 now",
         "tel 030 1234",
@@ -202,13 +202,16 @@ def test_phone_region_skipping_matches_stock_phone_recognizer_on_real_summaries(
         "a1b2c3d4e5f6g7h8i9j0",
     ]
     assert len(texts) > 50
-    ours, stock = pii._phone_recognizer_class()(), PhoneRecognizer()
+    ours, stock = pii_engine._phone_recognizer_class()(), PhoneRecognizer()
     for t in texts:
         assert sorted((r.start, r.end) for r in ours.analyze(t, ["PHONE_NUMBER"])) == sorted(
             (r.start, r.end) for r in stock.analyze(t, ["PHONE_NUMBER"])
         ), t
-    assert pii._min_national_length("DE") == 4 and pii._min_national_length("US") == 10
-    assert pii._max_run_digits("numpy 1.26, released 2024-01-02") == 8 and pii._max_run_digits("no digits") == 0
+    assert pii_engine._min_national_length("DE") == 4 and pii_engine._min_national_length("US") == 10
+    assert (
+        pii_engine._max_run_digits("numpy 1.26, released 2024-01-02") == 8
+        and pii_engine._max_run_digits("no digits") == 0
+    )
 
 
 def test_a_failed_presidio_worker_falls_back_to_inline_analysis():

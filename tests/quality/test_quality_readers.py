@@ -214,7 +214,11 @@ def test_jsonl_final_newline_is_not_a_line_but_a_second_one_is(tmp_path):
 
 
 def test_jsonl_bom_and_crlf(tmp_path):
-    content = b'\xef\xbb\xbf{"text": "a", "ts": "2024-09-01T00:00:00Z"}\r\n{"text": "b", "ts": "2024-09-01T00:00:00Z"}\r\n{oops\r\n'
+    content = (
+        b'\xef\xbb\xbf{"text": "a", "ts": "2024-09-01T00:00:00Z"}\r\n'
+        b'{"text": "b", "ts": "2024-09-01T00:00:00Z"}\r\n'
+        b"{oops\r\n"
+    )
     parsed = read(tmp_path, "w.jsonl", content)
     assert_frame_equal(parsed.rows, rows((1, sha("a"), "a", TS, "{}"), (2, sha("b"), "b", TS, "{}")))
     # only the line terminator is stripped from raw

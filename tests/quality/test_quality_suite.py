@@ -13,13 +13,13 @@ from quality.suite import (
     CheckOutcome,
     QualityConfig,
     QualityGateError,
-    _gx,
     check_rows_conserved,
     check_text_length,
     check_text_not_null,
     check_window_not_empty,
     curate_window,
 )
+from quality.suite.gx import _gx
 
 TS = datetime(2024, 9, 1, tzinfo=UTC)
 PII = "Contact jane.doe@example.com, SSN 536-22-8726"
@@ -41,9 +41,10 @@ def window(*texts: str | None, key: str = "2024-09") -> pl.DataFrame:
     )
 
 
-def check_rule(
-    text: str | None, rule: str, reason: str, cfg: QualityConfig = QualityConfig(), good: str = "ok"
-) -> None:
+DEFAULT_CFG = QualityConfig()
+
+
+def check_rule(text: str | None, rule: str, reason: str, cfg: QualityConfig = DEFAULT_CFG, good: str = "ok") -> None:
     """datatrove check_filter style: a good row, then ``text`` -> exactly that row quarantined."""
     rows = window(good, text)
     verdict = curate_window(rows, cfg)

@@ -23,8 +23,8 @@ from orchestration.resources import build_resources  # noqa: E402
 def test_challenger_model_materializes_through_pipes_with_two_ranks(tmp_path):
     train = {**TINY_SETTINGS["train"], "launcher": "pipes", "nproc": 2, "max_steps": 6, "bf16": False}
     home = tiny_home(tmp_path / "home", train=train)
-    assert home.train_launch() == ("pipes", 2)
-    assert "launcher" not in home.train_config().to_dict()
+    assert (home.launch.launcher, home.launch.nproc) == ("pipes", 2)
+    assert "launcher" not in home.train.to_dict()
     write_window(home.paths.landing, "s-01.jsonl", window_records(0, 80))
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(WINDOWS_PARTITION, ["s-01"])

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.finetune import TRAIN_STATE_FILE, finetune, total_steps_for
+from training.finetune import TRAIN_STATE_FILE, FinetuneRequest, finetune, total_steps_for
 
 EXPECTED_KEYS = {
     *(
@@ -60,13 +60,15 @@ def first_update(tmp_path_factory, base_dir, corpus):
     out = tmp_path_factory.mktemp("v1")
     steps_seen = []
     result = finetune(
-        base_dir,
-        corpus[:300],
-        corpus[300:350],
-        corpus[350:],
-        cfg,
-        out,
-        on_step=lambda s, loss, lr: steps_seen.append(s),
+        FinetuneRequest(
+            parent=base_dir,
+            train_texts=corpus[:300],
+            new_eval_texts=corpus[300:350],
+            retention_eval_texts=corpus[350:],
+            cfg=cfg,
+            out_dir=out,
+            on_step=lambda s, loss, lr: steps_seen.append(s),
+        )
     )
     return result, before, out, steps_seen
 
@@ -101,7 +103,7 @@ def test_second_update_carries_optimizer_state(first_update, corpus, tmp_path):
     _, _, v1, _ = first_update
     before = tree_digest(v1)
     cfg = TrainConfig(seq_len=32, batch_size=8, peak_lr=1e-3, max_steps=3, bf16=False, threads=1)
-    result = finetune(v1, corpus[:50], [], [], cfg, tmp_path / "v2")
+    result = finetune(FinetuneRequest(parent=v1, train_texts=corpus[:50], cfg=cfg, out_dir=tmp_path / "v2"))
     assert result.optimizer_resumed
     assert result.global_step == first_update[0].global_step + 3
     assert result.champion_new is None and result.challenger_retention is None
@@ -111,19 +113,25 @@ def test_second_update_carries_optimizer_state(first_update, corpus, tmp_path):
 
 def test_finetune_rejects_empty_training_text(base_dir, tiny_train_cfg, tmp_path):
     with pytest.raises(ValueError, match="`train_texts` is empty"):
-        finetune(base_dir, [], ["x"], [], tiny_train_cfg, tmp_path / "out")
+        finetune(
+            FinetuneRequest(
+                parent=base_dir, train_texts=[], new_eval_texts=["x"], cfg=tiny_train_cfg, out_dir=tmp_path / "out"
+            )
+        )
     assert not (tmp_path / "out").exists()
 
 
 def test_finetune_refuses_to_write_into_the_parent(base_dir, tiny_train_cfg, corpus):
     with pytest.raises(ValueError, match="`out_dir`"):
-        finetune(base_dir, corpus[:10], [], [], tiny_train_cfg, base_dir / "child")
+        finetune(
+            FinetuneRequest(parent=base_dir, train_texts=corpus[:10], cfg=tiny_train_cfg, out_dir=base_dir / "child")
+        )
 
 
 def test_finetune_rejects_seq_len_beyond_context(base_dir, tiny_train_cfg, corpus, tmp_path):
     cfg = dataclasses.replace(tiny_train_cfg, seq_len=64)
     with pytest.raises(ValueError, match="`seq_len`"):
-        finetune(base_dir, corpus[:10], [], [], cfg, tmp_path / "out")
+        finetune(FinetuneRequest(parent=base_dir, train_texts=corpus[:10], cfg=cfg, out_dir=tmp_path / "out"))
 
 
 def test_total_steps_for(tiny_train_cfg):

@@ -17,7 +17,7 @@ from training.tracking import ModelRegistry  # noqa: E402
 def flow(tmp_path_factory, base_dir, corpus):
     """Register the base, fine-tune v2 from it, log v2 as an update; cwd is an empty dir throughout."""
     from training.config import TrainConfig
-    from training.finetune import finetune
+    from training.finetune import FinetuneRequest, finetune
 
     root = tmp_path_factory.mktemp("mlflow")
     cwd = root / "cwd"
@@ -31,7 +31,11 @@ def flow(tmp_path_factory, base_dir, corpus):
             model_dir=base_dir, params={"source": "local", "n_layer": 1}, tags={"kind": "base"}
         )
         cfg = TrainConfig(seq_len=32, batch_size=8, max_steps=3, bf16=False, threads=1, log_every=1)
-        result = finetune(base_dir, corpus[:40], corpus[40:50], [], cfg, root / "v2")
+        result = finetune(
+            FinetuneRequest(
+                parent=base_dir, train_texts=corpus[:40], new_eval_texts=corpus[40:50], cfg=cfg, out_dir=root / "v2"
+            )
+        )
         run_id, version = registry.log_update(
             run_name="window-0001",
             model_dir=result.output_dir,
@@ -133,3 +137,48 @@ def test_nothing_is_written_outside_the_temporary_tree(flow):
     assert os.listdir(flow["cwd"]) == []
     assert {p.name for p in flow["root"].iterdir()} >= {"mlflow.db", "mlartifacts"}
     assert (mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")) == flow["tracking_before"]
+
+
+def test_local_copy_holds_model_train_state_and_marker_and_nothing_beside_it(flow, tmp_path):
+    from training.tracking import LOCAL_COPY_MARKER
+
+    registry = flow["registry"]
+    dest = registry.local_copy("2", tmp_path / "registry" / "v2")
+    assert dest == tmp_path / "registry" / "v2"
+    assert {"config.json", "model.safetensors", "tokenizer.json", "train_state.pt", LOCAL_COPY_MARKER} <= {
+        p.name for p in dest.iterdir()
+    }
+    assert (dest / "train_state.pt").read_bytes() == (flow["result"].output_dir / "train_state.pt").read_bytes()
+    assert [p.name for p in dest.parent.iterdir()] == ["v2"]  # the temporary sibling was renamed away
+    base = registry.local_copy("1", tmp_path / "registry" / "v1")  # the base run logged no train state
+    assert (base / "config.json").is_file() and not (base / "train_state.pt").exists()
+
+
+def test_local_copy_reuses_a_complete_copy_without_the_store(flow, tmp_path, monkeypatch):
+    registry = flow["registry"]
+    dest = registry.local_copy("2", tmp_path / "v2")
+    monkeypatch.setattr(registry, "download_version", lambda *a: pytest.fail("a complete copy was downloaded again"))
+    assert registry.local_copy("2", dest) == dest
+
+
+def test_local_copy_failing_mid_download_leaves_no_dest(flow, tmp_path, monkeypatch):
+    registry = flow["registry"]
+
+    def broken(version, dst):
+        raise OSError("connection reset")
+
+    monkeypatch.setattr(registry, "download_train_state", broken)  # after the model files are down
+    with pytest.raises(OSError, match="connection reset"):
+        registry.local_copy("2", tmp_path / "registry" / "v2")
+    assert list((tmp_path / "registry").iterdir()) == []
+
+
+def test_local_copy_replaces_an_incomplete_copy(flow, tmp_path):
+    from training.tracking import LOCAL_COPY_MARKER
+
+    registry = flow["registry"]
+    dest = tmp_path / "v2"
+    registry.download_version("2", dest)  # an older copy: model files, no train state, no marker
+    dest = registry.local_copy("2", dest)
+    assert (dest / LOCAL_COPY_MARKER).is_file() and (dest / "train_state.pt").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["v2"]

@@ -78,7 +78,7 @@ def test_uniform_through_the_selective_path_matches_the_plain_loop(base_dir, tin
 def test_an_update_with_each_strategy_runs_and_reports_its_statistics(
     selection, base_dir, tiny_train_cfg, corpus, tmp_path
 ):
-    from training.finetune import finetune
+    from training.finetune import FinetuneRequest, finetune
 
     cfg = dataclasses.replace(
         tiny_train_cfg,
@@ -86,7 +86,11 @@ def test_an_update_with_each_strategy_runs_and_reports_its_statistics(
         selection=selection,
         selection_params="il_steps=2" if selection == "rho_loss" else "",
     )
-    result = finetune(base_dir, corpus[:120], corpus[300:320], [], cfg, tmp_path / "out")
+    result = finetune(
+        FinetuneRequest(
+            parent=base_dir, train_texts=corpus[:120], new_eval_texts=corpus[300:320], cfg=cfg, out_dir=tmp_path / "out"
+        )
+    )
     m = result.metrics()
     assert 0 < m["selection_kept_fraction"] <= 1 and 0 <= m["selection_weight_entropy"] <= 1 + 1e-9
     assert m["selection_overhead_s"] >= 0 and math.isfinite(m["challenger_new_bpb"])
@@ -101,11 +105,15 @@ def test_an_update_with_each_strategy_runs_and_reports_its_statistics(
 
 def test_selection_strategy_and_statistics_are_logged_to_mlflow(base_dir, tiny_train_cfg, corpus, tmp_path):
     pytest.importorskip("mlflow")
-    from training.finetune import finetune
+    from training.finetune import FinetuneRequest, finetune
     from training.tracking import ModelRegistry
 
     cfg = dataclasses.replace(tiny_train_cfg, max_steps=3, selection="greats", selection_params="pool=2,cap=2")
-    result = finetune(base_dir, corpus[:120], corpus[300:320], [], cfg, tmp_path / "v2")
+    result = finetune(
+        FinetuneRequest(
+            parent=base_dir, train_texts=corpus[:120], new_eval_texts=corpus[300:320], cfg=cfg, out_dir=tmp_path / "v2"
+        )
+    )
     registry = ModelRegistry(f"sqlite:///{tmp_path}/mlflow.db", f"file://{tmp_path}/mlartifacts")
     run_id, _ = registry.log_update(
         run_name="selection",

@@ -6,6 +6,7 @@ loopback over that home, and drives Debian's Chromium through Playwright (no bro
 Screenshots go to $STREAMTUNE_SCREENSHOTS (the README's docs/screenshots/ when refreshed) or tmp.
 """
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -125,20 +126,17 @@ def shots(tmp_path_factory):
 def _dismiss_community_modal(page, timeout_ms: int = 5_000):
     """Dagster's "Join the community" dialog covers the page (again after a reload); a person clicks Skip."""
     skip = page.get_by_role("button", name="Skip")
-    try:
+    with contextlib.suppress(playwright_api.TimeoutError):
         skip.click(timeout=timeout_ms)
-    except playwright_api.TimeoutError:
-        pass
 
 
 def _shot(page, path, **kw):
     """Screenshot what a person sees: the community dialog dismissed first if it is up."""
     if "127.0.0.1" in page.url and "#/" not in page.url:  # Dagster pages (MLflow's use hash routes)
         _dismiss_community_modal(page, timeout_ms=2_000)
-    try:  # let charts finish loading; a busy machine may never go fully idle, so do not insist
+    # let charts finish loading; a busy machine may never go fully idle, so do not insist
+    with contextlib.suppress(playwright_api.TimeoutError):
         page.wait_for_load_state("networkidle", timeout=15_000)
-    except playwright_api.TimeoutError:
-        pass
     page.wait_for_timeout(1_500)
     page.screenshot(path=str(path), **kw)
 

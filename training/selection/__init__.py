@@ -60,6 +60,8 @@ def make_selector(cfg: TrainConfig, reference: torch.Tensor | None = None) -> Se
         return None
     if needs_reference(cfg.selection) and (reference is None or reference.shape[0] == 0):
         raise ValueError(f"selection {cfg.selection!r} needs a non-empty reference slice")
+    # lazy (all four below and D3): the strategies import torch; this package is imported by the torch-free
+    # ``training.config`` (through ``selection.params``)
     if cfg.selection == "loss_reweight":
         from training.selection.loss_reweight import LossReweight
 

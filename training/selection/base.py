@@ -20,6 +20,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -245,6 +246,17 @@ class Selector(ABC):
 
     def after_step(self, state: TrainState) -> None:
         """Called after the optimiser step (``state.step`` is the step just taken)."""
+
+
+class ReferenceSelector(Selector):
+    """A selector steered by a reference slice: (M, T + 1) int64 blocks held back from training, M >= 1."""
+
+    def __init__(self, params: Any, reference: torch.Tensor, need: str) -> None:
+        """``params``: the strategy's settings; ``ValueError(need)`` when ``reference`` is empty."""
+        super().__init__()
+        if reference.dim() != 2 or reference.shape[0] == 0:
+            raise ValueError(need)
+        self.params, self.reference = params, reference
 
 
 def selective_loss(

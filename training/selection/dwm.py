@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import torch
 
-from training.data import split_block
-from training.selection.base import CandidateBatch, Selection, Selector, TrainState
+from training.data import IGNORE_INDEX, split_block
+from training.selection.base import CandidateBatch, ReferenceSelector, Selection, TrainState
 from training.selection.ghost import adam_scales, capture, last_mlp_layers, layer_weight_grads, target_products
 from training.selection.params import DwmParams
 
@@ -47,8 +47,6 @@ def batch_features(token_losses: torch.Tensor, targets: torch.Tensor) -> torch.T
     Args:
         token_losses: (B, T) float32 per-token losses (0 at padding); targets: (B, T) with IGNORE_INDEX padding.
     """
-    from training.data import IGNORE_INDEX
-
     mask = (targets != IGNORE_INDEX).float()
     n = mask.sum(1).clamp_min(1)
     mean = (token_losses * mask).sum(1) / n
@@ -58,25 +56,15 @@ def batch_features(token_losses: torch.Tensor, targets: torch.Tensor) -> torch.T
     return torch.stack([mean, var.sqrt(), mx, z], dim=1).float()
 
 
-class Dwm(Selector):
+class Dwm(ReferenceSelector):
     """In-batch weights from a small MLP trained by one-step hypergradients on the reference slice."""
 
     name = "dwm"
     scores_in_step = True
 
     def __init__(self, params: DwmParams, reference: torch.Tensor, seed: int = 0) -> None:
-        """
-        Args:
-            params: strategy settings.
-            reference: (M, T + 1) int64 reference (validation) blocks, M >= 1.
-
-        Raises:
-            ValueError: if ``reference`` is empty.
-        """
-        super().__init__()
-        if reference.dim() != 2 or reference.shape[0] == 0:
-            raise ValueError("dwm needs a non-empty (M, T + 1) reference slice as its validation set")
-        self.params, self.reference = params, reference
+        """``reference``: the reference (validation) blocks (``ReferenceSelector``)."""
+        super().__init__(params, reference, "dwm needs a non-empty (M, T + 1) reference slice as its validation set")
         g = torch.Generator().manual_seed(seed + 11)
         self.gen = g
         lin1 = torch.nn.Linear(4, params.hidden)

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from training.data import split_block
-from training.selection.base import CandidateBatch, Selection, Selector, TrainState
+from training.selection.base import CandidateBatch, ReferenceSelector, Selection, TrainState
 from training.selection.ghost import adam_scales, capture, last_mlp_layers, layer_weight_grads, target_products
 from training.selection.params import GreatsParams
 
@@ -98,24 +98,16 @@ def solve_weights(b: torch.Tensor, K: torch.Tensor, eta: float, cap: float, iter
     return torch.from_numpy(c).float()
 
 
-class Greats(Selector):
+class Greats(ReferenceSelector):
     """Filter the pool by Adam-preconditioned alignment with the target gradient, then QP weights."""
 
     name = "greats"
 
     def __init__(self, params: GreatsParams, reference: torch.Tensor, seed: int = 0) -> None:
-        """
-        Args:
-            params: strategy settings.
-            reference: (M, T + 1) int64 reference blocks (target set), M >= 1.
-
-        Raises:
-            ValueError: if ``reference`` is empty.
-        """
-        super().__init__()
-        if reference.dim() != 2 or reference.shape[0] == 0:
-            raise ValueError("greats needs a non-empty (M, T + 1) reference slice for its target gradient")
-        self.params, self.reference = params, reference
+        """``reference``: the reference blocks (target set) (``ReferenceSelector``)."""
+        super().__init__(
+            params, reference, "greats needs a non-empty (M, T + 1) reference slice for its target gradient"
+        )
         self.pool_factor = params.pool
         self.gen = torch.Generator().manual_seed(seed + 7)
         self.layers: list[torch.nn.Module] = []

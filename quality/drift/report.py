@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from quality.drift import STAT_NAMES
+from quality.drift.config import STAT_NAMES
 
 __all__ = ["plot_drift_history", "history_markdown", "png_data_uri"]
 
