@@ -1,14 +1,9 @@
 """challenger_model materialized through Dagster Pipes: torchrun with 2 gloo ranks in external processes."""
 
-import sys
-from pathlib import Path
-
 import dagster as dg
 import pytest
 from mlflow.tracking import MlflowClient
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "orchestration"))
-from st_helpers import TINY_SETTINGS, tiny_home, window_records, write_window  # noqa: E402
+from st_helpers import TINY_SETTINGS, tiny_home, window_records, write_window
 
 from assets.checks import WINDOW_CHECKS  # noqa: E402
 from assets.curate import approved_window, curated_window  # noqa: E402

@@ -14,10 +14,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from mlflow.tracking import MlflowClient
+from st_helpers import tiny_home, window_records, write_window
 from ui_fixtures import CHROMIUM, CHROMIUM_ARGS, bindir, free_port, server
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "orchestration"))
-from st_helpers import tiny_home, window_records, write_window  # noqa: E402
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed")]

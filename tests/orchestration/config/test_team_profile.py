@@ -21,7 +21,7 @@ from orchestration.config.profiles import PG_URL_ENV, artifact_location, instanc
 from orchestration.partitions import WINDOWS_PARTITION
 from orchestration.sources.landing import replay
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DEPLOY = REPO / "deploy"
 
 

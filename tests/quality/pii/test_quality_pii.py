@@ -179,7 +179,7 @@ def test_phone_region_skipping_matches_stock_phone_recognizer_on_real_summaries(
 
     from quality.pii import engine as pii_engine
 
-    demo = Path(__file__).resolve().parents[2] / "data" / "demo"
+    demo = Path(__file__).resolve().parents[3] / "data" / "demo"
     texts = [json.loads(line)["text"] for f in sorted(demo.glob("pypi-*.jsonl")) for line in f.open()]
     texts = [t for t in texts if t and pii_engine._PHONE_TRIGGER.search(t)]
     texts += [

@@ -21,7 +21,7 @@ from orchestration.source_sensors import redis_cursor
 from orchestration.sources.landing import closed_files_after, window_key_for
 from orchestration.sources.redis_stream import Entry, RedisStreamConfig, RedisStreamSource, cut_windows
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 REDIS_SERVER = shutil.which("redis-server")
 pytestmark = pytest.mark.skipif(
     REDIS_SERVER is None, reason="redis-server is not installed (apt-get install redis-server)"
