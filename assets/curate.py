@@ -43,24 +43,26 @@ def approved_window(context: dg.AssetExecutionContext, warehouse: WarehouseResou
         metadata={
             "dagster/row_count": counts.curated_rows,
             "quarantined_rows": counts.quarantined_rows,
-            # curated rows passed the blocking pii_free check upstream: safe to show
+            # ids and sizes only: record text never goes into the event log, which `forget` cannot reach
             "preview": _preview(wh.read_curated_window(context.partition_key)),
+            "curated_table": "curated.events",
         }
     )
 
 
 PREVIEW_ROWS = 5
-PREVIEW_CHARS = 120
 
 
 def _preview(curated) -> dg.TableMetadataValue:
-    """The first few curated rows (record id, timestamp, text cut to PREVIEW_CHARS) as a Dagster table."""
+    """The first few curated rows as a Dagster table: record id, timestamp and, in the ``text`` column,
+    the text's size and its row in ``curated.events`` (never the text: the event log outlives a deletion
+    request)."""
     head = curated.sort("row_number").head(PREVIEW_ROWS)
     schema = dg.TableSchema(
         columns=[
             dg.TableColumn("record_id", "string"),
             dg.TableColumn("ts", "string"),
-            dg.TableColumn("text", "string"),
+            dg.TableColumn("text", "string", description="size and location of the text, not the text"),
         ]
     )
     records = [
@@ -68,7 +70,7 @@ def _preview(curated) -> dg.TableMetadataValue:
             {
                 "record_id": str(r["record_id"]),
                 "ts": "" if r["ts"] is None else str(r["ts"]),
-                "text": r["text"] if len(r["text"]) <= PREVIEW_CHARS else r["text"][:PREVIEW_CHARS] + "…",
+                "text": f"{len(r['text'])} chars, curated.events row {r['row_number']}",
             }
         )
         for r in head.iter_rows(named=True)

@@ -18,8 +18,8 @@ def mlflow_links(settings: Settings, registry, run_id: str, version: str | None 
 
 
 def challenger_metadata(update: UpdateResult, settings: Settings, registry) -> dict:
-    """``challenger_model`` metadata: version, gate preview, eval tables, samples, MLflow links, every metric
-    as a float, and what a Pipes launch reported."""
+    """``challenger_model`` metadata: version, gate preview, eval tables, sample sizes (no text) with a link to
+    the samples artifact, MLflow links, every metric as a float, and what a Pipes launch reported."""
     return {
         "version": update.version,
         "mlflow_run_id": update.mlflow_run_id,
@@ -28,7 +28,11 @@ def challenger_metadata(update: UpdateResult, settings: Settings, registry) -> d
         "gate": update.reason,
         "eval": dg.MetadataValue.md(eval_table(update.metrics)),
         "eval_matrix": dg.MetadataValue.md(matrix_table(update.matrix)),
+        # counts only: record text never goes into the event log, which `forget` cannot reach
         "sample_generations": dg.MetadataValue.md(samples_table(update.samples)),
+        "sample_generations_artifact": dg.MetadataValue.url(
+            mlflow_links(settings, registry, update.mlflow_run_id) + "/artifacts/samples/generations.json"
+        ),
         "mlflow_run": dg.MetadataValue.url(mlflow_links(settings, registry, update.mlflow_run_id)),
         "mlflow_model_version": dg.MetadataValue.url(
             mlflow_links(settings, registry, update.mlflow_run_id, update.version)
@@ -60,15 +64,20 @@ def profile_metadata(out: ProfileOutcome) -> dict:
 
 
 def samples_table(samples: list[dict[str, str]]) -> str:
-    """Markdown table of the challenger's sample continuations (``|`` escaped, newlines flattened)."""
+    """Markdown table of the challenger's sample continuations, one row per sample with its sizes only
+    (prompt words and characters, continuation characters): prompts are held-out rows' first words, so the
+    text stays in the MLflow artifact ``samples/generations.json``, which ``forget`` deletes, never in
+    Dagster's event log."""
     if not samples:
         return "no samples (samples_per_update = 0)"
-    esc = lambda t: t.replace("|", "\\|").replace("\n", " ")  # noqa: E731
     return "\n".join(
         [
-            "| prompt | challenger's continuation |",
-            "|---|---|",
-            *[f"| {esc(s['prompt'])} | {esc(s['completion'])} |" for s in samples],
+            "| sample | prompt (text in MLflow: samples/generations.json) | challenger's continuation |",
+            "|---|---|---|",
+            *[
+                f"| {i} | {len(s['prompt'].split())} words, {len(s['prompt'])} chars | {len(s['completion'])} chars |"
+                for i, s in enumerate(samples, 1)
+            ],
         ]
     )
 

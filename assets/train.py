@@ -1,6 +1,7 @@
 """Train: snapshot -> base model (once) -> challenger (fine-tune) -> model_update (recorded) -> gate check -> champion.
 
-``challenger_model`` (pool ``training``) trains, scores and registers the challenger without opening DuckDB.
+``challenger_model`` (pool ``training``) trains, scores and registers the challenger; it reads DuckDB once, before
+training, to refuse windows already trained (a retried run whose windows another run took).
 ``model_update`` (pool ``duckdb``, the one writer) records it, promoted or not: version tags, ledger, updates,
 eval matrix, replay buffer. The promotion gate is the blocking check ``challenger_beats_champion`` on
 ``model_update``; it only judges. A rejection fails the check (ERROR, blocking): ``champion_model``, which only
@@ -14,15 +15,20 @@ import dagster as dg
 
 from assets.metadata import challenger_metadata
 from orchestration.pipeline.base import ensure_base
+from orchestration.pipeline.lineage import AlreadyTrained, SnapshotGone
 from orchestration.pipeline.snapshot import SnapshotManifest, build_snapshot
 from orchestration.pipeline.update import NoHeldOutRows, UpdateResult, record_update, run_update
 from orchestration.pipes import finetune_via_pipes
 from orchestration.resources import MlflowResource, StreamtuneResource, WarehouseResource
+from orchestration.store.warehouse import Warehouse
 from orchestration.tags import TRIGGER_TAG
 
-_MODEL = {"pool": "training", "group_name": "training", "kinds": {"pytorch", "mlflow"}}
-"""An asset that trains or builds a model: pool ``training`` (it never opens DuckDB)."""
-_RECORD = {"pool": "duckdb", "group_name": "training"}
+_PER_RUN = {"io_manager_key": "run_io_manager"}
+"""Outputs kept per run (``orchestration.resources.RunScopedIOManager``): a retried run reloads its own
+snapshot and challenger, never those of a later run."""
+_MODEL = {"pool": "training", "group_name": "training", "kinds": {"pytorch", "mlflow"}, **_PER_RUN}
+"""An asset that trains or builds a model: pool ``training`` (it only reads train.ledger, once, before training)."""
+_RECORD = {"pool": "duckdb", "group_name": "training", **_PER_RUN}
 """An asset that reads or writes the warehouse: pool ``duckdb``."""
 
 
@@ -97,6 +103,7 @@ def challenger_model(
     base_model: dict,
     streamtune: StreamtuneResource,
     mlflow: MlflowResource,
+    warehouse: WarehouseResource,
 ) -> dg.Output:
     settings, registry = streamtune.settings(), mlflow.registry()
     try:
@@ -104,13 +111,14 @@ def challenger_model(
             settings,
             registry,
             SnapshotManifest.from_dict(training_snapshot),
+            warehouse=Warehouse(warehouse.path),  # read-only, before training: the ledger check
             base_version=base_model["version"],
             dagster_run_id=context.run_id,
             trigger=_trigger(context),
             log=context.log.info,
             pipes_launch=partial(finetune_via_pipes, context),
         )
-    except NoHeldOutRows as e:
+    except (NoHeldOutRows, AlreadyTrained, SnapshotGone) as e:
         raise dg.Failure(str(e)) from e
     return dg.Output(update.to_dict(), metadata=challenger_metadata(update, settings, registry))
 

@@ -1,9 +1,10 @@
 """Sensors: what runs when a file lands, and when new approved windows exist.
 
-``landing_sensor`` turns each closed landing file into one dynamic partition and
+``landing_sensor`` turns each closed, settled landing file into one dynamic partition and
 one ingest run (run key = window key, so a window is ingested exactly once). Its
-cursor is the last (mtime_ns, name) handed out, so it only moves forward. It
-never opens DuckDB.
+cursor is the last (mtime_ns, name) handed out, so it only moves forward, plus the files
+still settling (size and mtime must hold still across two ticks). Symbolic links are
+refused (logged) unless ``landing_symlinks = "inside"``. It never opens DuckDB.
 
 ``new_window_sensor`` watches ``approved_window`` materializations in the
 Dagster event log (not DuckDB) and requests a fine-tune run for each new one;
@@ -30,26 +31,35 @@ import dagster as dg
 from orchestration.jobs import drift_report_job, finetune_job, ingest_job, monitor_job
 from orchestration.partitions import WINDOWS_PARTITION, windows_partitions
 from orchestration.resources import StreamtuneResource
-from orchestration.sources.landing import closed_files_after, parse_cursor, window_key_for
+from orchestration.sources.landing import LandingScanner, LandingTick, window_key_for
 from orchestration.tags import DRIFT_TAG_PREFIX, LANDING_FILE_TAG, TRIGGER_TAG, WINDOW_TAG
 
 
 def build_landing_sensor(interval_s: int) -> dg.SensorDefinition:
+    """The landing sensor: each settled closed file in the landing folder becomes one dynamic partition and one
+    ingest run (``orchestration.sources.landing.LandingScanner``: cursor = last file handed out + files still
+    settling + entries already reported). Refused entries (symbolic links, FIFOs), files changed after their
+    window was handed out and files landed with an old mtime are logged once, as warnings, and never block
+    later files."""
+
     @dg.sensor(
         name="landing_sensor",
         job=ingest_job,
         minimum_interval_seconds=interval_s,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="One closed file in the landing folder = one window partition + one ingest run.",
+        description="One closed, settled file in the landing folder = one window partition + one ingest run.",
     )
     def landing_sensor(context: dg.SensorEvaluationContext, streamtune: StreamtuneResource) -> dg.SensorResult:
-        landing = streamtune.settings().paths.landing
-        files = closed_files_after(landing, parse_cursor(context.cursor))
-        if not files:
-            return dg.SensorResult(skip_reason=f"no new closed files in {landing}")
+        settings = streamtune.settings()
+        landing = settings.paths.landing
         known = set(context.instance.get_dynamic_partitions(WINDOWS_PARTITION))
+        tick = LandingScanner.parse(context.cursor).tick(landing, known, symlinks=settings.landing_symlinks)
+        for line in tick.reports:
+            context.log.warning(line)
+        if not tick.ready:
+            return dg.SensorResult(skip_reason=_landing_skip_reason(landing, tick), cursor=tick.cursor)
         new_keys, requests = [], []
-        for f in files:
+        for f in tick.ready:
             key = window_key_for(f.name)
             if key not in known and key not in new_keys:
                 new_keys.append(key)
@@ -63,10 +73,18 @@ def build_landing_sensor(interval_s: int) -> dg.SensorDefinition:
         return dg.SensorResult(
             run_requests=requests,
             dynamic_partitions_requests=[windows_partitions.build_add_request(new_keys)] if new_keys else [],
-            cursor=files[-1].cursor(),
+            cursor=tick.cursor,
         )
 
     return landing_sensor
+
+
+def _landing_skip_reason(landing, tick: LandingTick) -> str:
+    """Why a landing-sensor tick requested nothing: files still settling, and this tick's reports."""
+    parts = [f"no new settled closed files in {landing}"]
+    if tick.settling:
+        parts.append(f"still changing or just landed (handed out once size and mtime hold still): {tick.settling}")
+    return "; ".join(parts + tick.reports)
 
 
 def _approved_since(context: dg.SensorEvaluationContext) -> list:

@@ -1,9 +1,52 @@
-"""Shared fixtures: offline, quiet, CPU-only environment for every test."""
+"""Shared fixtures: offline, quiet, CPU-only environment for every test; CI honesty for external tools.
+
+A test that needs an external tool (Debian's Chromium, redis-server, PostgreSQL) says so with
+``@pytest.mark.requires_tool(name, available, hint)`` (module-level ``pytestmark`` works too) or, in a
+fixture, through the ``require_tool`` fixture. Without the tool the test skips with the hint; when the
+``CI`` environment variable is set (``.ci/run`` sets it) it FAILS instead, so CI cannot pass with the
+browser, Redis or PostgreSQL tests silently skipped.
+"""
 
 import os
+
+import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def check_tool(name: str, available: bool, hint: str) -> None:
+    """Nothing if ``available``; else skip the running test, or fail it when ``CI`` is set (non-empty).
+
+    Args:
+        name: the tool, as a person would look for it (``"redis-server"``).
+        available: whether the caller found it.
+        hint: how to install it (``"apt-get install redis-server"``).
+    """
+    if available:
+        return
+    message = f"{name} is not available ({hint})"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message}; CI is set, so a missing tool fails instead of skipping", pytrace=False)
+    pytest.skip(message)
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "requires_tool(name, available, hint): needs an external tool; skips without it, fails when CI is set",
+    )
+
+
+def pytest_runtest_setup(item):
+    for mark in item.iter_markers("requires_tool"):
+        check_tool(*mark.args, **mark.kwargs)
+
+
+@pytest.fixture(scope="session")
+def require_tool():
+    """``check_tool`` for fixtures: ``require_tool(name, available, hint)`` skips, or fails under CI."""
+    return check_tool

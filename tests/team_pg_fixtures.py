@@ -4,7 +4,7 @@
 directory, listening on 127.0.0.1 only with password (scram-sha-256) authentication, and stops it at the
 end. As root the server runs as the ``postgres`` system user (``runuser``), since PostgreSQL refuses to
 run as root. Tests skip with a reason when the binaries are absent (``apt-get install postgresql``, as
-``.ci/run`` does).
+``.ci/run`` does), and fail instead when ``CI`` is set.
 
 ``start_mlflow_server`` starts a real tracking server on a loopback port, backed by a Postgres database,
 with a proxied artifact store (``--artifacts-destination`` + ``--serve-artifacts``).
@@ -163,14 +163,19 @@ def start_pg_server(root: Path) -> PgServer:
 
 
 @pytest.fixture(scope="session")
-def pg_server():
-    """A real PostgreSQL server for the session (skips when Debian's postgresql package is missing)."""
-    if find_pg_bindir() is None:
-        pytest.skip("PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin): apt-get install postgresql")
+def pg_server(require_tool):
+    """A real PostgreSQL server for the session (skips when Debian's postgresql package is missing; fails
+    instead when ``CI`` is set: tests/conftest.py ``require_tool``)."""
+    require_tool(
+        "PostgreSQL server binaries (/usr/lib/postgresql/*/bin)",
+        find_pg_bindir() is not None,
+        "apt-get install postgresql",
+    )
     try:
         import psycopg2  # noqa: F401
     except ImportError:
-        pytest.skip("psycopg2 is not installed (pip install -e .)")
+        psycopg2 = None
+    require_tool("psycopg2", psycopg2 is not None, "pip install -e .")
     root = Path(tempfile.mkdtemp(prefix="streamtune-pg-"))
     server = start_pg_server(root)
     try:

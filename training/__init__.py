@@ -9,7 +9,8 @@ Modules (import the one you need; nothing heavy is imported here):
   train, save); ``finetune_types``: ``FinetuneRequest``, ``FinetuneResult``.
 - ``gate``: ``decide_promotion()``.
 - ``tracking``: ``ModelRegistry`` (registered versions, aliases, downloads, ``local_copy``) on top of
-  ``mlflow_runs.ExperimentRuns`` (runs: params, metrics, dataset inputs, artifacts, system metrics).
+  ``mlflow_runs.ExperimentRuns`` (runs: params, metrics, dataset inputs, artifacts, system metrics);
+  ``model_files``: checksum manifests and structural checks of model files (``local_copy`` verifies with them).
 
 This package never imports Dagster.
 """

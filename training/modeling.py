@@ -23,6 +23,7 @@ from transformers import (
 )
 
 from training.config import ModelConfig
+from training.model_files import ModelFileError, check_structure, copy_label
 from training.tokenizer import train_tokenizer
 
 __all__ = ["build_base_model", "load_model", "prepare_base"]
@@ -90,12 +91,15 @@ def load_model(
         (the eos token when the checkpoint defines none), mirrored in ``model.config.pad_token_id``.
 
     Raises:
-        OSError: if the model or tokenizer cannot be found or read; the message names ``source`` and
-            explains the HF_HUB_OFFLINE setting (``FileNotFoundError`` for a missing local directory).
+        OSError: if the model or tokenizer cannot be found or read; the message names ``source`` (and
+            the registry version of a ``local_copy``) and, for a Hub id, explains the HF_HUB_OFFLINE
+            setting (``FileNotFoundError`` for a missing local directory; ``ModelFileError`` naming the
+            file when a local file is truncated or malformed, e.g. a safetensors header error).
         ValueError: if the tokenizer has neither a pad nor an eos token.
     """
     name = str(source)
-    if isinstance(source, Path) or Path(name).is_absolute() or name.startswith((".", "~")):  # a local path
+    local = isinstance(source, Path) or Path(name).is_absolute() or name.startswith((".", "~")) or Path(name).is_dir()
+    if local:
         path = Path(name).expanduser()
         if not path.is_dir():
             raise FileNotFoundError(f"cannot load model {name!r}: no such directory")
@@ -103,7 +107,11 @@ def load_model(
     try:
         model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(name)
-    except (OSError, ValueError) as e:
+    except Exception as e:  # safetensors/tokenizers raise their own types: name the directory and the file
+        if local:
+            raise _local_load_error(Path(name), e) from e
+        if not isinstance(e, (OSError, ValueError)):
+            raise
         if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
             hint = "HF_HUB_OFFLINE=1 is set, so a Hub id loads only if it is already in the local HF cache"
         else:
@@ -121,6 +129,22 @@ def load_model(
     model.to(device or torch.device("cpu"))
     model.eval()
     return model, tokenizer
+
+
+def _local_load_error(path: Path, error: Exception) -> OSError:
+    """The error for a local directory that failed to load: a ``ModelFileError`` naming the damaged file
+    (and the registry version of a local copy) when ``check_structure`` finds one, else an ``OSError``
+    naming the directory and the original error."""
+    label = f"cannot load model {copy_label(path)}"
+    hint = "delete the directory so it is downloaded or built again"
+    try:
+        check_structure(path, label)
+    except ModelFileError as damaged:
+        return ModelFileError(f"{damaged}; {hint}")
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return OSError(
+        f"{label}: {type(error).__name__}: {first_line}; pass a directory written by save_pretrained or {hint}"
+    )
 
 
 def prepare_base(

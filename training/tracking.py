@@ -40,13 +40,32 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.models import Model  # noqa: E402
 
 from training.mlflow_runs import TRAIN_STATE_ARTIFACT, DatasetRef, ExperimentRuns, pip_requirements  # noqa: E402
+from training.model_files import (  # noqa: E402
+    CHECKSUMS_FILE,
+    LOCAL_COPY_MARKER,
+    ModelFileError,
+    build_manifest,
+    check_structure,
+    file_entry,
+    read_manifest,
+    verify_manifest,
+    write_manifest,
+)
 
-__all__ = ["LOCAL_COPY_MARKER", "TRAIN_STATE_ARTIFACT", "DatasetRef", "ModelRegistry", "pip_requirements"]
+__all__ = [
+    "CHECKSUMS_FILE",
+    "LOCAL_COPY_MARKER",
+    "TRAIN_STATE_ARTIFACT",
+    "DatasetRef",
+    "ModelFileError",
+    "ModelRegistry",
+    "pip_requirements",
+]
 
 log = logging.getLogger(__name__)
 
-LOCAL_COPY_MARKER = ".complete"
-"""File written last into a ``ModelRegistry.local_copy`` directory: present = the copy is whole."""
+_hashed_copies: set[tuple[str, str]] = set()
+"""``(resolved local copy, version)`` pairs fully hashed by this process: later reuses check sizes only."""
 
 
 class ModelRegistry(ExperimentRuns):
@@ -94,8 +113,10 @@ class ModelRegistry(ExperimentRuns):
         model), ``curve`` as step metrics ``train_loss`` and ``lr``, ``tags`` and ``description``; the model
         in ``model_dir`` (``save_pretrained`` layout) logged with ``mlflow.transformers.log_model`` under
         ``name="model"``; ``model_dir/train_state.pt`` (if present) as ``train_state/train_state.pt``;
-        each ``artifacts`` entry (file or directory) under its key as artifact directory. The version gets
-        ``tags`` and ``description``. The run ends FINISHED, or FAILED if anything raises.
+        each ``artifacts`` entry (file or directory) under its key as artifact directory; ``checksums.json``
+        (size and SHA-256 of each stored model file and of the train state) next to the model files, which
+        ``local_copy`` verifies against. The version gets ``tags`` and ``description``. The run ends
+        FINISHED, or FAILED if anything raises.
         Takes ~1-2 s for a few-MB model on a local sqlite store.
 
         Args:
@@ -130,6 +151,7 @@ class ModelRegistry(ExperimentRuns):
                 datasets=datasets,
             )
             model_id = self._log_model(run_id, model_dir)
+            self._log_checksums(model_id, model_dir)
             version = self._register(model_id, run_id, str_tags, description)
         except BaseException:
             self.client.set_terminated(run_id, "FAILED")
@@ -157,6 +179,21 @@ class ModelRegistry(ExperimentRuns):
             description="base model of the lineage",
             aliases=("base", "champion"),
         )
+
+    def _log_checksums(self, model_id: str, model_dir: Path) -> None:
+        """Log ``checksums.json`` into the logged model's artifacts: size and SHA-256 of each file
+        ``download_version`` copies, hashed from a fresh download of what the store holds (the flavor
+        re-saves the model, so ``model_dir``'s bytes may differ), plus ``train_state.pt`` (uploaded as is)."""
+        source = self.client.get_logged_model(model_id).artifact_location
+        with tempfile.TemporaryDirectory(prefix="streamtune-checksums-") as tmp:
+            files_dir = Path(tmp) / "files"
+            self._download_model_files(source, files_dir, f"logged model {model_id}")
+            files = build_manifest(files_dir)
+            if (model_dir / "train_state.pt").is_file():
+                files["train_state.pt"] = file_entry(model_dir / "train_state.pt")
+            manifest_dir = Path(tmp) / "manifest"
+            manifest_dir.mkdir()
+            self.client.log_model_artifact(model_id, str(write_manifest(manifest_dir, files)))
 
     # registry ----------------------------------------------------------------------------------------
 
@@ -254,7 +291,9 @@ class ModelRegistry(ExperimentRuns):
         """Materialise ``version`` as a ``save_pretrained`` directory that ``load_model`` reads.
 
         Copies the transformers flavor's weight directory (``config.json``, ``model.safetensors``, ...)
-        and its tokenizer component byte for byte into ``dst``, so logits are identical to the logged model.
+        and its tokenizer component byte for byte into ``dst``, so logits are identical to the logged model,
+        and the version's ``checksums.json`` when it has one (versions logged before manifests have none).
+        Nothing is verified here: ``local_copy`` verifies.
 
         Returns:
             ``dst`` (created if missing; existing files of the same names are overwritten).
@@ -263,9 +302,13 @@ class ModelRegistry(ExperimentRuns):
             MlflowException: if the version does not exist.
             FileNotFoundError: if the version is not a transformers-flavor model with a tokenizer.
         """
-        dst = Path(dst)
-        dst.mkdir(parents=True, exist_ok=True)
         source = self.client.get_model_version_download_uri(self.model_name, str(version))
+        return self._download_model_files(source, Path(dst), f"version {version} of {self.model_name!r}")
+
+    def _download_model_files(self, source: str, dst: Path, label: str) -> Path:
+        """Copy the weight files, tokenizer files and ``checksums.json`` of the transformers model at
+        artifact URI ``source`` flat into ``dst`` (see ``download_version``); ``label`` names it in errors."""
+        dst.mkdir(parents=True, exist_ok=True)
         staging = dst / ".mlflow-download"
         shutil.rmtree(staging, ignore_errors=True)
         try:
@@ -276,13 +319,13 @@ class ModelRegistry(ExperimentRuns):
             )
             flavor = Model.load(str(local / "MLmodel")).flavors.get("transformers")
             if flavor is None or "tokenizer" not in flavor.get("components", []):
-                raise FileNotFoundError(
-                    f"version {version} of {self.model_name!r} is not a transformers model with a tokenizer"
-                )
+                raise FileNotFoundError(f"{label} is not a transformers model with a tokenizer")
             for sub in (local / flavor.get("model_binary", "model"), local / "components" / "tokenizer"):
                 for item in sub.iterdir():
                     if item.is_file():
                         shutil.copy2(item, dst / item.name)
+            if (local / CHECKSUMS_FILE).is_file():
+                shutil.copy2(local / CHECKSUMS_FILE, dst / CHECKSUMS_FILE)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return dst
@@ -320,15 +363,18 @@ class ModelRegistry(ExperimentRuns):
         return target
 
     def local_copy(self, version: str, dest: Path) -> Path:
-        """A complete local copy of ``version`` at ``dest``: its ``save_pretrained`` files
-        (``download_version``) plus the run's ``train_state.pt`` when it logged one
+        """A complete, verified local copy of ``version`` at ``dest``: its ``save_pretrained`` files
+        (``download_version``, with ``checksums.json``) plus the run's ``train_state.pt`` when it logged one
         (``download_train_state``), ready to be a ``finetune`` parent or a drift scorer.
 
-        The files are downloaded into a temporary sibling directory (``.<dest name>-*``), the marker
-        ``LOCAL_COPY_MARKER`` is written last, and the directory is renamed to ``dest`` (atomic on one
-        filesystem): readers never see a half-written copy, and a failed download leaves no ``dest``. A
-        ``dest`` holding the marker is reused without contacting the store; one without it (interrupted,
-        or written by an older streamtune) is replaced. Concurrent callers are safe: the first rename wins.
+        The files are downloaded into a temporary sibling directory (``.<dest name>-*``) and verified against
+        the version's checksums (size and SHA-256 of every file); then the marker ``LOCAL_COPY_MARKER`` is
+        written and the directory renamed to ``dest`` (atomic on one filesystem): readers never see a
+        half-written or unverified copy, and a failed download leaves no ``dest``. A ``dest`` holding the
+        marker is reused without contacting the store once it verifies (sizes on every call, SHA-256 once per
+        process); one that does not verify, or has no marker, is replaced. Versions logged before checksums
+        were recorded get ``check_structure`` instead (safetensors headers, JSON, zip archives), with a log
+        line saying so. Concurrent callers are safe: the first rename wins.
 
         Returns:
             ``dest``.
@@ -336,20 +382,36 @@ class ModelRegistry(ExperimentRuns):
         Raises:
             MlflowException: if the version does not exist.
             FileNotFoundError: if the version is not a transformers-flavor model with a tokenizer.
+            ModelFileError: if the downloaded files do not verify (the registry's copy is damaged); the
+                message names the version and the file.
         """
         dest = Path(dest)
+        label = f"version {version} of {self.model_name!r}"
         if (dest / LOCAL_COPY_MARKER).is_file():
-            return dest
+            try:
+                _verify_copy(dest, version, label)
+                return dest
+            except ModelFileError as e:
+                log.warning("local copy %s does not verify, downloading it again: %s", dest, e)
+                _discard_incomplete(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
         try:
             self.download_version(version, tmp)
             self.download_train_state(version, tmp)
+            try:
+                _verify_copy(tmp, version, label, fresh=True)
+            except ModelFileError as e:
+                raise ModelFileError(
+                    f"{e}; the registry's copy is damaged: restore the artifact, or roll the champion back to "
+                    "another version (`streamtune rollback`)"
+                ) from e
             (tmp / LOCAL_COPY_MARKER).write_text(f"{self.model_name} version {version}\n")
             if dest.exists() and not (dest / LOCAL_COPY_MARKER).is_file():
                 _discard_incomplete(dest)
             try:
                 tmp.rename(dest)
+                _hashed_copies.add((str(dest.resolve()), str(version)))
             except OSError:  # another process renamed its copy into place first
                 if not (dest / LOCAL_COPY_MARKER).is_file():
                     raise
@@ -358,8 +420,30 @@ class ModelRegistry(ExperimentRuns):
         return dest
 
 
+def _verify_copy(directory: Path, version: str, label: str, *, fresh: bool = False) -> None:
+    """Verify a local copy against its ``checksums.json``: every file's size, and its SHA-256 when ``fresh``
+    (just downloaded) or not yet hashed by this process; without a manifest, ``check_structure``.
+
+    Raises:
+        ModelFileError: naming ``label`` (the version) and the first file that does not verify.
+    """
+    files = read_manifest(directory, label)
+    key = (str(directory.resolve()), str(version))
+    if files is None:
+        if fresh or key not in _hashed_copies:
+            log.info(
+                "%s has no recorded checksums (logged before streamtune recorded them): file structure only", label
+            )
+        check_structure(directory, label)
+    else:
+        verify_manifest(directory, files, label, full=fresh or key not in _hashed_copies)
+    if not fresh:  # a fresh download sits in a temporary directory; local_copy records dest after the rename
+        _hashed_copies.add(key)
+
+
 def _discard_incomplete(dest: Path) -> None:
-    """Move an unmarked ``dest`` aside (one rename) and delete it, so the complete copy can take its name."""
+    """Move an unmarked or unverified ``dest`` aside (one rename) and delete it, so a complete copy can take
+    its name."""
     trash = Path(tempfile.mkdtemp(prefix=f".{dest.name}-stale-", dir=dest.parent))
     with contextlib.suppress(FileNotFoundError):  # another process moved it already
         dest.rename(trash / dest.name)

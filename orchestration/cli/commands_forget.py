@@ -8,7 +8,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from orchestration.cli.common import CliError, HomeOpt, console, home_settings
+from orchestration.cli.common import BAD_INPUT, CliError, HomeOpt, console, home_settings
+
+FORGET_HINT = "e.g. streamtune forget --where \"package = 'pkg3'\" or --id REC-1"
 
 
 def forget(
@@ -37,8 +39,15 @@ def forget(
     # lazy: the erasure step imports duckdb, polars and pyarrow (~0.5 s)
     from orchestration.pipeline.forget import ForgetError, request_retrain
     from orchestration.pipeline.forget import forget as forget_records
+    from orchestration.pipeline.forget_criteria import EmptyValueError, check_values
 
     settings = home_settings(home)
+    try:
+        check_values(list(where or []), list(ids or []))
+    except EmptyValueError as e:
+        raise CliError(str(e), FORGET_HINT, code=BAD_INPUT) from e
+    except ForgetError as e:
+        raise CliError(str(e), FORGET_HINT) from e
     try:
         report = forget_records(
             settings,
@@ -48,7 +57,7 @@ def forget(
             dry_run=dry_run,
         )
     except ForgetError as e:
-        raise CliError(str(e), "e.g. streamtune forget --where \"package = 'pkg3'\" or --id REC-1") from e
+        raise CliError(str(e), FORGET_HINT) from e
     if retrain and report.retrain_windows and not dry_run:
         from orchestration.cli.runs import submit_finetune_runs  # lazy: loads dagster, only to queue runs
 

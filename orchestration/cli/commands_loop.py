@@ -15,6 +15,7 @@ import typer
 
 from orchestration.cli.commands_status import print_window_table, status_data
 from orchestration.cli.common import CliError, HomeOpt, console, home_settings
+from orchestration.cli.homelock import LOCK_NAME, HomeLock, die_with_parent, stop_on_signals
 from orchestration.cli.progress import LoopProgress
 from orchestration.config.profiles import is_server_uri
 from orchestration.config.settings import Settings, resolve_home, write_settings
@@ -60,19 +61,25 @@ def run(
     from orchestration.cli.daemon import Daemon  # lazy: keeps dagster out of `streamtune --help`
 
     settings = home_settings(home)
-    with Daemon(settings) as daemon:
-        console.print(f"dagster-daemon running over {settings.home} (log: {daemon.log_path})")
-        if until_idle:
-            with LoopProgress(console) as bars:
-                summary = daemon.wait_until_idle(timeout_s=timeout, progress=bars.update)
-            print_summary(summary)
-            return
-        try:
+    stop_on_signals()  # SIGTERM/SIGHUP unwind like Ctrl-C: the daemon and every run worker are stopped
+    try:
+        with Daemon(settings) as daemon:
+            _print_recovered(daemon.recovered)
+            console.print(f"dagster-daemon running over {settings.home} (log: {daemon.log_path})")
+            if until_idle:
+                with LoopProgress(console) as bars:
+                    summary = daemon.wait_until_idle(timeout_s=timeout, progress=bars.update)
+                print_summary(summary)
+                return
             while True:
                 daemon.check_alive()
                 time.sleep(2)
-        except KeyboardInterrupt:
-            console.print("stopping")
+    except KeyboardInterrupt as exc:
+        console.print(f"stopped ({exc or 'interrupted'}); every process of {settings.home} was stopped")
+        if until_idle:
+            raise CliError(
+                "stopped before the loop went idle", hint="run `streamtune run --until-idle` again"
+            ) from None
 
 
 def demo(
@@ -86,17 +93,19 @@ def demo(
     from orchestration.sources.landing import replay as replay_files  # lazy: polars, via quality.readers
 
     root = resolve_home(home)
-    if fresh and root.exists():
-        shutil.rmtree(root)
-    if not (root / "streamtune.toml").exists():
-        write_settings(root, DEMO_SETTINGS)
-    settings = home_settings(root)
-    started = time.time()
-    with Daemon(settings) as daemon:
-        landed = replay_files(source, settings.paths.landing)
-        console.print(f"landed {len(landed)} windows from {source}; dagster-daemon log: {daemon.log_path}")
-        with LoopProgress(console) as bars:
-            summary = daemon.wait_until_idle(timeout_s=timeout, progress=bars.update)
+    stop_on_signals()
+    with HomeLock(root, "demo"):  # before clearing the home: never under a loop that is running on it
+        if fresh:
+            _clear_home(root)
+        if not (root / "streamtune.toml").exists():
+            write_settings(root, DEMO_SETTINGS)
+        settings = home_settings(root)
+        started = time.time()
+        with Daemon(settings, command="demo") as daemon:
+            landed = replay_files(source, settings.paths.landing)
+            console.print(f"landed {len(landed)} windows from {source}; dagster-daemon log: {daemon.log_path}")
+            with LoopProgress(console) as bars:
+                summary = daemon.wait_until_idle(timeout_s=timeout, progress=bars.update)
     data = status_data(settings)
     print_window_table(data["windows"])
     print_summary(summary)
@@ -119,11 +128,18 @@ def ui(
     mlflow_port: Annotated[int, typer.Option(help="MLflow UI port")] = 5000,
 ) -> None:
     """Start the Dagster UI (with its daemon) and the MLflow server on 127.0.0.1 over the home."""
-    from orchestration.cli.daemon import instance_env, prepare_instance  # lazy: keeps dagster out of --help
+    from orchestration.cli.daemon import instance_env, prepare_instance, recover_orphaned_runs  # lazy: dagster
 
     settings = home_settings(home)
-    prepare_instance(settings)
-    env = instance_env(settings)
+    stop_on_signals()
+    with HomeLock(settings.home, "ui"):
+        prepare_instance(settings)
+        _print_recovered(recover_orphaned_runs(settings))
+        _serve_uis(settings, instance_env(settings), dagster_port, mlflow_port)
+
+
+def _serve_uis(settings: Settings, env: dict[str, str], dagster_port: int, mlflow_port: int) -> None:
+    """Run ``dagster dev`` and (embedded profile) the MLflow server until one exits or Ctrl-C/SIGTERM."""
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     bindir = Path(sys.executable).parent
     dagster_cmd = [str(bindir / "dagster"), "dev", "-m", "orchestration.definitions"]
@@ -144,7 +160,23 @@ def ui(
 
 
 def _spawn(cmd: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen(cmd, env=env, cwd=cwd, start_new_session=True)
+    return subprocess.Popen(cmd, env=env, cwd=cwd, start_new_session=True, preexec_fn=die_with_parent)
+
+
+def _clear_home(root: Path) -> None:
+    """Remove everything in ``root`` but the home lock (held by the caller)."""
+    for entry in root.iterdir() if root.is_dir() else ():
+        if entry.name == LOCK_NAME:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def _print_recovered(lines: list[str]) -> None:
+    for line in lines:
+        console.print(f"  [yellow]recovered[/yellow] {line} (its worker died with an earlier loop)")
 
 
 def _mlflow_server_cmd(settings: Settings, port: int) -> list[str]:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from orchestration.cli.common import CliError, HomeOpt, console, home_settings
+from orchestration.cli.common import BAD_INPUT, CliError, HomeOpt, console, home_settings, require_warehouse
 
 quarantine_app = typer.Typer(
     no_args_is_help=True, help="List, release and purge quarantined rows (values are never printed)."
@@ -28,8 +28,7 @@ def quarantine_list(
     from orchestration.store.warehouse import Warehouse  # lazy: duckdb, polars and pyarrow (~0.4 s)
 
     settings = home_settings(home)
-    if not settings.paths.warehouse.exists():
-        raise CliError(f"no warehouse at {settings.paths.warehouse}", "ingest a window first")
+    require_warehouse(settings)
     rows = Warehouse(settings.paths.warehouse).quarantine_rows(window, rule)
     if as_json:
         typer.echo(json.dumps(rows.to_dicts(), indent=2, default=str))
@@ -56,7 +55,9 @@ def quarantine_release(
     from quality.suite import rejudge_quarantined
 
     settings = home_settings(home)
+    require_warehouse(settings)
     wh = Warehouse(settings.paths.warehouse)
+    require_window(wh, window)
     cfg = settings.quality
     rows = wh.read_quarantined_raw(window, rule)
     near = cfg.near_dup_threshold is not None
@@ -77,12 +78,30 @@ def quarantine_release(
 def quarantine_purge(
     home: HomeOpt = None,
     days: Annotated[float | None, typer.Option("--days", help="retention (default: setting)")] = None,
+    window: Annotated[str | None, typer.Option("--window", "-w", help="only this window (default: every)")] = None,
 ) -> None:
-    """Blank the raw text/metadata of quarantine rows older than the retention period."""
+    """Blank the raw text/metadata of quarantine rows older than the retention period (of one window
+    with ``--window``)."""
     from orchestration.store.warehouse import Warehouse  # lazy: duckdb, polars and pyarrow (~0.4 s)
 
     settings = home_settings(home)
-    n = Warehouse(settings.paths.warehouse).purge_quarantine(
-        settings.quarantine_retention_days if days is None else days
-    )
+    require_warehouse(settings)
+    wh = Warehouse(settings.paths.warehouse)
+    if window is not None:
+        require_window(wh, window)
+    n = wh.purge_quarantine(settings.quarantine_retention_days if days is None else days, window_key=window)
     console.print(f"{n} quarantine rows purged")
+
+
+def require_window(wh, window: str) -> None:
+    """Nothing if ``window`` was ingested into ``wh`` (a ``Warehouse``).
+
+    Raises:
+        CliError: (``BAD_INPUT``) no such window; nothing is changed.
+    """
+    if not wh.window_exists(window):
+        raise CliError(
+            f"no window {window!r} in {wh.path}",
+            "`streamtune status` lists the windows, `streamtune quarantine list` their quarantined rows",
+            code=BAD_INPUT,
+        )

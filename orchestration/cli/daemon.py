@@ -22,6 +22,7 @@ from pathlib import Path
 
 from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
+from orchestration.cli.homelock import HomeLock, die_with_parent, loop_env
 from orchestration.config.profiles import instance_yaml, profile_env
 from orchestration.config.settings import Settings
 from orchestration.partitions import WINDOWS_PARTITION
@@ -30,6 +31,7 @@ from orchestration.sources.landing import closed_files_after, window_key_for
 from orchestration.store.warehouse import Warehouse
 
 ACTIVE_STATUSES = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
+ORPHAN_STATUSES = (DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING)
 POOLS = {"duckdb": 1, "training": 1}
 
 
@@ -38,8 +40,9 @@ class DaemonError(RuntimeError):
 
 
 def instance_env(settings: Settings) -> dict[str, str]:
-    """Environment for every Dagster process of this home."""
-    env = dict(os.environ)
+    """Environment for every Dagster process of this home (with the home's loop marker,
+    ``orchestration.cli.homelock.OWNER_ENV``, so a stop can find every one of them)."""
+    env = loop_env(dict(os.environ), settings.home)
     env["DAGSTER_HOME"] = str(settings.paths.dagster_home)
     env["STREAMTUNE_HOME"] = str(settings.home)
     env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -68,6 +71,40 @@ def prepare_instance(settings: Settings) -> Path:
             instance.event_log_storage.set_concurrency_slots(pool, limit)
     _init_mlflow_store(settings)
     return paths.dagster_home
+
+
+def recover_orphaned_runs(settings: Settings) -> list[str]:
+    """Fail the runs a dead loop left STARTING, STARTED or CANCELING, and free every pool slot held by a
+    run that has ended.
+
+    Call only while holding the home's ``HomeLock`` with no daemon started yet: then no run worker of
+    the home is alive (the lock's holder started them all and ``HomeLock`` stopped what a killed holder
+    left), so such a run can never finish by itself and would hold its ``duckdb``/``training`` slot
+    for ever. A failed run is retried by ``run_retries`` once the daemon is up.
+
+    Returns:
+        One line per run failed or canceled (``job[partition] run 1a2b3c4d: STARTED -> FAILURE``).
+    """
+    lines = []
+    with open_instance(settings) as instance:
+        for run in instance.get_runs(RunsFilter(statuses=list(ORPHAN_STATUSES))):
+            message = f"streamtune: the run worker of this {run.status.value} run is gone (the loop was killed)"
+            if run.status == DagsterRunStatus.CANCELING:
+                instance.report_run_canceled(run, message)
+                new = DagsterRunStatus.CANCELED
+            else:
+                instance.report_run_failed(run, message)
+                new = DagsterRunStatus.FAILURE
+            partition = run.tags.get("dagster/partition", "")
+            where = f"{run.job_name}[{partition}]" if partition else run.job_name
+            lines.append(f"{where} run {run.run_id[:8]}: {run.status.value} -> {new.value}")
+        storage = instance.event_log_storage
+        if storage.supports_global_concurrency_limits:
+            for run_id in storage.get_concurrency_run_ids():
+                run = instance.get_run_by_id(run_id)
+                if run is None or run.is_finished:
+                    storage.free_concurrency_slots_for_run(run_id)
+    return lines
 
 
 def _init_mlflow_store(settings: Settings) -> None:
@@ -125,29 +162,49 @@ class LoopSummary:
 
 
 class Daemon:
-    """A ``dagster-daemon`` process over one home (context manager; stops the process group on exit)."""
+    """A ``dagster-daemon`` process over one home (context manager; stops the process group on exit).
 
-    def __init__(self, settings: Settings, log_path: Path | None = None) -> None:
+    Holds the home's ``HomeLock`` while open: a second ``Daemon`` (or ``streamtune run|demo|ui``) on the
+    same home raises ``CliError``. At start it fails the runs a killed loop left behind
+    (``recover_orphaned_runs``; the lines are in ``recovered``).
+    """
+
+    def __init__(self, settings: Settings, log_path: Path | None = None, command: str = "run") -> None:
         self.settings = settings
         self.log_path = log_path or settings.paths.logs / "dagster-daemon.log"
         self.proc: subprocess.Popen | None = None
+        self.recovered: list[str] = []
+        self.command = command
+        self._lock: HomeLock | None = None
 
     def __enter__(self) -> Daemon:
+        lock = HomeLock(self.settings.home, self.command)
+        lock.__enter__()
+        self._lock = lock
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
         prepare_instance(self.settings)
+        self.recovered = recover_orphaned_runs(self.settings)
         exe = shutil.which("dagster-daemon", path=str(Path(sys.executable).parent)) or shutil.which("dagster-daemon")
         if exe is None:
             raise DaemonError("dagster-daemon not found: install streamtune into this environment (make install)")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [exe, "run", "-m", "orchestration.definitions"],
             env=instance_env(self.settings),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent,  # a SIGKILLed parent leaves no daemon behind
             cwd=str(self.settings.home),
         )
-        return self
 
     def __exit__(self, *exc) -> None:
         self.stop()
@@ -163,6 +220,9 @@ class Daemon:
         if getattr(self, "_log", None):
             self._log.close()
             self._log = None
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.__exit__(None, None, None)  # stops any process of the home still running
 
     def check_alive(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -193,7 +253,10 @@ class Daemon:
                 self.check_alive()
                 active = instance.get_runs_count(RunsFilter(statuses=[DagsterRunStatus[s] for s in ACTIVE_STATUSES]))
                 known = set(instance.get_dynamic_partitions(WINDOWS_PARTITION))
-                landed = {window_key_for(f.name) for f in closed_files_after(self.settings.paths.landing, None)}
+                landed = {
+                    window_key_for(f.name)
+                    for f in closed_files_after(self.settings.paths.landing, None, self.settings.landing_symlinks)
+                }
                 waiting = len(landed - known)
                 msg = f"{active} run(s) active, {waiting} landed file(s) not yet seen, {len(known)} window(s) known"
                 if progress:

@@ -50,7 +50,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, get_origin, get_type_hints
 
 from orchestration.config.tables import SettingsError, build_config, check_value, read_toml, toml_lines
 from orchestration.sources.redis_stream import RedisStreamConfig
@@ -92,6 +92,8 @@ class HomePaths:
     root: Path
     landing = _UnderRoot("landing")
     """Incoming window files (the landing zone)."""
+    landing_archive = _UnderRoot("archive/landing")
+    """Landing files of curated windows (``landing_retention = "archive"``)."""
     warehouse = _UnderRoot("warehouse.duckdb")
     """The DuckDB file."""
     mlflow_db = _UnderRoot("mlflow.db")
@@ -185,6 +187,12 @@ class Settings:
     """Held-out rows of earlier windows used to measure retention (forgetting)."""
     landing_interval_s: int = 5
     """Minimum seconds between landing-sensor ticks."""
+    landing_retention: Literal["archive", "delete", "keep"] = "archive"
+    """What happens to a window's landing file once the window is curated: moved to ``archive/landing/``
+    (mtime kept; ``forget`` scrubs it there), deleted, or kept in ``landing/``."""
+    landing_symlinks: Literal["refuse", "inside"] = "refuse"
+    """Symbolic links in ``landing/``: "refuse" (logged, never read), or "inside": accept one whose target
+    is a regular file inside the landing folder."""
     finetune_trigger_interval_s: int = 5
     quarantine_retention_days: float = 30.0
     """Days a quarantined row keeps its raw text/metadata (curated.quarantine is the one place with
@@ -285,7 +293,9 @@ def _scalar(value: Any, tp: Any) -> Any:
 
 
 def _from_env(name: str, raw: str, tp: type) -> Any:
-    """A top-level setting (str, int or float) from its environment variable ``name``."""
+    """A top-level setting (str, int, float or a ``Literal`` of strings) from its environment variable ``name``."""
+    if get_origin(tp) is Literal:
+        return check_value(raw, tp, "environment", name)
     try:
         return tp(raw)
     except ValueError as exc:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestration.config.settings import Settings
+from orchestration.pipeline.ingest import retire_landing_file
 from orchestration.store.warehouse import Warehouse
 from quality import suite
 from quality.suite import CheckOutcome, curate_window, verdict_metadata
@@ -28,7 +29,8 @@ class CurateResult:
 def curate(settings: Settings, warehouse: Warehouse, key: str) -> CurateResult:
     """Run window ``key``'s raw rows through the gate (GX suite, PII redaction, dedup against the recent
     windows' normalized hashes) into ``curated.events`` and ``curated.quarantine``, then purge quarantine rows
-    older than ``settings.quarantine_retention_days``.
+    older than ``settings.quarantine_retention_days``; the window's landing file is then archived, deleted or
+    kept (``landing_retention``; ``orchestration.pipeline.ingest.retire_landing_file``).
 
     Raises:
         quality.suite.QualityGateError: GX itself failed (not a failing row: those are quarantined).
@@ -49,6 +51,7 @@ def curate(settings: Settings, warehouse: Warehouse, key: str) -> CurateResult:
     purged = warehouse.purge_quarantine(settings.quarantine_retention_days)
     metadata = verdict_metadata(verdict, rows.height)
     metadata["quarantine_rows_purged"] = purged
+    metadata["landing_file"] = retire_landing_file(settings, warehouse, key)  # landing_retention
     return CurateResult(metadata=metadata, docs_index=verdict.docs_index)
 
 

@@ -19,11 +19,15 @@ No Dagster imports (the retrain request is submitted by the caller, ``request_re
    as field + SHA-256 of the value, never the value). The SQL is ``orchestration.store.erasure``.
 4. **Scrub files**: the landing files (rewritten without the records, mtime kept so the landing sensor
    does not see a new file; ``forget_landing``), the Parquet training snapshots, the GX Data Docs of the
-   affected windows and the local copies of retired model versions.
-5. **Mark the registry**: tags on every affected version (``streamtune.forget_requests``,
+   affected windows, the local copies of retired model versions (``models/registry/v<N>``) and the
+   fine-tune work directories of a scrubbed snapshot or a retired parent (``models/updates/``).
+5. **Mark the registry, delete the artifacts**: tags on every affected version (``streamtune.forget_requests``,
    ``streamtune.contains_deleted`` / ``streamtune.derived_from_deleted`` / ``streamtune.evaluated_on_deleted``);
    when the champion is retired the ``champion`` alias moves back to the newest clean ancestor
-   (``train.rollbacks`` row with the reason).
+   (``train.rollbacks`` row with the reason). Then the retired versions' artifacts (weights, optimizer
+   state, sample generations, snapshot manifest) are deleted through MLflow, and the sample generations
+   of versions only evaluated on the records (``forget_artifacts``); the version entries and their tags
+   stay as the audit trail (``streamtune.artifacts_deleted`` = request id).
 6. **Request the retrain** (``request_retrain``, after ``forget`` returns): ``finetune`` runs submitted to
    the home's Dagster instance (queued; the daemon launches them) with tags ``streamtune/trigger=forget``
    and ``streamtune/forget_request=<id>``, enough of them to cover every window to retrain under
@@ -54,6 +58,7 @@ import polars as pl
 
 from orchestration.config.profiles import open_registry
 from orchestration.config.settings import Settings
+from orchestration.pipeline.forget_artifacts import delete_version_artifacts, remove_local_models
 from orchestration.pipeline.forget_criteria import ForgetError, parse_where, resolve_criteria
 from orchestration.pipeline.forget_landing import scrub_landing
 from orchestration.store.erasure import Criterion, ErasureMatch
@@ -181,18 +186,22 @@ def forget(
     report.retrain_windows = wh.landing_order(plan.retrain)
 
     # 4. files
+    snapshots = _scrub_snapshots(settings.paths.snapshots, plan.match.rows)
     report.files = {
         "landing": scrub_landing(settings, wh, plan.match.rows, criteria, plan.window_keys),
-        "snapshots": _scrub_snapshots(settings.paths.snapshots, plan.match.rows),
+        "snapshots": snapshots,
         "data_docs": _remove_dirs([settings.paths.data_docs / w for w in plan.window_keys]),
-        "local_models": _remove_dirs([settings.paths.models / "registry" / f"v{v}" for v in plan.retire]),
+        "local_models": remove_local_models(
+            settings.paths.models, plan.retire, {s.split("/", 1)[0] for s in snapshots}
+        ),
     }
 
-    # 5. registry
+    # 5. registry: tags, champion, then the artifacts of the versions that saw the records
     if registry is not None:
         _tag_versions(registry, report, plan)
         _move_champion(registry, wh, report, plan, base, actor)
         report.champion_after = registry.version_for_alias("champion")
+        _delete_artifacts(registry, report, plan)
 
     report.status = "deleted" if plan.retrain else "retrain_not_needed"
     _save(settings, wh, report)
@@ -341,6 +350,24 @@ def _move_champion(registry, wh: Warehouse, report: ForgetReport, plan: _Plan, b
         why = f"forget request {report.request_id}: v{champion} was trained on deleted records"
         registry.rollback_champion(target, why, actor=actor)
         wh.record_rollback(champion, target, why, actor)
+
+
+def _delete_artifacts(registry, report: ForgetReport, plan: _Plan) -> None:
+    """Step 5: delete the retired versions' artifacts (weights, optimizer state, generations, snapshot
+    manifest) and the evaluated versions' sample generations through MLflow; tag each retired version
+    ``streamtune.artifacts_deleted`` with the request id; drop a ``challenger`` alias left on a retired one."""
+    retired = sorted(plan.retire, key=_vkey)
+    evaluated = [v for v in report.evaluated_versions if v not in plan.retire]
+    done = delete_version_artifacts(registry, retired, evaluated)
+    report.files["mlflow_artifacts"] = done.deleted
+    if done.errors:
+        report.files["mlflow_artifact_errors"] = done.errors
+    failed = {line.split(":", 1)[0].removeprefix("version ") for line in done.errors}
+    for v in retired:
+        if v not in failed:
+            registry.tag_version(v, {"streamtune.artifacts_deleted": report.request_id})
+    if registry.version_for_alias("challenger") in plan.retire:
+        registry.client.delete_registered_model_alias(registry.model_name, "challenger")
 
 
 def _save(settings: Settings, wh: Warehouse, report: ForgetReport) -> None:

@@ -22,6 +22,27 @@ class ForgetError(ValueError):
     """A deletion request that cannot be carried out as given (bad --where, unknown field, no home)."""
 
 
+class EmptyValueError(ForgetError):
+    """A ``--where`` or ``--id`` value that is empty or only whitespace (it would match nothing useful, or
+    everything blank); refused before the warehouse is opened."""
+
+
+def check_values(wheres: list[str], ids: list[str]) -> None:
+    """Refuse a deletion request with an empty or whitespace-only value, before anything is read or written.
+
+    Raises:
+        ForgetError: a malformed ``--where`` (``parse_where``).
+        EmptyValueError: a ``--where`` value or an ``--id`` that is empty or whitespace only.
+    """
+    for i in ids:
+        if not str(i).strip():
+            raise EmptyValueError(f"--id {i!r} is empty: a record id must have a non-blank value")
+    for expr in wheres:
+        name, value = parse_where(expr)
+        if not value.strip():
+            raise EmptyValueError(f"--where {expr!r}: the value of {name!r} is empty; give a non-blank value")
+
+
 def parse_where(expr: str) -> tuple[str, str]:
     """``'<field> = <value>'`` -> ``(field, value)``. The value may be bare (no spaces or quotes) or in
     single/double quotes (backslash escapes the quote). Anything else is rejected.
@@ -44,8 +65,10 @@ def resolve_criteria(wh: Warehouse, settings: Settings, wheres: list[str], ids: 
     """Turn ``--where`` expressions and ``--id`` values into criteria against known fields.
 
     Raises:
+        EmptyValueError: an empty or whitespace-only value (``check_values``).
         ForgetError: a field that is neither a column nor a metadata key seen in the warehouse.
     """
+    check_values(wheres, ids)
     out = [Criterion(settings.id_field, "record_id", settings.id_field, str(i)) for i in ids]
     if not wheres:
         return out

@@ -1,6 +1,8 @@
-"""Step 4 of a deletion request (``orchestration.pipeline.forget``) for the landing folder: rewrite each
-affected window's landing file without the deleted records, atomically and with its mtime kept (the
-landing sensor must not see a new file)."""
+"""Step 4 of a deletion request (``orchestration.pipeline.forget``) for the landing folder and its archive:
+rewrite each affected window's file without the deleted records, atomically and with its mtime kept (the
+landing sensor must not see a new file). A window's file is looked up in ``landing/`` (a re-delivery under
+the same name included) and in ``archive/landing/`` (``landing_retention = "archive"``); an accepted symbolic
+link (``landing_symlinks = "inside"``) is scrubbed through its target."""
 
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ from orchestration.store.warehouse import Warehouse
 def scrub_landing(
     settings: Settings, wh: Warehouse, rows: pl.DataFrame, criteria: list[Criterion], window_keys: list[str]
 ) -> list[str]:
-    """Rewrite each affected window's landing file without the deleted records (atomically, mtime kept).
+    """Rewrite each affected window's landing file, in ``landing/`` and ``archive/landing/``, without the
+    deleted records (atomically, mtime kept).
 
     JSON Lines: each deleted record's line becomes a blank line, so a re-ingest numbers the other rows as
     before (the blank line is a ``raw.rejects`` row "blank line"). Parquet/CSV: the rows are dropped (a
@@ -34,7 +37,8 @@ def scrub_landing(
         window_keys: the affected windows; the files of a whole-window request (a ``window_key``
             criterion) are removed.
 
-    Returns: ``"<file>: -N records"`` / ``"<file>: removed (whole window)"`` lines.
+    Returns: ``"<file>: -N records"`` / ``"<file>: removed (whole window)"`` lines (one per copy: landing and
+        archive).
     """
     if not window_keys:
         return []
@@ -42,32 +46,54 @@ def scrub_landing(
     whole = {c.value for c in criteria if c.column == "window_key"}
     done = []
     for key in window_keys:
-        path = settings.paths.landing / files.get(key, "")
-        if key not in files or not path.is_file():
-            continue
-        if key in whole:
-            path.unlink()
-            done.append(f"{path.name}: removed (whole window)")
-            continue
-        ids = set(rows.filter(pl.col("window_key") == key)["record_id"].to_list())
-        stat = path.stat()
-        tmp = settings.home / "forget" / f".{path.name}.tmp"
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        name = path.name.lower()
-        matches = functools.partial(_record_matches, ids=ids, criteria=criteria, settings=settings)
-        if name.endswith((".jsonl", ".ndjson", ".jsonl.gz")):
-            removed = _rewrite_jsonl(path, tmp, matches)
-        elif name.endswith((".parquet", ".csv")):
-            removed = _rewrite_table(path, tmp, matches)
-        else:
-            continue
-        if removed:
-            os.replace(tmp, path)
-            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the landing sensor must not see a new file
-            done.append(f"{path.name}: -{removed} records")
-        else:
-            tmp.unlink(missing_ok=True)
+        for path in _window_paths(settings, files.get(key, "")):
+            if key in whole:
+                path.unlink()
+                done.append(f"{path.name}: removed (whole window)")
+                continue
+            line = _scrub_file(settings, path, rows.filter(pl.col("window_key") == key), criteria)
+            done += [line] if line else []
     return done
+
+
+def _window_paths(settings: Settings, name: str) -> list[Path]:
+    """The regular files holding window file ``name``: ``landing/name`` and ``archive/landing/name`` where they
+    exist (an accepted symbolic link: its target, when that is inside the landing folder)."""
+    if not name or name != Path(name).name:
+        return []
+    found = []
+    for folder in (settings.paths.landing, settings.paths.landing_archive):
+        path = folder / name
+        if path.is_symlink():
+            target = Path(os.path.realpath(path))
+            if target.is_relative_to(os.path.realpath(settings.paths.landing)) and target.is_file():
+                found.append(target)
+        elif path.is_file():
+            found.append(path)
+    return found
+
+
+def _scrub_file(settings: Settings, path: Path, rows: pl.DataFrame, criteria: list[Criterion]) -> str:
+    """Rewrite ``path`` without the records of ``rows`` (window_key, row_number, record_id) or matching
+    ``criteria``; returns ``"<file>: -N records"``, or "" when none matched (or the format is not rewritable)."""
+    ids = set(rows["record_id"].to_list())
+    stat = path.stat()
+    tmp = settings.home / "forget" / f".{path.name}.tmp"
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    name = path.name.lower()
+    matches = functools.partial(_record_matches, ids=ids, criteria=criteria, settings=settings)
+    if name.endswith((".jsonl", ".ndjson", ".jsonl.gz")):
+        removed = _rewrite_jsonl(path, tmp, matches)
+    elif name.endswith((".parquet", ".csv")):
+        removed = _rewrite_table(path, tmp, matches)
+    else:
+        return ""
+    if not removed:
+        tmp.unlink(missing_ok=True)
+        return ""
+    os.replace(tmp, path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the landing sensor must not see a new file
+    return f"{path.name}: -{removed} records"
 
 
 def _rewrite_jsonl(path: Path, tmp: Path, matches: Callable[[dict], bool]) -> int:

@@ -1,6 +1,9 @@
 """The ingest step: one landed window file parsed into ``raw.events`` / ``raw.rejects``. No Dagster imports.
 
-``raw_window`` (pool ``duckdb``) calls ``ingest_window`` and turns its ``IngestResult`` into metadata.
+``raw_window`` (pool ``duckdb``) calls ``ingest_window`` and turns its ``IngestResult`` into metadata. The file is
+looked up in the landing folder, then in the archive (``landing_retention``); a refused entry (a symbolic link,
+a FIFO: ``orchestration.sources.landing.check_entry``) is never read. ``retire_landing_file`` applies
+``landing_retention`` once the window's curation has committed (``orchestration.pipeline.curate``).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from datetime import UTC, datetime
 import polars as pl
 
 from orchestration.config.settings import Settings
-from orchestration.sources.landing import resolve_window_file
+from orchestration.sources.landing import RefusedEntry, resolve_window_file, retire_landed_file
 from orchestration.store.warehouse import Warehouse
 from quality.pii import redact_values
 from quality.readers import RecordFields, WindowReadError, read_window_file
@@ -57,13 +60,21 @@ def ingest_window(
         file_hint: the landing file name the sensor recorded in the run tags, if any.
 
     Raises:
-        UnreadableWindow: the file cannot be read at all (its name and the cause in the message).
-        FileNotFoundError: no landing file maps to ``key``.
+        UnreadableWindow: the file cannot be read at all, or is a refused entry (a symbolic link outside
+            ``landing_symlinks``, a FIFO); its name and the cause in the message.
+        FileNotFoundError: no file in the landing folder or its archive maps to ``key``.
     """
-    path = resolve_window_file(settings.paths.landing, key, hint=file_hint)
-    fields = RecordFields(text=settings.text_field, id=settings.id_field, ts=settings.ts_field)
+    paths = settings.paths
     try:
-        landed_at = datetime.fromtimestamp(path.stat().st_mtime_ns / 1e9, tz=UTC)
+        path = resolve_window_file(
+            paths.landing, key, hint=file_hint, archive=paths.landing_archive, symlinks=settings.landing_symlinks
+        )
+    except RefusedEntry as e:
+        raise UnreadableWindow(str(e), file=file_hint or key) from e
+    fields = RecordFields(text=settings.text_field, id=settings.id_field, ts=settings.ts_field)
+    mtime_ns = path.lstat().st_mtime_ns  # the entry's own landing time, as the sensor ordered it
+    try:
+        landed_at = datetime.fromtimestamp(mtime_ns / 1e9, tz=UTC)
         parsed = read_window_file(path, key, fields=fields, ingested_at=landed_at)
     except WindowReadError as e:
         raise UnreadableWindow(str(e), file=path.name) from e
@@ -77,7 +88,7 @@ def ingest_window(
         rejects,
         file_name=path.name,
         file_sha256=parsed.file_sha256,
-        file_mtime_ns=path.stat().st_mtime_ns,
+        file_mtime_ns=mtime_ns,
         dagster_run_id=dagster_run_id,
     )
     errors: dict[str, int] = {}
@@ -93,3 +104,16 @@ def ingest_window(
         file_sha256=parsed.file_sha256,
         same_file_as=list(same_file_as),
     )
+
+
+def retire_landing_file(settings: Settings, warehouse: Warehouse, key: str) -> str:
+    """Apply ``settings.landing_retention`` to window ``key``'s landing file (call after its curation
+    committed): moved to ``<home>/archive/landing/`` (default), deleted, or kept.
+
+    Returns: one line saying what happened ("" when ``key`` was never ingested).
+    """
+    name = warehouse.window_files([key]).get(key)
+    if not name:
+        return ""
+    paths = settings.paths
+    return retire_landed_file(paths.landing, paths.landing_archive, name, settings.landing_retention)

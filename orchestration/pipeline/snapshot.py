@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -92,6 +94,10 @@ def build_snapshot(
 ) -> SnapshotManifest | None:
     """Export pending approved windows (and a retention slice) to Parquet.
 
+    The sub-folder is named by the windows and the content hash and written once: to a temporary folder renamed
+    into place, and left as it is when a snapshot of the same content exists. So a later run never changes the
+    snapshot an earlier run (or its retry) trains on.
+
     Args:
         root: the home's ``snapshots/`` folder; the snapshot gets a sub-folder.
         eval_fraction: share of each new window held out by record-id hash (0..0.5).
@@ -122,9 +128,6 @@ def build_snapshot(
     content = _content_sha256(parts)
     snapshot_id = f"{keys[0]}--{keys[-1]}-{content[:10]}" if len(keys) > 1 else f"{keys[0]}-{content[:10]}"
     directory = root / snapshot_id
-    directory.mkdir(parents=True, exist_ok=True)
-    for split in ALL_SPLITS:
-        parts[split].cast(_ROW_SCHEMA).write_parquet(directory / f"{split}.parquet")
     manifest = SnapshotManifest(
         snapshot_id=snapshot_id,
         directory=str(directory),
@@ -133,8 +136,26 @@ def build_snapshot(
         content_sha256=content,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
-    (directory / "manifest.json").write_text(json.dumps(manifest.to_dict(), indent=2))
+    if not (directory / "manifest.json").is_file():
+        _write_once(directory, parts, manifest)
     return manifest
+
+
+def _write_once(directory: Path, parts: dict[str, pl.DataFrame], manifest: SnapshotManifest) -> None:
+    """Write the splits and ``manifest.json`` to a temporary sibling folder, then rename it to ``directory``
+    (a folder there without ``manifest.json`` is a crashed write and is replaced; a complete one is kept)."""
+    tmp = directory.with_name(f".{directory.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.mkdir(parents=True)
+    try:
+        for split in ALL_SPLITS:
+            parts[split].cast(_ROW_SCHEMA).write_parquet(tmp / f"{split}.parquet")
+        (tmp / "manifest.json").write_text(json.dumps(manifest.to_dict(), indent=2))
+        if directory.exists() and not (directory / "manifest.json").is_file():
+            shutil.rmtree(directory)
+        if not directory.exists():
+            tmp.rename(directory)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _split_new_rows(rows: pl.DataFrame, eval_fraction: float) -> dict[str, pl.DataFrame]:

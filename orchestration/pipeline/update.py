@@ -2,10 +2,10 @@
 
 ``run_update`` fine-tunes the champion on a snapshot, scores champion and challenger, asks the promotion
 gate (``training.gate.decide_promotion``) and registers the challenger in MLflow (``challenger_model``
-asset, pool ``training``; it never opens DuckDB). ``record_update`` writes the finished update, promoted
-or not, to the version's tags and the warehouse (``model_update`` asset, pool ``duckdb``), so a rejected
-update is on record and its windows are not retried. The blocking asset check then only judges the
-``UpdateResult``; ``champion_model`` moves the alias.
+asset, pool ``training``; it reads ``train.ledger`` once, before training, and never writes DuckDB).
+``record_update`` writes the finished update, promoted or not, to the version's tags and the warehouse
+(``model_update`` asset, pool ``duckdb``), so a rejected update is on record and its windows are not retried.
+The blocking asset check then only judges the ``UpdateResult``; ``champion_model`` moves the alias.
 
 Heavy libraries (torch, transformers, mlflow) are imported inside the functions that need them: this
 module is imported when the Dagster code location loads.
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from orchestration.config.settings import Settings
+from orchestration.pipeline.lineage import champion_lineage, check_untrained
 from orchestration.pipeline.progress import PROGRESS_FILE, ProgressFile
 from orchestration.pipeline.snapshot import SPLITS, SnapshotManifest
 from orchestration.store.warehouse import Warehouse
@@ -79,8 +80,10 @@ class UpdateResult:
     """``{"cl_acc", "cl_bwt", "cl_forgetting"}`` over all updates so far; set by ``record_update``."""
 
     def to_dict(self) -> dict:
-        """JSON-able dict (the snapshot as ``SnapshotManifest.to_dict()``)."""
-        return asdict(self)
+        """JSON-able dict (the snapshot as ``SnapshotManifest.to_dict()``) with ``samples`` empty: the dict is
+        the asset value Dagster's IO manager keeps, where a deletion request cannot reach the prompts (held-out
+        rows' first words); the samples stay in the MLflow artifact ``samples/generations.json``."""
+        return {**asdict(self), "samples": []}
 
     @classmethod
     def from_dict(cls, d: dict) -> UpdateResult:
@@ -131,6 +134,7 @@ def run_update(
     registry: ModelRegistry,
     manifest: SnapshotManifest,
     *,
+    warehouse: Warehouse,
     base_version: str,
     dagster_run_id: str,
     trigger: str,
@@ -146,14 +150,19 @@ def run_update(
     windows' and retention bits/byte) only previews here: ``record_update`` records it, the asset check judges.
 
     Args:
+        warehouse: read once, read-only, before training: the snapshot's windows must not be in ``train.ledger``.
         base_version: the base model's version, the parent when no champion alias exists.
         log: receives one line per optimizer step (``step N: train loss L, lr R``) and on resume.
         pipes_launch: required when the launcher is ``pipes``.
 
     Raises:
+        lineage.AlreadyTrained: a window is in ``train.ledger`` or the champion's lineage (a retried run whose
+            windows another run trained); nothing trained, no MLflow run.
+        lineage.SnapshotGone: the snapshot folder is missing or holds another content.
         NoHeldOutRows: no new window had a held-out row (only single-row windows); nothing to judge.
         ValueError: the launcher is ``pipes`` and no ``pipes_launch`` was given.
     """
+    check_untrained(manifest, ledger=warehouse.trained_by(manifest.window_keys), lineage=champion_lineage(registry))
     plan = _plan(settings, registry, manifest, base_version)
     if plan.launcher == "pipes" and pipes_launch is None:
         raise ValueError('[train] launcher = "pipes" needs a pipes_launch (run the update through Dagster)')

@@ -182,17 +182,25 @@ class CuratedTables(Connector):
             con.execute("COMMIT")
         return curated.height
 
-    def purge_quarantine(self, retention_days: float) -> int:
+    def purge_quarantine(self, retention_days: float, window_key: str | None = None) -> int:
         """Blank ``text`` and ``metadata`` of quarantine rows older than ``retention_days`` (the row,
-        its rule and reason stay, so row accounting still holds). Returns rows purged."""
+        its rule and reason stay, so row accounting still holds), of every window or only ``window_key``.
+        Returns rows purged."""
         with self.connect() as con:
             return int(
                 con.execute(
                     "UPDATE curated.quarantine SET text = NULL, metadata = NULL "
                     "WHERE quarantined_at < now() - to_microseconds(CAST(? * 86400e6 AS BIGINT)) "
-                    "AND (text IS NOT NULL OR metadata IS NOT NULL)",
-                    [float(retention_days)],
+                    "AND (text IS NOT NULL OR metadata IS NOT NULL) AND (? IS NULL OR window_key = ?)",
+                    [float(retention_days), window_key, window_key],
                 ).fetchall()[0][0]
+            )
+
+    def window_exists(self, window_key: str) -> bool:
+        """Whether ``window_key`` was ingested (has a ``raw.windows`` row)."""
+        with self.connect(read_only=True) as con:
+            return bool(
+                con.execute("SELECT count(*) FROM raw.windows WHERE window_key = ?", [window_key]).fetchall()[0][0]
             )
 
     def read_curated_window(self, window_key: str) -> pl.DataFrame:

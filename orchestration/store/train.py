@@ -39,6 +39,22 @@ class TrainTables(Connector):
             keys = [k for (k,) in con.execute(sql).fetchall()]
         return keys[:limit] if limit else keys
 
+    def trained_by(self, window_keys: Sequence[str]) -> dict[str, str]:
+        """``{window_key: model_version}`` for those of ``window_keys`` that ``train.ledger`` records as trained
+        (roles train / new_eval) by a version not in ``train.retired_versions``: the windows that are not pending.
+        The newest such version (highest number) per window; a short read-only connection.
+        """
+        if not window_keys:
+            return {}
+        sql = (
+            "SELECT window_key, max(TRY_CAST(model_version AS BIGINT)) AS v, max(model_version) FROM train.ledger "
+            "WHERE list_contains(?, window_key) AND role IN ('train', 'new_eval') "
+            "AND model_version NOT IN (SELECT model_version FROM train.retired_versions) GROUP BY window_key"
+        )
+        with self.connect(read_only=True) as con:
+            rows = con.execute(sql, [list(window_keys)]).fetchall()
+        return {key: str(v) if v is not None else fallback for key, v, fallback in rows}
+
     def trained_windows(self) -> list[str]:
         """Windows some model version was trained on, oldest landing first."""
         with self.connect() as con:

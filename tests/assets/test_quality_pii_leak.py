@@ -6,6 +6,8 @@ import json
 
 import dagster as dg
 import polars as pl
+import pytest
+from mlflow.tracking import MlflowClient
 from st_helpers import tiny_home, window_records, write_window
 
 from assets.checks import WINDOW_CHECKS
@@ -13,6 +15,7 @@ from assets.curate import approved_window, curated_window
 from assets.ingest import raw_window
 from assets.train import TRAINING_ASSETS, challenger_beats_champion
 from orchestration.partitions import WINDOWS_PARTITION
+from orchestration.pipeline.forget import forget
 from orchestration.resources import build_resources
 from orchestration.store.warehouse import Warehouse
 
@@ -133,3 +136,90 @@ def test_no_injected_pii_outside_quarantine(tmp_path):
         if found:
             file_leaks[str(p.relative_to(home.home))] = found
     assert not file_leaks, file_leaks
+
+
+# -- forget: after a deletion request no copy of the record's text is left ------------------------------
+
+MARK = "Zorblax quintessa ferrovine"  # the first three words (a sample prompt) of every forgotten record
+
+
+def marked_records(n):
+    return [{"id": f"zora-{i}", "text": f"{MARK} lattice {i} glimmers softly", "owner": "zora"} for i in range(n)]
+
+
+def home_hits(home, needles: list[str]) -> dict[str, list[str]]:
+    """Files under the home (the MLflow store, the artifact root, the Dagster instance, landing, snapshots,
+    reports) holding a needle; the warehouse is searched table by table (its freed pages are not rows)."""
+    found = {}
+    for p in home.home.rglob("*"):
+        if not p.is_file() or p.name.startswith("warehouse.duckdb"):
+            continue
+        data = p.read_bytes()
+        if p.suffix == ".parquet":
+            data += repr(pl.read_parquet(p).to_dicts()).encode()
+        hits = [n for n in needles if n.encode() in data or json.dumps(n)[1:-1].encode() in data]
+        if hits:
+            found[str(p.relative_to(home.home))] = hits
+    with Warehouse(home.paths.warehouse).connect(read_only=True) as con:
+        for s, t in con.execute("SELECT schema_name, table_name FROM duckdb_tables()").fetchall():
+            dump = repr(con.sql(f'SELECT * FROM "{s}"."{t}"').fetchall())
+            hits = [n for n in needles if n in dump]
+            if hits:
+                found[f"warehouse {s}.{t}"] = hits
+    return found
+
+
+@pytest.mark.slow
+def test_forget_leaves_the_record_text_in_no_event_mlflow_artifact_or_file(tmp_path):
+    home = tiny_home(tmp_path / "home", samples_per_update=6)
+    resources = build_resources(home)
+    forgotten = marked_records(20)
+    needles = [MARK] + [r["text"] for r in forgotten]
+    windows = {"z-01": window_records(0, 60), "z-02": forgotten + window_records(1, 40), "z-03": window_records(2, 60)}
+    with dg.instance_for_test(temp_dir=str(home.paths.dagster_home)) as instance:
+
+        def ingest_and_finetune(key):
+            write_window(home.paths.landing, f"{key}.jsonl", windows[key])
+            instance.add_dynamic_partitions(WINDOWS_PARTITION, [key])
+            assert dg.materialize(INGEST, partition_key=key, resources=resources, instance=instance).success
+            ft = dg.materialize(
+                [*TRAINING_ASSETS, challenger_beats_champion],
+                resources=resources,
+                instance=instance,
+                selection=TRAINING_ASSETS,
+            )
+            assert ft.success
+            return ft.asset_materializations_for_node("challenger_model")[0].metadata
+
+        ingest_and_finetune("z-01")
+        meta = ingest_and_finetune("z-02")
+        before = home_hits(home, needles)
+        client = MlflowClient(home.tracking_uri)
+        name = home.model_name
+        champion_before = str(client.get_model_version_by_alias(name, "champion").version)
+        # the search finds the record where it is before the request: a prompt in an MLflow artifact
+        assert any("mlartifacts" in p and "generations.json" in p for p in before), before
+
+        report = forget(home, wheres=["owner = zora"], reason="test")
+        assert sorted(report.record_ids) == sorted(r["id"] for r in forgotten)
+        assert report.trained_versions == ["3"] and "3" not in report.evaluated_versions
+
+        events = [e for run in instance.get_runs() for e in instance.all_logs(run.run_id)]
+        dump = str(events)
+        assert "redactions_by_entity" in dump and "sample_generations" in dump and "preview" in dump
+        assert [n for n in needles if n in dump or json.dumps(n)[1:-1] in dump] == []
+        assert home_hits(home, needles) == {}
+
+        # the retired version's entry and tags stay, its files are gone; the champion is a version with files
+        tags = client.get_model_version(name, "3").tags
+        assert tags["streamtune.retired"] == "true" and tags["streamtune.artifacts_deleted"] == report.request_id
+        assert report.files["mlflow_artifacts"] and "mlflow_artifact_errors" not in report.files
+        champion = str(client.get_model_version_by_alias(name, "champion").version)
+        assert champion != "3" and (champion_before != "3" or report.champion_after == champion)
+        # the samples' sizes are in the event log, their text only in the MLflow artifact it links to
+        assert meta["sample_generations"].value.count("\n") == 1 + home.samples_per_update
+        assert meta["sample_generations_artifact"].value.endswith("/artifacts/samples/generations.json")
+        # the loop goes on: the next fine-tune loads the champion and trains a new version from it
+        ingest_and_finetune("z-03")
+        newest = max(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+        assert client.get_model_version(name, str(newest)).tags["streamtune.parent_version"] == champion

@@ -66,7 +66,8 @@ def test_landing_sensor_requests_one_run_per_new_file_and_moves_cursor(home):
 def test_landing_sensor_survives_instance_restart(home, tmp_path):
     """Partitions and the cursor live in the persistent instance directory."""
     sensor = build_landing_sensor(1)
-    write_window(home.paths.landing, "s-01.jsonl", window_records(0, 3))
+    p = write_window(home.paths.landing, "s-01.jsonl", window_records(0, 3))
+    os.utime(p, ns=(10**18, 10**18))  # landed long ago: settled at first sight (a fresh file waits a tick)
     inst_dir = tmp_path / "dagster_home"
     inst_dir.mkdir()
     with dg.instance_for_test(temp_dir=str(inst_dir)) as instance:

@@ -18,7 +18,7 @@ from st_helpers import tiny_home, window_records, write_window
 from ui_fixtures import CHROMIUM, CHROMIUM_ARGS, bindir, free_port, server
 
 playwright_api = pytest.importorskip("playwright.sync_api")
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed")]
+pytestmark = [pytest.mark.slow, pytest.mark.requires_tool("chromium", CHROMIUM is not None, "apt-get install chromium")]
 
 LOOP_ASSETS = [
     "raw_window",

@@ -40,7 +40,7 @@ def test_bad_settings_file_is_a_clear_error(tmp_path):
     home.mkdir()
     (home / "streamtune.toml").write_text("unknown_knob = 3\n")
     out = cli("status", "--home", str(home))
-    assert out.returncode == 1
+    assert out.returncode == 2  # bad input: refused before anything changed (issue 20)
     assert "unknown settings ['unknown_knob']" in out.stderr
     assert "Traceback" not in out.stderr
 

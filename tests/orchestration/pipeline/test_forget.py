@@ -98,7 +98,10 @@ def test_forget_deletes_everywhere_marks_versions_and_the_daemon_retrains_withou
     with wh.connect(read_only=True) as con:
         assert con.execute("SELECT count(*) FROM raw.events").fetchall()[0][0] == total_raw  # dry run: untouched
 
-    mtimes = {p.name: p.stat().st_mtime_ns for p in settings.paths.landing.iterdir()}
+    # curated windows' files sit in the landing archive (landing_retention = "archive"), the rest in landing/
+    landed = [*settings.paths.landing.iterdir(), *settings.paths.landing_archive.iterdir()]
+    assert sorted(p.name for p in landed) == ["f-2025-01.jsonl", "f-2025-02.jsonl"]
+    mtimes = {p.name: p.stat().st_mtime_ns for p in landed}
     out = _cli(
         settings.home, "forget", "--where", "package = pkg3", "--id", "w1-10", "--reason", "user request", "--json"
     )
@@ -135,7 +138,7 @@ def test_forget_deletes_everywhere_marks_versions_and_the_daemon_retrains_withou
     assert wh.pending_windows() == ["f-2025-01", "f-2025-02"]
 
     # landing files and snapshots no longer hold them; landing mtimes unchanged (no re-ingest)
-    for p in settings.paths.landing.iterdir():
+    for p in [*settings.paths.landing.iterdir(), *settings.paths.landing_archive.iterdir()]:
         assert '"pkg3"' not in p.read_text() and '"w1-10"' not in p.read_text() and '"pkg30"' in p.read_text()
         assert p.stat().st_mtime_ns == mtimes[p.name]
     snap = pl.concat([pl.read_parquet(f) for f in settings.paths.snapshots.glob("*/*.parquet")])
@@ -146,6 +149,15 @@ def test_forget_deletes_everywhere_marks_versions_and_the_daemon_retrains_withou
         tags = client.get_model_version(name, v).tags
         assert tags["streamtune.contains_deleted"] == "true" and tags["streamtune.retired"] == "true"
         assert report["request_id"] in tags["streamtune.forget_requests"]
+    # their files are deleted through MLflow (weights, optimizer state, samples, snapshot manifest); the
+    # version entries and their tags stay as the audit trail
+    for v in ("2", "3"):
+        mv = client.get_model_version(name, v)
+        assert mv.tags["streamtune.artifacts_deleted"] == report["request_id"]
+        assert client.list_artifacts(mv.run_id) == []
+        if mv.model_id:  # versions registered from a logged model (MLflow 3); else the run's artifacts above
+            assert client.list_logged_model_artifacts(mv.model_id) == []
+    assert not any((settings.paths.models / "registry" / f"v{v}").exists() for v in ("2", "3"))
     assert report["champion_before"] == champion_before and report["champion_after"] == "1"
     assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
     with wh.connect(read_only=True) as con:

@@ -1,0 +1,143 @@
+"""Killed runs do not stall the loop (issue 20, problem 1): real daemon, real run workers, SIGKILL.
+
+A run worker killed with SIGKILL while it holds the ``duckdb`` pool slot (an OOM kill), or the whole
+process tree killed mid-ingest (a machine crash, then a restart), must not leave the slot held by a dead
+run: the loop resumes on its own, every window is ingested exactly once and trained on exactly once, and
+the champion moves only by completed gates.
+"""
+
+import os
+import signal
+import time
+from importlib import resources
+from pathlib import Path
+
+import duckdb
+import psutil
+import pytest
+import yaml
+from dagster import DagsterRunStatus
+from dagster._config import validate_config
+from dagster._core.instance.config import dagster_instance_config_schema
+from mlflow.tracking import MlflowClient
+from st_helpers import tiny_home, window_records, write_window
+
+from orchestration.cli.daemon import Daemon, open_instance
+from orchestration.sources.landing import replay
+
+REPO = Path(__file__).resolve().parents[3]
+
+WINDOWS = ["k-2025-01", "k-2025-02"]
+ROWS = 200  # enough for the ingest step to hold its slot for a moment
+DRIFT = {"sample_rows": 200, "embed_rows": 50, "null_splits": 20, "permutations": 20}  # a quick drift profile
+
+
+def _land(tmp_path, settings):
+    source = tmp_path / "stream"
+    for i, key in enumerate(WINDOWS):
+        write_window(source, f"{key}.jsonl", window_records(i, ROWS))
+    replay(source, settings.paths.landing)
+
+
+def _run_holding_slot(settings, timeout_s: float = 240.0) -> str:
+    """The id of the first ingest run seen holding a pool slot (polls the real instance)."""
+    deadline = time.time() + timeout_s
+    with open_instance(settings) as instance:
+        while time.time() < deadline:
+            for run_id in instance.event_log_storage.get_concurrency_run_ids():
+                run = instance.get_run_by_id(run_id)
+                if run is not None and not run.is_finished and run.tags.get("dagster/partition") in WINDOWS:
+                    return run_id
+            time.sleep(0.1)
+    raise AssertionError("no ingest run took a pool slot in time")
+
+
+def _run_worker(daemon: Daemon) -> psutil.Process:
+    """The run worker: the code server's ``multiprocessing`` spawn child (DefaultRunLauncher)."""
+    for _ in range(100):
+        for proc in psutil.Process(daemon.proc.pid).children(recursive=True):
+            try:
+                if any("spawn_main" in part for part in proc.cmdline()):
+                    return proc
+            except psutil.NoSuchProcess:
+                continue
+        time.sleep(0.1)
+    raise AssertionError("no run worker process found under the daemon")
+
+
+def _assert_each_window_once(settings):
+    with duckdb.connect(str(settings.paths.warehouse), read_only=True) as con:
+        windows = con.execute("SELECT window_key, parsed_rows FROM raw.windows ORDER BY 1").fetchall()
+        events = con.execute("SELECT window_key, count(*) FROM raw.events GROUP BY 1 ORDER BY 1").fetchall()
+        curated = con.execute("SELECT window_key, count(*) FROM curated.windows GROUP BY 1 ORDER BY 1").fetchall()
+        updates = con.execute("SELECT model_version, window_keys FROM train.updates ORDER BY created_at").fetchall()
+    assert windows == [(k, ROWS) for k in WINDOWS]
+    assert events == [(k, ROWS) for k in WINDOWS]  # ingested exactly once
+    assert curated == [(k, 1) for k in WINDOWS]
+    assert sorted(k for _, keys in updates for k in keys) == WINDOWS  # trained on exactly once
+    client = MlflowClient(settings.tracking_uri)
+    champion = client.get_model_version_by_alias(settings.model_name, "champion")
+    assert champion.tags.get("gate.decision") == "promoted"  # moved only by a completed gate
+    assert str(champion.version) in {str(v) for v, _ in updates}
+
+
+@pytest.mark.parametrize("source", ["template", "deploy"])
+def test_every_instance_config_monitors_runs_and_frees_the_slots_of_ended_runs(source):
+    text = (
+        resources.files("orchestration").joinpath("templates/dagster.yaml").read_text()
+        if source == "template"
+        else (REPO / "deploy" / "dagster.yaml").read_text()
+    )
+    config = yaml.safe_load(text)
+    assert validate_config(dagster_instance_config_schema(), config).success  # Dagster schema (env vars unresolved)
+    monitoring = config["run_monitoring"]
+    assert monitoring["enabled"] is True and monitoring["max_resume_run_attempts"] == 0
+    assert 0 < monitoring["free_slots_after_run_end_seconds"] <= 60 and monitoring["poll_interval_seconds"] <= 30
+    helm = yaml.safe_load((REPO / "deploy" / "helm" / "values.yaml").read_text())["dagsterDaemon"]["runMonitoring"]
+    assert helm["enabled"] is True and helm["freeSlotsAfterRunEndSeconds"] > 0
+
+
+def test_compose_publishes_ports_on_loopback_only():
+    services = yaml.safe_load((REPO / "deploy" / "docker-compose.yaml").read_text())["services"]
+    published = [port for svc in services.values() for port in svc.get("ports", [])]
+    assert published and all(str(port).startswith("${BIND_ADDRESS:-127.0.0.1}:") for port in published)
+
+
+@pytest.mark.slow
+def test_sigkilled_run_worker_frees_its_pool_slot_and_the_loop_resumes(tmp_path):
+    settings = tiny_home(tmp_path / "home", max_windows_per_update=1, drift=DRIFT)
+    with Daemon(settings) as daemon:
+        _land(tmp_path, settings)
+        victim = _run_holding_slot(settings)
+        _run_worker(daemon).kill()  # OOM kill: no cleanup, the slot stays claimed by `victim`
+        summary = daemon.wait_until_idle(timeout_s=900, settle_s=12)
+    assert summary.failures == []
+    with open_instance(settings) as instance:
+        assert instance.get_run_by_id(victim).status == DagsterRunStatus.FAILURE  # noticed by the code server
+        assert victim not in instance.event_log_storage.get_concurrency_run_ids()  # its slot was freed
+        retries = [r for r in instance.get_runs() if r.parent_run_id == victim]
+        assert [r.status for r in retries] == [DagsterRunStatus.SUCCESS]  # retried by run_retries
+    _assert_each_window_once(settings)
+
+
+@pytest.mark.slow
+def test_whole_process_tree_killed_mid_ingest_then_restart_resumes(tmp_path):
+    settings = tiny_home(tmp_path / "home", max_windows_per_update=1, drift=DRIFT)
+    daemon = Daemon(settings).__enter__()
+    try:
+        _land(tmp_path, settings)
+        victim = _run_holding_slot(settings)
+        os.killpg(daemon.proc.pid, signal.SIGKILL)  # machine crash: daemon, code server and run worker at once
+        daemon.proc.wait()
+    finally:
+        daemon.stop()
+    with open_instance(settings) as instance:
+        assert not instance.get_run_by_id(victim).is_finished  # left STARTED, holding its slot
+
+    with Daemon(settings) as daemon:
+        assert any(victim[:8] in line for line in daemon.recovered)
+        daemon.wait_until_idle(timeout_s=900, settle_s=12)
+    with open_instance(settings) as instance:
+        assert instance.get_run_by_id(victim).is_finished
+        assert victim not in instance.event_log_storage.get_concurrency_run_ids()
+    _assert_each_window_once(settings)
