@@ -23,11 +23,13 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
-# ruff (lint + format) and the import contracts; tests/test_architecture.py runs the same checks
+# ruff (lint + format), the import contracts (tests/test_architecture.py runs the same checks) and
+# `dg check defs` (the Dagster definitions load and validate; tests/orchestration/test_dg_cli.py)
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/dg check defs
 
 ui: install
 	$(BIN)/streamtune ui --home $(HOME_DIR)

@@ -17,9 +17,16 @@ def mlflow_links(settings: Settings, registry, run_id: str, version: str | None 
     return f"{base}/#/experiments/{registry.experiment_id()}/runs/{run_id}"
 
 
+def model_card_link(update: UpdateResult, settings: Settings, registry) -> dg.MetadataValue:
+    """URL of the version's model card (``model_card.md`` in the update's MLflow run, written by ``model_update``;
+    ``orchestration.pipeline.model_card``) in the MLflow UI."""
+    return dg.MetadataValue.url(mlflow_links(settings, registry, update.mlflow_run_id) + "/artifacts/model_card.md")
+
+
 def challenger_metadata(update: UpdateResult, settings: Settings, registry) -> dict:
     """``challenger_model`` metadata: version, gate preview, eval tables, sample sizes (no text) with a link to
-    the samples artifact, MLflow links, every metric as a float, and what a Pipes launch reported."""
+    the samples artifact, MLflow links (run, version, the model card ``model_update`` writes into the run), every
+    metric as a float, and what a Pipes launch reported."""
     return {
         "version": update.version,
         "mlflow_run_id": update.mlflow_run_id,
@@ -34,6 +41,7 @@ def challenger_metadata(update: UpdateResult, settings: Settings, registry) -> d
             mlflow_links(settings, registry, update.mlflow_run_id) + "/artifacts/samples/generations.json"
         ),
         "mlflow_run": dg.MetadataValue.url(mlflow_links(settings, registry, update.mlflow_run_id)),
+        "model_card": model_card_link(update, settings, registry),
         "mlflow_model_version": dg.MetadataValue.url(
             mlflow_links(settings, registry, update.mlflow_run_id, update.version)
         ),

@@ -13,11 +13,14 @@ from functools import partial
 
 import dagster as dg
 
-from assets.metadata import challenger_metadata
+from assets.metadata import challenger_metadata, model_card_link
+from orchestration.pipeline.alerts import gate_numbers
+from orchestration.pipeline.approval import pending_approvals, settle_champion
 from orchestration.pipeline.base import ensure_base
 from orchestration.pipeline.lineage import AlreadyTrained, SnapshotGone
+from orchestration.pipeline.model_card import record_with_card
 from orchestration.pipeline.snapshot import SnapshotManifest, build_snapshot
-from orchestration.pipeline.update import NoHeldOutRows, UpdateResult, record_update, run_update
+from orchestration.pipeline.update import NoHeldOutRows, UpdateResult, run_update
 from orchestration.pipes import finetune_via_pipes
 from orchestration.resources import MlflowResource, StreamtuneResource, WarehouseResource
 from orchestration.store.warehouse import Warehouse
@@ -127,8 +130,9 @@ def challenger_model(
     **_RECORD,
     kinds={"duckdb", "mlflow"},
     description="The finished update on record, promoted or not: gate decision as version tags, train.ledger, "
-    "train.updates, monitor.eval_matrix, the new train.replay_buffer, and ACC/BWT/forgetting logged to the "
-    "update's MLflow run. The blocking gate check challenger_beats_champion judges it.",
+    "train.updates, monitor.eval_matrix, the new train.replay_buffer, ACC/BWT/forgetting logged to the "
+    "update's MLflow run, and the version's model card (model_card.md in that run). The blocking gate check "
+    "challenger_beats_champion judges it.",
 )
 def model_update(
     context: dg.AssetExecutionContext,
@@ -137,13 +141,13 @@ def model_update(
     mlflow: MlflowResource,
     warehouse: WarehouseResource,
 ) -> dg.Output:
-    replay = streamtune.settings().replay
-    update = record_update(
+    settings, registry = streamtune.settings(), mlflow.registry()
+    update, _ = record_with_card(  # + the version's model card (model_card.md in the update's MLflow run)
         warehouse.warehouse(),
-        mlflow.registry(),
+        registry,
         UpdateResult.from_dict(challenger_model),
-        replay_size=replay.size,
-        replay_seed=replay.seed,
+        replay_size=settings.replay.size,
+        replay_seed=settings.replay.seed,
         trigger=_trigger(context),
         dagster_run_id=context.run_id,
     )
@@ -154,6 +158,9 @@ def model_update(
             "promoted": update.promote,
             "reason": update.reason,
             "windows": dg.MetadataValue.json(update.snapshot.window_keys),
+            "model_card": model_card_link(update, settings, registry),
+            "parent_version": update.parent_version,
+            "gate": dg.MetadataValue.json(gate_numbers(update.gate_tags)),
             **{k: float(v) for k, v in update.cl_summary.items()},
         },
     )
@@ -184,24 +191,55 @@ def challenger_beats_champion(model_update: dict) -> dg.AssetCheckResult:
     **_RECORD,
     kinds={"mlflow", "duckdb"},
     description="The champion alias: moved to the challenger once the blocking gate check challenger_beats_champion "
-    "on model_update has passed (model_update records every update, promoted or not). Skipped when the gate rejects.",
+    "on model_update has passed (model_update records every update, promoted or not). Skipped when the gate rejects. "
+    "With [gate] require_approval = true the challenger waits instead (train.approvals, pending_approval metadata).",
 )
 def champion_model(
-    context: dg.AssetExecutionContext, model_update: dict, mlflow: MlflowResource
+    context: dg.AssetExecutionContext,
+    model_update: dict,
+    mlflow: MlflowResource,
+    streamtune: StreamtuneResource,
+    warehouse: WarehouseResource,
 ) -> dg.MaterializeResult:
     update = UpdateResult.from_dict(model_update)
-    registry = mlflow.registry()
-    if update.promote:  # always true here: the blocking check stops rejected challengers
-        registry.set_alias("champion", update.version)
-    champion = registry.version_for_alias("champion")
-    context.log.info(("promoted" if update.promote else "rejected") + f" v{update.version}: {update.reason}")
+    require_approval = streamtune.settings().gate.require_approval
+    out = settle_champion(
+        mlflow.registry(),
+        warehouse.warehouse(),
+        update,
+        require_approval=require_approval,
+        dagster_run_id=context.run_id,
+    )
+    pending = ", ".join(f"v{v}" for v in out.pending)
+    verb = "promoted" if out.moved else ("held for approval" if update.promote else "rejected")
+    context.log.info(f"{verb} v{update.version}: {update.reason}")
     return dg.MaterializeResult(
         metadata={
-            "champion_version": champion,
+            "champion_version": out.champion,
             "challenger_version": update.version,
-            "promoted": update.promote,
+            "promoted": out.moved,
             "reason": update.reason,
-        }
+            "pending_approval": pending or "none",
+        },
+    )
+
+
+@dg.asset_check(
+    asset=champion_model,
+    pool="duckdb",
+    description="WARN while a challenger that passed the gate waits for `streamtune promote --version N` (or "
+    "`reject`): [gate] require_approval = true. Reads train.approvals: runs after champion_model, and again with "
+    "Execute after a decision.",
+)
+def no_pending_approval(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    pending = ", ".join(f"v{v}" for v in pending_approvals(warehouse.warehouse()))
+    return dg.AssetCheckResult(
+        passed=not pending,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=f"pending approval: {pending} (streamtune promote --version N, or reject)"
+        if pending
+        else "no challenger waits for approval",
+        metadata={"pending_approval": pending or "none"},
     )
 
 

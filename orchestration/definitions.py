@@ -10,7 +10,9 @@ from assets.checks import WINDOW_CHECKS
 from assets.curate import approved_window, curated_window
 from assets.ingest import raw_window
 from assets.monitor import MONITOR_ASSETS
-from assets.train import TRAINING_ASSETS, challenger_beats_champion
+from assets.specs import with_freshness
+from assets.train import TRAINING_ASSETS, challenger_beats_champion, no_pending_approval
+from orchestration.alert_sensors import build_gate_alert_sensor, build_run_failure_alert_sensor
 from orchestration.config.settings import Settings, load_settings
 from orchestration.jobs import drift_report_job, finetune_job, ingest_job, monitor_job
 from orchestration.resources import build_resources
@@ -20,6 +22,7 @@ from orchestration.sensors import (
     build_landing_sensor,
     build_new_window_sensor,
     build_profile_sensor,
+    build_run_outputs_sensor,
 )
 from orchestration.source_sensors import build_source_sensors
 
@@ -35,10 +38,13 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or load_settings()
     drift = settings.drift
     return dg.Definitions(
-        assets=with_owners(
-            [raw_window, curated_window, approved_window, *TRAINING_ASSETS, *MONITOR_ASSETS], settings.owners
+        assets=with_freshness(
+            with_owners(
+                [raw_window, curated_window, approved_window, *TRAINING_ASSETS, *MONITOR_ASSETS], settings.owners
+            ),
+            settings,
         ),
-        asset_checks=[*WINDOW_CHECKS, challenger_beats_champion],
+        asset_checks=[*WINDOW_CHECKS, challenger_beats_champion, no_pending_approval],
         jobs=[ingest_job, finetune_job, monitor_job, drift_report_job],
         sensors=[
             build_landing_sensor(settings.landing_interval_s),
@@ -47,7 +53,10 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
             build_drift_sensor(
                 settings.finetune_trigger_interval_s, drift.cooldown_s, drift.max_windows_without_retrain
             ),
+            build_run_outputs_sensor(settings.run_outputs_retention_days),
             *build_source_sensors(settings),  # [sources.redis] / [sources.sse]: none unless configured
+            build_run_failure_alert_sensor(settings),  # [alerts]
+            build_gate_alert_sensor(settings),
         ],
         schedules=[build_periodic_finetune(settings.finetune_cron)],
         resources=build_resources(settings),

@@ -18,13 +18,19 @@ ingest_job = dg.define_asset_job(
     tags={PIPELINE_TAG: "ingest"},
 )
 
+# A crashed fine-tune (worker killed, machine restarted) is retried by the instance's run_retries (max_retries
+# in dagster.yaml) with every step: the retry snapshots the windows pending *then*, so a retry that starts after
+# another run trained its windows takes the ones still pending instead of failing, and the checkpoint of an
+# identical snapshot still resumes. Failed asset checks (the promotion gate) are never retried.
+FINETUNE_RETRY = {"dagster/retry_strategy": "ALL_STEPS", "dagster/retry_on_asset_or_op_failure": "false"}
+
 finetune_job = dg.define_asset_job(
     name="finetune",
     selection=dg.AssetSelection.assets(
         "training_snapshot", "base_model", "challenger_model", "model_update", "champion_model"
     ),
     description="Fine-tune the champion on pending approved windows, log to MLflow, and run the promotion gate.",
-    tags={PIPELINE_TAG: "finetune", COMPUTE_TAG: "model", **MODEL_PRIORITY},
+    tags={PIPELINE_TAG: "finetune", COMPUTE_TAG: "model", **MODEL_PRIORITY, **FINETUNE_RETRY},
 )
 
 monitor_job = dg.define_asset_job(

@@ -30,8 +30,8 @@ import dagster as dg
 
 from orchestration.jobs import drift_report_job, finetune_job, ingest_job, monitor_job
 from orchestration.partitions import WINDOWS_PARTITION, windows_partitions
-from orchestration.resources import StreamtuneResource
-from orchestration.sources.landing import LandingScanner, LandingTick, window_key_for
+from orchestration.resources import StreamtuneResource, clear_run_outputs, prune_run_outputs
+from orchestration.sources.landing import LandingScanner, LandingTick, prune_archive, window_key_for
 from orchestration.tags import DRIFT_TAG_PREFIX, LANDING_FILE_TAG, TRIGGER_TAG, WINDOW_TAG
 
 
@@ -52,6 +52,9 @@ def build_landing_sensor(interval_s: int) -> dg.SensorDefinition:
     def landing_sensor(context: dg.SensorEvaluationContext, streamtune: StreamtuneResource) -> dg.SensorResult:
         settings = streamtune.settings()
         landing = settings.paths.landing
+        pruned = prune_archive(settings.paths.landing_archive, settings.landing_archive_days)
+        if pruned:
+            context.log.info(f"landing_archive_days = {settings.landing_archive_days:g}: deleted archived {pruned}")
         known = set(context.instance.get_dynamic_partitions(WINDOWS_PARTITION))
         tick = LandingScanner.parse(context.cursor).tick(landing, known, symlinks=settings.landing_symlinks)
         for line in tick.reports:
@@ -77,6 +80,27 @@ def build_landing_sensor(interval_s: int) -> dg.SensorDefinition:
         )
 
     return landing_sensor
+
+
+def build_run_outputs_sensor(retention_days: float, interval_s: int = 30) -> dg.SensorDefinition:
+    """``run_outputs_cleanup``: when a run succeeds, delete its ``RunScopedIOManager`` outputs and those of the
+    runs it re-executed (``orchestration.resources.clear_run_outputs``), then those of runs that ended over
+    ``retention_days`` days ago (``prune_run_outputs``; ``run_outputs_retention_days``, 0 = no age limit)."""
+
+    @dg.run_status_sensor(
+        name="run_outputs_cleanup",
+        run_status=dg.DagsterRunStatus.SUCCESS,
+        minimum_interval_seconds=interval_s,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Deletes the per-run outputs (run_io_manager) of each successful run and of old ended runs.",
+    )
+    def run_outputs_cleanup(context: dg.RunStatusSensorContext) -> None:
+        cleared = clear_run_outputs(context.instance, context.dagster_run.run_id)
+        pruned = prune_run_outputs(context.instance, retention_days)
+        if cleared or pruned:
+            context.log.info(f"deleted the stored outputs of runs {cleared} (succeeded) and {pruned} (expired)")
+
+    return run_outputs_cleanup
 
 
 def _landing_skip_reason(landing, tick: LandingTick) -> str:

@@ -8,7 +8,7 @@ This module imports no torch, so the orchestration layer can build and log confi
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Self
 
 from training.selection.params import parse_params
@@ -130,11 +130,40 @@ class TrainConfig(_ConfigMixin):
     """Dropout on the LoRA input, in [0, 1)."""
     lora_target_modules: str = ""
     """Comma-separated module names to adapt; "" = peft's default for the architecture (GPT-2: ``c_attn``)."""
+    adapter: str = "none"
+    """"none": the registered version is a full model (with ``lora_r > 0`` the LoRA update is merged in);
+    "lora": adapter versions on a frozen, shared base (``training.adapters``): each version stores only the
+    peft adapter (rank ``lora_r``, > 0) plus a reference to its base version, and the next update continues
+    training that adapter with its AdamW state."""
+    ewc_lambda: float = 0.0
+    """Strength of the (online) EWC penalty ``lambda/2 * sum F (theta - theta*)^2`` (Kirkpatrick et al. 2017;
+    Schwarz et al. 2018, ``training.ewc``); 0 = off."""
+    ewc_gamma: float = 1.0
+    """Online-EWC decay of the stored Fisher: ``F = gamma * F_parent + F_new`` (1 = plain sum, 0 = last only)."""
+    ewc_rows: int = 64
+    """Packed blocks used to estimate the diagonal Fisher (one extra backward per ``batch_size`` of them)."""
+    dp_epsilon: float = 0.0
+    """Target epsilon of DP-SGD on the trainable (adapter) parameters for one update (Opacus,
+    ``training.privacy``); 0 = no differential privacy. Needs ``adapter = "lora"``."""
+    dp_delta: float = 1e-5
+    """Target delta of DP-SGD, in (0, 1)."""
+    dp_max_grad_norm: float = 1.0
+    """Per-sample (per packed block) gradient clipping norm of DP-SGD, > 0."""
     selection: str = "uniform"
     """Online data selection/weighting strategy of the fine-tune step (``training.selection``): "uniform"
     (default, the plain loop), "loss_reweight", "rho_loss", "greats", "dwm" or "d3"."""
     selection_params: str = ""
     """The strategy's settings as ``"key=value,..."`` (``training.selection.params``); "" = its defaults."""
+    torch_dtype: str = "float32"
+    """Dtype the weights are loaded, trained and stored in: "float32" (default: fp32 master weights, bf16 only
+    through autocast), "bfloat16" (bf16 storage, halves memory; only where the device supports bf16, else
+    fp32 with a warning) or "auto" (the checkpoint's own dtype when it is bf16 and supported, else fp32)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (``model.activation_checkpointing_enable()``): less memory,
+    ~30% more compute; for models whose activations do not fit."""
+    attn_implementation: str | None = None
+    """Attention kernel passed to ``from_pretrained``: "sdpa" (``torch.nn.functional.scaled_dot_product_attention``),
+    "eager", or None = the transformers default for the architecture."""
 
     def __post_init__(self) -> None:
         issues: list[str] = []
@@ -172,6 +201,8 @@ class TrainConfig(_ConfigMixin):
             issues.append(f"`lora_dropout` must be in [0, 1), got {self.lora_dropout!r}")
         if not isinstance(self.lora_target_modules, str):
             issues.append(f"`lora_target_modules` must be a string, got {self.lora_target_modules!r}")
+        self._check_adapter_options(issues)
+        self._check_model_options(issues)
         if not isinstance(self.selection, str) or not isinstance(self.selection_params, str):
             issues.append(
                 f"`selection`/`selection_params` must be strings, got {self.selection!r}, {self.selection_params!r}"
@@ -183,6 +214,35 @@ class TrainConfig(_ConfigMixin):
                 issues.append(f"`selection`/`selection_params`: {e}")
         self._raise_if(issues)
 
+    def _check_model_options(self, issues: list[str]) -> None:
+        """Validate ``torch_dtype``, ``gradient_checkpointing`` and ``attn_implementation`` (appends to ``issues``)."""
+        if self.torch_dtype not in ("float32", "bfloat16", "auto"):
+            issues.append(f"`torch_dtype` must be 'float32', 'bfloat16' or 'auto', got {self.torch_dtype!r}")
+        if not isinstance(self.gradient_checkpointing, bool):
+            issues.append(f"`gradient_checkpointing` must be true or false, got {self.gradient_checkpointing!r}")
+        if self.attn_implementation not in (None, "sdpa", "eager"):
+            issues.append(f"`attn_implementation` must be 'sdpa', 'eager' or unset, got {self.attn_implementation!r}")
+
+    def _check_adapter_options(self, issues: list[str]) -> None:
+        """Validate ``adapter``, ``ewc_*`` and ``dp_*`` (appends to ``issues``)."""
+        if self.adapter not in ("none", "lora"):
+            issues.append(f"`adapter` must be 'none' or 'lora', got {self.adapter!r}")
+        elif self.adapter == "lora" and _is_int(self.lora_r) and self.lora_r < 1:
+            issues.append("`adapter = 'lora'` needs `lora_r` >= 1 (the adapter rank), got 0")
+        if not _is_number(self.ewc_lambda) or self.ewc_lambda < 0:
+            issues.append(f"`ewc_lambda` must be a finite number >= 0, got {self.ewc_lambda!r}")
+        if not _is_number(self.ewc_gamma) or not 0 <= self.ewc_gamma <= 1:
+            issues.append(f"`ewc_gamma` must be in [0, 1], got {self.ewc_gamma!r}")
+        _check_positive_int(issues, self, "ewc_rows")
+        if not _is_number(self.dp_epsilon) or self.dp_epsilon < 0:
+            issues.append(f"`dp_epsilon` must be a finite number >= 0, got {self.dp_epsilon!r}")
+        elif self.dp_epsilon > 0 and self.adapter != "lora":
+            issues.append("`dp_epsilon` > 0 (DP-SGD) needs `adapter = 'lora'`: DP covers only adapter parameters")
+        if not _is_number(self.dp_delta) or not 0 < self.dp_delta < 1:
+            issues.append(f"`dp_delta` must be in (0, 1), got {self.dp_delta!r}")
+        if not _is_number(self.dp_max_grad_norm) or self.dp_max_grad_norm <= 0:
+            issues.append(f"`dp_max_grad_norm` must be a finite number > 0, got {self.dp_max_grad_norm!r}")
+
 
 @dataclass
 class GateConfig(_ConfigMixin):
@@ -192,14 +252,39 @@ class GateConfig(_ConfigMixin):
     """Relative new-window bits/byte improvement required to promote (0.01 = 1%); 0 = strictly better."""
     retention_tolerance: float = 0.02
     """Largest relative worsening of retention bits/byte allowed (0.02 = 2%)."""
+    require_approval: bool = False
+    """True: a challenger that passes the gate waits under the ``challenger`` alias until a person runs
+    ``streamtune promote`` / ``reject`` (``orchestration.pipeline.approval``); False: it becomes champion."""
+    eval_sets: dict[str, str] = field(default_factory=dict)
+    """Named fixed general-capability sets ``{name: path}`` (JSONL or Parquet with a ``text`` field; a relative
+    path is relative to the streamtune home), scored for champion and challenger on every update; empty = the
+    held-out slice of the stand-in base's corpus when the base is ``streamtune base pretrain``'s, else none."""
+    general_tolerance: float = 0.02
+    """Largest relative worsening of bits/byte allowed on each ``eval_sets`` set (0.02 = 2%)."""
 
     def __post_init__(self) -> None:
         issues: list[str] = []
+        self._check_eval_sets(issues)
+        if not isinstance(self.require_approval, bool):
+            issues.append(f"`require_approval` must be true or false, got {self.require_approval!r}")
         if not _is_number(self.min_improvement) or not 0 <= self.min_improvement < 1:
             issues.append(f"`min_improvement` must be in [0, 1), got {self.min_improvement!r}")
         if not _is_number(self.retention_tolerance) or self.retention_tolerance < 0:
             issues.append(f"`retention_tolerance` must be a finite number >= 0, got {self.retention_tolerance!r}")
         self._raise_if(issues)
+
+    def _check_eval_sets(self, issues: list[str]) -> None:
+        """Validate ``eval_sets`` (names fit metric keys, paths end .jsonl/.parquet) and ``general_tolerance``."""
+        if not _is_number(self.general_tolerance) or self.general_tolerance < 0:
+            issues.append(f"`general_tolerance` must be a finite number >= 0, got {self.general_tolerance!r}")
+        if not isinstance(self.eval_sets, dict):
+            issues.append(f'`eval_sets` must be a table {{name = "path"}}, got {self.eval_sets!r}')
+            return
+        for name, path in self.eval_sets.items():
+            if not isinstance(name, str) or not name or not all(c.isalnum() or c in "_-." for c in name):
+                issues.append(f"`eval_sets` name {name!r} must be letters, digits, '_', '-' or '.'")
+            if not isinstance(path, str) or not path.lower().endswith((".jsonl", ".parquet")):
+                issues.append(f"`eval_sets.{name}` must be a .jsonl or .parquet path, got {path!r}")
 
 
 @dataclass

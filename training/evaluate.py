@@ -7,9 +7,11 @@ Radford et al. 2019 report bits per character the same way). The promotion gate 
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,7 +20,11 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from training.data import IGNORE_INDEX, pack_texts, split_block, token_ids
 
-__all__ = ["EvalResult", "evaluate", "text_bits"]
+__all__ = ["EvalResult", "EvalSetError", "evaluate", "read_eval_set", "score_eval_sets", "text_bits"]
+
+
+class EvalSetError(ValueError):
+    """A general-capability evaluation set file that cannot be used; the message names the set and the file."""
 
 
 @dataclass
@@ -167,4 +173,104 @@ def text_bits(
             logits[:, :-1].reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), reduction="none"
         ).view(len(batch), -1)  # (B, T-1) nats
         out[i : i + len(batch)] = (nll * mask[:, 1:]).sum(1).double().cpu().numpy() / math.log(2)
+    return out
+
+
+def read_eval_set(path: str | Path, name: str = "", field: str = "text") -> list[str]:
+    """The texts of one fixed evaluation set: a JSONL file (one object per line) or a Parquet file, ``field`` column.
+
+    Args:
+        path: ``.jsonl`` or ``.parquet`` file.
+        name: the set's name, for messages (``[gate] eval_sets.<name>``).
+        field: the text field.
+
+    Returns:
+        The non-empty texts, in file order (at least one).
+
+    Raises:
+        EvalSetError: the file is missing or unreadable, a line is not a JSON object, the field is missing
+            or not a string in some row, or the set holds no non-empty text; the message names the set, the
+            file and (JSONL) the line.
+    """
+    path = Path(path)
+    label = f"[gate] eval_sets.{name} ({path})" if name else str(path)
+    if not path.is_file():
+        raise EvalSetError(f"{label}: no such file")
+    if path.suffix.lower() == ".parquet":
+        texts = _parquet_texts(path, label, field)
+    else:
+        texts = _jsonl_texts(path, label, field)
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise EvalSetError(f"{label}: no non-empty `{field}` value: the set is empty")
+    return texts
+
+
+def _jsonl_texts(path: Path, label: str, field: str) -> list[str]:
+    texts = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise EvalSetError(f"{label}: cannot read: {e}") from e
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise EvalSetError(f"{label}: line {i} is not JSON ({e.msg})") from e
+        if not isinstance(row, dict) or not isinstance(row.get(field), str):
+            raise EvalSetError(f"{label}: line {i} has no string field `{field}`")
+        texts.append(row[field])
+    return texts
+
+
+def _parquet_texts(path: Path, label: str, field: str) -> list[str]:
+    import polars as pl  # lazy: only Parquet sets need it
+
+    try:
+        schema = pl.read_parquet_schema(path)
+        if field not in schema:
+            raise EvalSetError(f"{label}: no column `{field}` (columns: {sorted(schema)})")
+        column = pl.read_parquet(path, columns=[field])[field]
+    except EvalSetError:
+        raise
+    except Exception as e:  # polars raises its own error types for damaged files
+        raise EvalSetError(f"{label}: cannot read Parquet: {e}") from e
+    if column.dtype != pl.String:
+        raise EvalSetError(f"{label}: column `{field}` is {column.dtype}, not text")
+    return [t for t in column.to_list() if t is not None]
+
+
+def score_eval_sets(
+    model_dir: str | Path,
+    sets: Mapping[str, Sequence[str]],
+    *,
+    seq_len: int,
+    batch_size: int,
+) -> dict[str, EvalResult]:
+    """Load the model in ``model_dir`` (a full model or an adapter version, ``training.adapters.load_any``) once,
+    in fp32 on ``device.select_device()``, and ``evaluate`` it on each named set.
+
+    Args:
+        model_dir: ``save_pretrained`` directory (champion's local copy or a challenger).
+        sets: ``{name: texts}`` (e.g. ``read_eval_set`` of each ``[gate] eval_sets`` entry).
+        seq_len, batch_size: as for ``evaluate`` (the update's ``seq_len``/``eval_batch_size``).
+
+    Returns:
+        ``{name: EvalResult}`` for every non-empty set; {} (nothing loaded) when ``sets`` is empty.
+    """
+    if not any(sets.values()):
+        return {}
+    # lazy: adapters imports peft and modeling; evaluate is imported by the training loop's modules
+    from training.adapters import load_any
+    from training.device import select_device
+
+    device = select_device()
+    model, tokenizer = load_any(model_dir, device)
+    out = {}
+    for name, texts in sets.items():
+        result = evaluate(model, tokenizer, texts, seq_len=seq_len, batch_size=batch_size, device=device)
+        if result is not None:
+            out[name] = result
     return out

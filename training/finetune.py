@@ -20,13 +20,22 @@ from pathlib import Path
 
 import torch
 
+from training import adapters
 from training.config import TrainConfig
 from training.data import heldout_mask, pack_texts
-from training.device import bf16_supported, configure_threads, select_device
 from training.evaluate import EvalResult, evaluate
-from training.finetune_types import CHECKPOINT_FILE, TRAIN_STATE_FILE, FinetuneRequest, FinetuneResult
+from training.ewc import ewc_for_update
+from training.finetune_types import (
+    CHECKPOINT_FILE,
+    TRAIN_STATE_FILE,
+    FinetuneRequest,
+    FinetuneResult,
+    Runtime,
+    setup,
+)
 from training.loop import FitResult, fit, load_optimizer_state, make_optimizer
 from training.modeling import load_model
+from training.privacy import dp_fit
 from training.schedule import ar_meta_peak_lr
 from training.selection import make_selector, needs_reference, reference_fraction
 
@@ -55,13 +64,6 @@ def total_steps_for(cfg: TrainConfig, n_blocks: int) -> int:
     return max(1, math.ceil(cfg.epochs * n_blocks / batch))
 
 
-def _rank_world() -> tuple[int, int]:
-    """``(rank, world_size)`` of an initialised ``torch.distributed`` process group, else ``(0, 1)``."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 def _split_reference(
     train_texts: Sequence[str], reference_texts: Sequence[str], cfg: TrainConfig
 ) -> tuple[list[str], list[str]]:
@@ -85,6 +87,8 @@ def update_fingerprint(parent: str | Path, train_texts: Sequence[str], cfg: Trai
     h = hashlib.sha256()
     parent_path = Path(parent)
     weights = parent_path / "model.safetensors"
+    if adapters.is_adapter_dir(parent_path):
+        weights = parent_path / "adapter_model.safetensors"
     if weights.is_file():
         with weights.open("rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -102,38 +106,6 @@ def _save_checkpoint(path: Path, payload: dict) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(payload, tmp)
     tmp.replace(path)  # atomic: a kill leaves either the old or the new checkpoint
-
-
-def _apply_lora(model, cfg: TrainConfig):
-    """Wrap ``model`` with peft LoRA adapters (only adapter weights train)."""
-    from peft import LoraConfig, get_peft_model  # lazy: peft is optional and only LoRA updates need it
-
-    targets = [m.strip() for m in cfg.lora_target_modules.split(",") if m.strip()] or None
-    lcfg = LoraConfig(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=targets,
-        task_type="CAUSAL_LM",
-        bias="none",
-    )
-    return get_peft_model(model, lcfg)
-
-
-@dataclass(frozen=True)
-class Runtime:
-    """Where and how an update runs (``setup``)."""
-
-    device: torch.device
-    """Training and evaluation device."""
-    bf16: bool
-    """Whether training runs under bf16 autocast (evaluation always runs in fp32)."""
-    threads: int
-    """Torch intra-op threads."""
-    rank: int = 0
-    """Rank in an initialised ``torch.distributed`` process group (0 outside one)."""
-    world: int = 1
-    """World size of that group (1 outside one)."""
 
 
 @dataclass
@@ -168,25 +140,19 @@ class Restored:
     """Training tokens the killed run had already processed."""
 
 
-def setup(cfg: TrainConfig) -> Runtime:
-    """Seed torch with ``cfg.seed``, set the thread count, pick the device and bf16 (``cfg.bf16 = None`` ->
-    auto), and read the data-parallel rank (``training.distributed``: rank 0 scores and saves)."""
-    torch.manual_seed(cfg.seed)
-    threads = configure_threads(cfg.threads)
-    device = select_device()
-    rank, world = _rank_world()
-    bf16 = bf16_supported(device) if cfg.bf16 is None else cfg.bf16
-    return Runtime(device=device, bf16=bf16, threads=threads, rank=rank, world=world)
-
-
-def load_parent(parent: str | Path, seq_len: int, device: torch.device):
-    """``(model, tokenizer)`` of the parent on ``device``.
+def load_parent(parent: str | Path, seq_len: int, device: torch.device, cfg: TrainConfig | None = None):
+    """``(model, tokenizer)`` of the parent on ``device``, loaded with ``cfg.torch_dtype`` and
+    ``cfg.attn_implementation`` (``training.modeling.load_model``), gradient checkpointing on when
+    ``cfg.gradient_checkpointing`` (None = fp32, defaults).
 
     Raises:
         ValueError: ``seq_len`` exceeds the model's maximum positions.
         OSError: the parent cannot be loaded.
     """
-    model, tokenizer = load_model(parent, device)
+    options = {} if cfg is None else {"torch_dtype": cfg.torch_dtype, "attn_implementation": cfg.attn_implementation}
+    model, tokenizer = load_model(parent, device, **options)
+    if cfg is not None and cfg.gradient_checkpointing:
+        model.activation_checkpointing_enable({"use_reentrant": False})  # transformers 5 name of gradient ckpt
     max_positions = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
     if max_positions is not None and seq_len > max_positions:
         raise ValueError(f"`seq_len` {seq_len} exceeds the parent's maximum positions {max_positions}")
@@ -307,13 +273,14 @@ def train(
     runtime: Runtime,
     restored: Restored,
     fingerprint: str,
+    regularizer: Callable[[], torch.Tensor] | None = None,
 ) -> FitResult:
     """``fit`` ``model`` on ``blocks`` ((N, T + 1) int64) for ``total_steps_for(cfg, N)`` steps.
 
     Inside a process group the model is wrapped in ``DistributedDataParallel`` and each rank trains on
     its share of each global batch; rank 0 checkpoints to ``req.checkpoint_path`` every
-    ``cfg.checkpoint_every`` steps. ``ref_blocks`` ((M, T + 1) or None) feeds the selection strategy.
-    The returned ``train_tokens`` include those of a resumed killed run.
+    ``cfg.checkpoint_every`` steps. ``ref_blocks`` ((M, T + 1) or None) feeds the selection strategy;
+    ``regularizer`` (the EWC penalty) joins every step's loss. ``train_tokens`` include a resumed run's.
 
     Raises:
         ValueError: data-parallel training with a global batch smaller than the world size.
@@ -344,24 +311,41 @@ def train(
         on_checkpoint=checkpointer,
         shard=(runtime.rank, world) if world > 1 else None,
         selector=make_selector(cfg, ref_blocks),
+        regularizer=regularizer,
     )
     fit_result.train_tokens += restored.carried_tokens
     return fit_result
 
 
 def save(
-    model, tokenizer, optimizer: torch.optim.Optimizer, cfg: TrainConfig, req: FinetuneRequest, global_step: int
+    model,
+    tokenizer,
+    optimizer: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    req: FinetuneRequest,
+    global_step: int,
+    *,
+    base_dir: Path | None = None,
+    extra_state: dict | None = None,
 ) -> None:
-    """Write ``config.json``, ``model.safetensors``, tokenizer files and ``train_state.pt`` (AdamW state,
-    empty for LoRA; ``global_step``; ``cfg.to_dict()``) to ``req.out_dir``, then delete the checkpoint."""
+    """Write the version to ``req.out_dir``, then delete the checkpoint: ``config.json``, ``model.safetensors``
+    and tokenizer files, or with ``base_dir`` (adapter mode) only the adapter (``adapters.save_adapter``);
+    and ``train_state.pt`` (AdamW state, empty for a merged LoRA update; ``global_step``; ``cfg.to_dict()``;
+    ``extra_state``: ``ewc_fisher``, ``dp_history``)."""
     req.out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(req.out_dir)
-    tokenizer.save_pretrained(req.out_dir)
+    if base_dir is not None:
+        ref = adapters.base_ref_for(req.parent, req.base_version)
+        adapters.save_adapter(model, tokenizer, req.out_dir, ref, base_dir)
+    else:
+        model.save_pretrained(req.out_dir)
+        tokenizer.save_pretrained(req.out_dir)
+    merged_lora = cfg.lora_r > 0 and base_dir is None  # a fresh adapter next time: its moments do not apply
     torch.save(
         {
-            "optimizer": {} if cfg.lora_r > 0 else optimizer.state_dict(),
+            "optimizer": {} if merged_lora else optimizer.state_dict(),
             "global_step": global_step,
             "train_config": cfg.to_dict(),
+            **(extra_state or {}),
         },
         req.out_dir / TRAIN_STATE_FILE,
     )
@@ -373,10 +357,13 @@ def finetune(request: FinetuneRequest) -> FinetuneResult:
     """Fine-tune ``request.parent`` on ``request.train_texts`` and save the challenger to ``request.out_dir``.
 
     Phases (litgpt's setup/fit/validate/save): ``setup`` (seed, threads, device, bf16, rank); load the
-    parent; ``score`` it before training; pack the training texts (holding back a selection reference
-    slice, ``_split_reference``); optionally wrap in LoRA (``cfg.lora_r > 0``); ``restore`` the parent's
-    AdamW state and any checkpoint of this update; ``train``; merge LoRA; ``score`` the challenger on the
-    same texts and on every window of ``matrix_eval``; ``save``. The parent directory is only read.
+    parent (an adapter version loads its base + adapter, ``adapters.load_start``); ``score`` it before
+    training; pack the training texts (holding back a selection reference slice, ``_split_reference``);
+    wrap in LoRA (``cfg.lora_r > 0`` or ``cfg.adapter = "lora"``, unless the parent's adapter continues);
+    ``restore`` the parent's AdamW state and any checkpoint of this update; the EWC penalty
+    (``cfg.ewc_lambda > 0``, ``ewc.ewc_for_update``); ``train`` (DP-SGD when ``cfg.dp_epsilon > 0``,
+    ``privacy.dp_fit``); merge LoRA unless adapter mode; ``score`` the challenger on the same texts and on
+    every window of ``matrix_eval``; ``save``. The parent directory is only read.
 
     Inside an initialised ``torch.distributed`` process group (``training.distributed``, one process per
     rank) every rank trains on its share of each global batch (same updates as one process); only rank 0
@@ -386,29 +373,34 @@ def finetune(request: FinetuneRequest) -> FinetuneResult:
         ``FinetuneResult``; ``metrics()`` gives the flat numbers to log.
 
     Raises:
-        ValueError: if ``cfg.seq_len`` exceeds the model's context (bad requests fail at construction).
-        OSError: if the parent cannot be loaded.
-        ImportError: if ``cfg.lora_r > 0`` and ``peft`` is not installed.
+        ValueError: ``cfg.seq_len`` beyond the model's context, or DP-SGD with data parallelism.
+        OSError: if the parent (or an adapter's base) cannot be loaded.
+        ImportError: if LoRA is asked for and ``peft`` is not installed, or DP and ``opacus`` is not.
         FloatingPointError: if training diverges.
     """
     req = request
     runtime = setup(req.cfg)
     fingerprint = update_fingerprint(req.parent, req.train_texts, req.cfg) if req.checkpoint_dir is not None else ""
     cfg = dataclasses.replace(req.cfg, bf16=runtime.bf16, threads=runtime.threads)  # record what actually ran
-    model, tokenizer = load_parent(req.parent, cfg.seq_len, runtime.device)
+    if cfg.dp_epsilon > 0 and runtime.world > 1:
+        raise ValueError("DP-SGD (`dp_epsilon` > 0) runs in one process; set [train] nproc = 1")
+    model, tokenizer, base_dir = adapters.load_start(req.parent, cfg, runtime.device, load_parent)
     before = score(model, tokenizer, req, cfg, runtime, "eval_before")
 
     train_texts, reference = _split_reference(req.train_texts, req.reference_texts, cfg)  # selection's slice
     blocks = pack_texts(tokenizer, train_texts, cfg.seq_len)  # (N, T + 1), tail dropped
     ref_blocks = pack_texts(tokenizer, reference, cfg.seq_len, keep_tail=True) if reference else None
-    lora = cfg.lora_r > 0
-    if lora:
-        model = _apply_lora(model, cfg)
-    restored = restore(model, req, cfg, total_steps_for(cfg, blocks.shape[0]), fingerprint)
+    lora = cfg.lora_r > 0 or base_dir is not None
+    if lora and not hasattr(model, "peft_config"):
+        model = adapters.apply_lora(model, cfg)
+    total_steps = total_steps_for(cfg, blocks.shape[0])
+    restored = restore(model, req, cfg, total_steps, fingerprint)
     _log_start(req, cfg, runtime, restored, blocks.shape[0])
-    fit_result = train(model, blocks, ref_blocks, req, cfg, runtime, restored, fingerprint)
+    fit_result, extra, extra_state = _fit_with_options(
+        model, tokenizer, blocks, ref_blocks, req, cfg, runtime, restored, fingerprint
+    )
     fit_result.selection["selection_reference_texts"] = float(len(reference))
-    if lora:
+    if lora and base_dir is None:
         model = model.merge_and_unload()  # register a plain model: adapters folded into the weights
     if req.on_trained is not None:
         req.on_trained(model)
@@ -416,7 +408,7 @@ def finetune(request: FinetuneRequest) -> FinetuneResult:
 
     global_step = restored.parent_step + fit_result.steps
     if runtime.rank == 0:
-        save(model, tokenizer, restored.optimizer, cfg, req, global_step)
+        save(model, tokenizer, restored.optimizer, cfg, req, global_step, base_dir=base_dir, extra_state=extra_state)
     return FinetuneResult(
         champion_new=before.new,
         champion_retention=before.retention,
@@ -437,22 +429,55 @@ def finetune(request: FinetuneRequest) -> FinetuneResult:
         forward_before=before.windows,
         matrix_after=after.windows,
         lora=lora,
+        adapter=base_dir is not None,
+        stored_bytes=adapters.stored_bytes(req.out_dir) if runtime.rank == 0 else 0,
+        extra=extra,
     )
+
+
+def _fit_with_options(
+    model,
+    tokenizer,
+    blocks,
+    ref_blocks,
+    req: FinetuneRequest,
+    cfg: TrainConfig,
+    runtime: Runtime,
+    restored,
+    fingerprint,
+) -> tuple[FitResult, dict[str, float], dict]:
+    """``train`` with the online-EWC penalty (``ewc.ewc_for_update`` on ``req.fisher_texts``, else the training
+    blocks), or ``privacy.dp_fit`` when ``cfg.dp_epsilon > 0``. Returns ``(fit result, option metrics, state to
+    store in train_state.pt)``."""
+    parent_state = req.parent_state()
+    fisher_blocks = (
+        pack_texts(tokenizer, list(req.fisher_texts), cfg.seq_len, keep_tail=True) if req.fisher_texts else blocks
+    )
+    penalty, extra, extra_state = ewc_for_update(
+        model, fisher_blocks, parent_state.get("ewc_fisher"), cfg, runtime.device
+    )
+    if cfg.dp_epsilon <= 0:
+        return train(model, blocks, ref_blocks, req, cfg, runtime, restored, fingerprint, penalty), extra, extra_state
+    fit_result, dp = dp_fit(
+        model,
+        restored.optimizer,
+        blocks,
+        cfg,
+        device=runtime.device,
+        total_steps=total_steps_for(cfg, blocks.shape[0]),
+        peak_lr=restored.peak_lr,
+        history=parent_state.get("dp_history"),
+    )
+    extra.update(dp.metrics())
+    extra_state["dp_history"] = dp.history
+    return fit_result, extra, extra_state
 
 
 def _log_start(req: FinetuneRequest, cfg: TrainConfig, runtime: Runtime, restored: Restored, n_blocks: int) -> None:
     log.info(
         "fine-tuning %s: %d blocks x %d tokens, %d steps from %d, peak_lr=%.3g, device=%s bf16=%s threads=%d "
-        "optimizer_resumed=%s lora=%s",
-        req.parent,
-        n_blocks,
-        cfg.seq_len + 1,
-        total_steps_for(cfg, n_blocks),
-        restored.start_step,
-        restored.peak_lr,
-        runtime.device.type,
-        runtime.bf16,
-        runtime.threads,
-        restored.resumed,
-        cfg.lora_r > 0,
+        "optimizer_resumed=%s lora=%s adapter=%s ewc_lambda=%g dp_epsilon=%g",
+        *(req.parent, n_blocks, cfg.seq_len + 1, total_steps_for(cfg, n_blocks), restored.start_step),
+        *(restored.peak_lr, runtime.device.type, runtime.bf16, runtime.threads, restored.resumed, cfg.lora_r > 0),
+        *(cfg.adapter, cfg.ewc_lambda, cfg.dp_epsilon),
     )

@@ -6,6 +6,7 @@ construction. Imports torch only for type names.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -14,10 +15,11 @@ from pathlib import Path
 import torch
 
 from training.config import TrainConfig
+from training.device import bf16_supported, configure_threads, select_device
 from training.evaluate import EvalResult
 from training.loop import FitResult
 
-__all__ = ["CHECKPOINT_FILE", "TRAIN_STATE_FILE", "FinetuneRequest", "FinetuneResult"]
+__all__ = ["CHECKPOINT_FILE", "TRAIN_STATE_FILE", "FinetuneRequest", "FinetuneResult", "Runtime", "setup"]
 
 TRAIN_STATE_FILE = "train_state.pt"
 """File in a model directory with ``{"optimizer": state_dict, "global_step": int, "train_config": dict}``."""
@@ -67,6 +69,12 @@ class FinetuneRequest:
     on_trained: Callable[[torch.nn.Module], None] | None = None
     """Called with the trained (LoRA-merged) model right after training, on every rank
     (``training.distributed`` checks that the ranks' weights agree)."""
+    base_version: str | None = None
+    """Registry version of the parent when it is the frozen base of a first adapter update
+    (``cfg.adapter = "lora"``); written into the adapter's ``adapter_base.json``. Unused otherwise."""
+    fisher_texts: Sequence[str] = ()
+    """Rows of old data (replayed or held-out rows, a general set) on which EWC estimates the Fisher
+    (``cfg.ewc_lambda > 0``); empty = the training texts."""
 
     def __post_init__(self) -> None:
         if len(self.train_texts) == 0:
@@ -84,6 +92,19 @@ class FinetuneRequest:
     def parent_dir(self) -> Path | None:
         """The parent as a local directory, or None when it is a Hub id."""
         return Path(self.parent) if Path(self.parent).is_dir() else None
+
+    def parent_state(self) -> dict:
+        """The parent's ``train_state.pt`` as a dict (AdamW state, ``global_step``, ``ewc_fisher``,
+        ``dp_history``); {} when there is none or it cannot be read (logged)."""
+        path = self.parent_dir / TRAIN_STATE_FILE if self.parent_dir is not None else None
+        if path is None or not path.is_file():
+            return {}
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # a damaged state: the options start fresh, as the optimizer does
+            logging.getLogger(__name__).warning("cannot read %s (%s); EWC/DP history start fresh", path, e)
+            return {}
+        return state if isinstance(state, dict) else {}
 
     @property
     def checkpoint_path(self) -> Path | None:
@@ -132,7 +153,14 @@ class FinetuneResult:
     matrix_after: dict[str, EvalResult] = field(default_factory=dict)
     """Trained model on every window's held-out rows (one row ``R[t][*]`` of the eval matrix)."""
     lora: bool = False
-    """Whether LoRA adapters were trained (and merged into the saved model)."""
+    """Whether LoRA adapters were trained (merged into the saved model unless ``adapter``)."""
+    adapter: bool = False
+    """Whether the saved version is an adapter on a frozen base (``training.adapters``)."""
+    stored_bytes: int = 0
+    """Bytes of the saved version's files (``adapters.stored_bytes``; train_state.pt included)."""
+    extra: dict[str, float] = field(default_factory=dict)
+    """Metrics of the options: ``ewc_*`` (``ewc_fisher_rows``, ``ewc_fisher_s``) and ``dp_*``
+    (``privacy.DPReport.metrics``: per-update and cumulative epsilon, delta, noise multiplier)."""
 
     def metrics(self) -> dict[str, float]:
         """Flat metrics for MLflow/Dagster; keys of an evaluation are absent when it is None.
@@ -181,10 +209,46 @@ class FinetuneResult:
                 "optimizer_resumed": float(self.optimizer_resumed),
                 "peak_lr": self.peak_lr,
                 "resumed_from_step": float(self.resumed_from_step),
+                "stored_bytes": float(self.stored_bytes),
+                **self.extra,
                 **self.fit.selection,  # selection_{overhead_s,kept_fraction,weight_entropy,...}
             }
         )
         return out
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how an update runs (``setup``)."""
+
+    device: torch.device
+    """Training and evaluation device."""
+    bf16: bool
+    """Whether training runs under bf16 autocast (evaluation always runs in fp32)."""
+    threads: int
+    """Torch intra-op threads."""
+    rank: int = 0
+    """Rank in an initialised ``torch.distributed`` process group (0 outside one)."""
+    world: int = 1
+    """World size of that group (1 outside one)."""
+
+
+def _rank_world() -> tuple[int, int]:
+    """``(rank, world_size)`` of an initialised ``torch.distributed`` process group, else ``(0, 1)``."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def setup(cfg: TrainConfig) -> Runtime:
+    """Seed torch with ``cfg.seed``, set the thread count, pick the device and bf16 (``cfg.bf16 = None`` ->
+    auto), and read the data-parallel rank (``training.distributed``: rank 0 scores and saves)."""
+    torch.manual_seed(cfg.seed)
+    threads = configure_threads(cfg.threads)
+    device = select_device()
+    rank, world = _rank_world()
+    bf16 = bf16_supported(device) if cfg.bf16 is None else cfg.bf16
+    return Runtime(device=device, bf16=bf16, threads=threads, rank=rank, world=world)
 
 
 def _is_within(path: Path, root: Path) -> bool:

@@ -3,12 +3,17 @@
 Both models are scored on the same held-out texts in bits per UTF-8 byte (``evaluate``). The gate asks
 for a relative improvement on the new windows and bounds the relative worsening on retention text
 (held-out rows of earlier windows), the forgetting check of continual pre-training (Ibrahim et al.
-2024, arXiv 2403.08763, sec. 6: evaluate on both the new and the previous distributions).
+2024, arXiv 2403.08763, sec. 6: evaluate on both the new and the previous distributions). A third check
+guards the general ability the base model had before the stream: on each named fixed evaluation set
+(``GateConfig.eval_sets``, e.g. the held-out slice of the stand-in base's pretraining corpus) the
+challenger may worsen by at most ``general_tolerance`` (relative), as continual pre-training work scores
+general benchmarks beside the new domain (Gupta et al. 2023, arXiv 2308.04014; Ibrahim et al. 2024).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from training.config import GateConfig
@@ -47,6 +52,7 @@ def decide_promotion(
     champion_retention_bpb: float | None,
     challenger_retention_bpb: float | None,
     cfg: GateConfig,
+    general: Mapping[str, tuple[float, float]] | None = None,
 ) -> GateDecision:
     """Decide whether the challenger replaces the champion (all inputs in bits per byte, lower is better).
 
@@ -55,7 +61,9 @@ def decide_promotion(
       - new: ``challenger_new < champion_new`` when ``cfg.min_improvement == 0``, else
         ``challenger_new <= champion_new * (1 - cfg.min_improvement)``; and
       - retention (checked only when both retention numbers are given):
-        ``challenger_ret <= champion_ret * (1 + cfg.retention_tolerance)``.
+        ``challenger_ret <= champion_ret * (1 + cfg.retention_tolerance)``; and
+      - general: for every ``name: (champion_bpb, challenger_bpb)`` of ``general``,
+        ``challenger <= champion * (1 + cfg.general_tolerance)``.
     A non-finite challenger score (diverged training) is rejected.
 
     Returns:
@@ -106,4 +114,30 @@ def decide_promotion(
         )
     else:
         parts.append("retention: no data")
-    return GateDecision(new_ok and ret_ok, "; ".join(parts), numbers)
+    general_ok = _general_check(general or {}, cfg, numbers, parts)
+    return GateDecision(new_ok and ret_ok and general_ok, "; ".join(parts), numbers)
+
+
+def _general_check(
+    general: Mapping[str, tuple[float, float]], cfg: GateConfig, numbers: dict[str, float], parts: list[str]
+) -> bool:
+    """The general-set check of ``decide_promotion``; appends to ``numbers`` (``general.<name>.*``) and ``parts``."""
+    ok = True
+    if general:
+        numbers["general_tolerance"] = cfg.general_tolerance
+    for name, (champion, challenger) in sorted(general.items()):
+        rel = _rel(challenger, champion)
+        numbers.update(
+            {
+                f"general.{name}.champion_bpb": champion,
+                f"general.{name}.challenger_bpb": challenger,
+                f"general.{name}.rel_change": rel,
+            }
+        )
+        set_ok = math.isfinite(challenger) and challenger <= champion * (1 + cfg.general_tolerance)
+        ok = ok and set_ok
+        parts.append(
+            f"general set {name} {champion:.4g} -> {challenger:.4g} ({rel:+.1%}, allowed "
+            f"<= {cfg.general_tolerance:+.1%}): {'ok' if set_ok else 'FAIL'}"
+        )
+    return ok

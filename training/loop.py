@@ -151,6 +151,7 @@ def fit(
     on_checkpoint: Callable[[int, int], None] | None = None,
     shard: tuple[int, int] | None = None,
     selector: Selector | None = None,
+    regularizer: Callable[[], torch.Tensor] | None = None,
 ) -> FitResult:
     """Train ``model`` for ``total_steps`` AdamW steps on packed ``blocks``.
 
@@ -181,6 +182,8 @@ def fit(
             (``_FitPlan.batch_loss``). Every shard must be non-empty.
         selector: an online selection strategy (``training.selection.make_selector``); None = uniform, the
             plain loop. Not combinable with ``shard``; see ``_FitPlan.batch_loss``.
+        regularizer: a penalty added to each step's loss before backward (e.g. ``ewc.EWCPenalty``); the
+            logged loss stays the data loss.
 
     Returns:
         ``FitResult`` (``steps`` = total_steps; ``train_tokens`` counts only the steps run in this call).
@@ -204,6 +207,8 @@ def fit(
         if not math.isfinite(loss_value):
             raise FloatingPointError(f"training loss is {loss_value} at step {step + 1}/{total_steps} (lr={lr:.3g})")
         optimizer.zero_grad(set_to_none=True)
+        if regularizer is not None:
+            loss = loss + regularizer()
         loss.backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)

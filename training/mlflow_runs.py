@@ -26,14 +26,21 @@ import tokenizers  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
-from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param  # noqa: E402
+from mlflow.entities import Dataset, DatasetInput, InputTag, LoggedModelInput, Metric, Param  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor  # noqa: E402
 from mlflow.tracking._tracking_service import utils as tracking_utils  # noqa: E402
 
 from training.modeling import load_model  # noqa: E402
 
-__all__ = ["TRAIN_STATE_ARTIFACT", "DatasetRef", "ExperimentRuns", "pip_requirements"]
+__all__ = [
+    "EVAL_DATASETS",
+    "TRAIN_STATE_ARTIFACT",
+    "DatasetRef",
+    "ExperimentRuns",
+    "eval_metrics_by_model",
+    "pip_requirements",
+]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +79,28 @@ class DatasetRef:
             profile=json.dumps({"num_rows": int(self.rows), "windows": list(self.windows)}),
         )
         return DatasetInput(dataset=dataset, tags=[InputTag("mlflow.data.context", self.context)])
+
+
+EVAL_DATASETS = {"new": "new_eval", "retention": "retention_eval", "first": "first_eval"}
+"""Evaluation slice of ``FinetuneResult.metrics()`` keys -> the ``DatasetRef.name`` it was measured on."""
+
+
+def eval_metrics_by_model(metrics: dict[str, float]) -> dict[str, dict[str, dict[str, float]]]:
+    """Split an update's flat metrics by the model and the dataset they were measured with.
+
+    ``{champion|challenger}_{new|retention|first}_{loss|ppl|bpb}`` (nats/token, perplexity, bits/byte)
+    become ``{"champion" | "challenger": {dataset name (EVAL_DATASETS): {"eval_loss" | "eval_ppl" |
+    "eval_bpb": value}}}``: the same metric names for both models, so MLflow 3's Models view lines up
+    champion and challenger per dataset. Other keys are ignored.
+    """
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for key, value in metrics.items():
+        parts = key.split("_")
+        if len(parts) != 3 or parts[0] not in ("champion", "challenger") or parts[1] not in EVAL_DATASETS:
+            continue
+        if parts[2] in ("loss", "ppl", "bpb"):
+            out.setdefault(parts[0], {}).setdefault(EVAL_DATASETS[parts[1]], {})[f"eval_{parts[2]}"] = float(value)
+    return out
 
 
 def pip_requirements() -> list[str]:
@@ -206,12 +235,50 @@ class ExperimentRuns:
         else:
             self.client.log_artifact(run_id, str(path), artifact_path)
 
-    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
-        """Add metrics to an existing (finished) run, e.g. the continual-learning summary computed later."""
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0, model_id: str | None = None) -> None:
+        """Add metrics to an existing (finished) run, e.g. the continual-learning summary computed later;
+        with ``model_id`` they are also linked to that logged model (MLflow 3 Models view)."""
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        batch = [Metric(k, float(v), now, step, model_id=model_id) for k, v in metrics.items()]
         for chunk in _chunks(batch, 1000):
             self.client.log_batch(run_id, metrics=chunk)
+
+    def log_model_metrics(
+        self, run_id: str, model_id: str, metrics: dict[str, float], dataset: DatasetRef | None = None, step: int = 0
+    ) -> None:
+        """Log ``metrics`` in run ``run_id`` linked to the logged model ``model_id`` (MLflow 3 ``LoggedModel``)
+        and, if given, to ``dataset`` (its name and digest, as logged by ``DatasetRef.to_input``): they show
+        in the model's metrics and in the Models view, per dataset. The run must not be deleted."""
+        now = int(time.time() * 1000)
+        linked = {"dataset_name": dataset.name, "dataset_digest": dataset.digest[:36]} if dataset else {}
+        batch = [Metric(str(k), float(v), now, step, model_id=model_id, **linked) for k, v in metrics.items()]
+        for chunk in _chunks(batch, 1000):
+            self.client.log_batch(run_id, metrics=chunk)
+
+    def link_evaluations(
+        self,
+        run_id: str,
+        metrics: dict[str, float],
+        model_ids: dict[str, str | None],
+        datasets: list[DatasetRef] | None = None,
+    ) -> None:
+        """The update's evaluation metrics linked to each model and dataset (``eval_metrics_by_model``).
+
+        Args:
+            model_ids: ``{"challenger": id, "champion": id or None}`` logged-model ids; a None skips that
+                model. The champion's model is also logged as an input model of the run (lineage).
+            datasets: the run's dataset inputs; an evaluation on a dataset not among them is linked to the
+                model only.
+        """
+        refs = {d.name: d for d in datasets or []}
+        for role, by_dataset in eval_metrics_by_model(metrics).items():
+            model_id = model_ids.get(role)
+            if model_id:
+                for name, values in by_dataset.items():
+                    self.log_model_metrics(run_id, model_id, values, refs.get(name))
+        parent = model_ids.get("champion")
+        if parent:
+            self.client.log_inputs(run_id, models=[LoggedModelInput(parent)])
 
     def _log_run_data(
         self,

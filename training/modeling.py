@@ -1,13 +1,17 @@
-"""Build, load and copy the causal language model (GPT-2 architecture via ``transformers``).
+"""Build, load and copy the causal language model (any ``AutoModelForCausalLM`` architecture).
 
 The default base is a small randomly initialised GPT-2 (Radford et al. 2019) with a byte-level BPE
 tokenizer trained on the first window's text, so the platform runs fully offline. Any Hugging Face
-causal LM id or ``save_pretrained`` directory can be used instead. Weights are always loaded in fp32:
-bf16 is applied by autocast during training, never to the stored master weights.
+causal LM id or ``save_pretrained`` directory of the Llama, Qwen2, Mistral, GPT-NeoX or GPT-2 families
+can be used instead (``training.pretrain`` builds a pretrained Llama stand-in offline). Weights load in
+fp32 by default (bf16 then only through autocast); ``torch_dtype="bfloat16"`` stores them in bf16 where
+the device supports it.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,10 +27,13 @@ from transformers import (
 )
 
 from training.config import ModelConfig
+from training.device import bf16_supported
 from training.model_files import ModelFileError, check_structure, copy_label
 from training.tokenizer import train_tokenizer
 
-__all__ = ["build_base_model", "load_model", "prepare_base"]
+__all__ = ["build_base_model", "load_model", "prepare_base", "resolve_dtype"]
+
+log = logging.getLogger(__name__)
 
 
 def build_base_model(texts: Sequence[str], model_cfg: ModelConfig, out_dir: Path, seed: int = 0) -> Path:
@@ -76,19 +83,62 @@ def build_base_model(texts: Sequence[str], model_cfg: ModelConfig, out_dir: Path
     return out_dir
 
 
+def resolve_dtype(torch_dtype: str, device: torch.device, checkpoint_dtype: object = None) -> torch.dtype:
+    """The weight dtype to load with: ``torch.float32`` or ``torch.bfloat16``.
+
+    Args:
+        torch_dtype: "float32"; "bfloat16" (bf16 if ``device.bf16_supported(device)``, else fp32 with a
+            warning); "auto" (bf16 when the checkpoint's ``config.json`` says bfloat16 and the device supports
+            it, else fp32: fp16 checkpoints are upcast, since fp16 training needs loss scaling).
+        device: where the model will run.
+        checkpoint_dtype: the checkpoint's ``torch_dtype``/``dtype`` from its config (str or torch.dtype).
+
+    Raises:
+        ValueError: an unknown ``torch_dtype``.
+    """
+    if torch_dtype not in ("float32", "bfloat16", "auto"):
+        raise ValueError(f"`torch_dtype` must be 'float32', 'bfloat16' or 'auto', got {torch_dtype!r}")
+    if torch_dtype == "float32":
+        return torch.float32
+    wants_bf16 = torch_dtype == "bfloat16" or str(checkpoint_dtype).removeprefix("torch.") == "bfloat16"
+    if wants_bf16 and bf16_supported(device):
+        return torch.bfloat16
+    if torch_dtype == "bfloat16":
+        log.warning("torch_dtype='bfloat16' but %s has no fast bf16 support: loading fp32 weights", device.type)
+    return torch.float32
+
+
+def _checkpoint_dtype(path: Path) -> object:
+    """``torch_dtype`` (or ``dtype``) of a local checkpoint's ``config.json``; None if absent."""
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return config.get("torch_dtype") or config.get("dtype")
+
+
 def load_model(
-    source: str | Path, device: torch.device | None = None
+    source: str | Path,
+    device: torch.device | None = None,
+    *,
+    torch_dtype: str = "float32",
+    attn_implementation: str | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer from a local ``save_pretrained`` directory or a Hub id.
+
+    Any architecture ``AutoModelForCausalLM`` knows (Llama, Qwen2, Mistral, GPT-NeoX, GPT-2, ...).
 
     Args:
         source: directory path or Hugging Face model id (a Hub id needs network access or the
             local HF cache; with ``HF_HUB_OFFLINE=1`` only the cache is used).
         device: where to put the model; None = CPU.
+        torch_dtype: weight dtype, see ``resolve_dtype`` (default fp32 master weights).
+        attn_implementation: "sdpa", "eager" or None (the transformers default for the architecture).
 
     Returns:
-        ``(model, tokenizer)``: fp32 model in eval mode on ``device``; the tokenizer has a pad token
-        (the eos token when the checkpoint defines none), mirrored in ``model.config.pad_token_id``.
+        ``(model, tokenizer)``: model in eval mode on ``device`` with weights in the resolved dtype; the
+        tokenizer has a pad token (the eos token when the checkpoint defines none, as Llama's does not),
+        mirrored in ``model.config.pad_token_id``. Packed training never pads, so pad = eos is harmless.
 
     Raises:
         OSError: if the model or tokenizer cannot be found or read; the message names ``source`` (and
@@ -105,7 +155,11 @@ def load_model(
             raise FileNotFoundError(f"cannot load model {name!r}: no such directory")
         name = str(path)
     try:
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
+        dtype = resolve_dtype(
+            torch_dtype, device or torch.device("cpu"), _checkpoint_dtype(Path(name)) if local else None
+        )
+        extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **extra)
         tokenizer = AutoTokenizer.from_pretrained(name)
     except Exception as e:  # safetensors/tokenizers raise their own types: name the directory and the file
         if local:

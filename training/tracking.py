@@ -39,6 +39,7 @@ import mlflow  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.models import Model  # noqa: E402
 
+from training import adapters  # noqa: E402
 from training.mlflow_runs import TRAIN_STATE_ARTIFACT, DatasetRef, ExperimentRuns, pip_requirements  # noqa: E402
 from training.model_files import (  # noqa: E402
     CHECKSUMS_FILE,
@@ -106,6 +107,7 @@ class ModelRegistry(ExperimentRuns):
         run_id: str | None = None,
         datasets: list[DatasetRef] | None = None,
         aliases: tuple[str, ...] = ("challenger",),
+        parent_version: str | None = None,
     ) -> tuple[str, str]:
         """Log one update as a run, register its model as a new version and give it ``aliases`` (``challenger``).
 
@@ -124,12 +126,16 @@ class ModelRegistry(ExperimentRuns):
                 during training) instead of creating one.
             datasets: logged as the run's dataset inputs (name, digest, source, row count; no rows).
             aliases: set on the new version, in order.
+            parent_version: the version fine-tuned (the champion; default: the ``streamtune.parent_version``
+                tag, as ``orchestration.pipeline.update`` sets it); the evaluation metrics
+                ``{champion,challenger}_{new,retention,first}_*`` are linked to the parent's and the new
+                logged model and to their dataset (``ExperimentRuns.link_evaluations``).
 
         Returns:
             ``(run_id, version)``.
         """
         model_dir = Path(model_dir)
-        if not (model_dir / "config.json").is_file():
+        if not ((model_dir / "config.json").is_file() or adapters.is_adapter_dir(model_dir)):
             raise FileNotFoundError(f"{model_dir} is not a save_pretrained model directory (no config.json)")
         str_tags = {str(k): str(v) for k, v in tags.items()}
         run_tags = dict(str_tags)
@@ -150,9 +156,13 @@ class ModelRegistry(ExperimentRuns):
                 artifacts=artifacts,
                 datasets=datasets,
             )
-            model_id = self._log_model(run_id, model_dir)
+            adapter = adapters.is_adapter_dir(model_dir)  # an adapter version: its files only, no flavor
+            model_id = self._log_adapter(run_id, model_dir) if adapter else self._log_model(run_id, model_dir)
             self._log_checksums(model_id, model_dir)
             version = self._register(model_id, run_id, str_tags, description)
+            parent_version = parent_version or str_tags.get("streamtune.parent_version")
+            parent_id = self.model_id(parent_version) if parent_version else None
+            self.link_evaluations(run_id, metrics, {"challenger": model_id, "champion": parent_id}, datasets)
         except BaseException:
             self.client.set_terminated(run_id, "FAILED")
             raise
@@ -179,6 +189,20 @@ class ModelRegistry(ExperimentRuns):
             description="base model of the lineage",
             aliases=("base", "champion"),
         )
+
+    def _log_adapter(self, run_id: str, model_dir: Path) -> str:
+        """Log an adapter version (``training.adapters``: adapter weights and config, tokenizer,
+        ``adapter_base.json``; not ``train_state.pt`` or dot files) as a logged model without a flavor."""
+        model_id = self.client.create_logged_model(
+            self.experiment_id(), name="model", source_run_id=run_id, model_type="peft-adapter"
+        ).model_id
+        with tempfile.TemporaryDirectory(prefix="streamtune-adapter-") as tmp:
+            for item in Path(model_dir).iterdir():
+                if item.is_file() and not item.name.startswith(".") and item.name != "train_state.pt":
+                    shutil.copy2(item, Path(tmp) / item.name)
+            self.client.log_model_artifacts(model_id, tmp)
+        self.client.finalize_logged_model(model_id, "READY")
+        return model_id
 
     def _log_checksums(self, model_id: str, model_dir: Path) -> None:
         """Log ``checksums.json`` into the logged model's artifacts: size and SHA-256 of each file
@@ -221,6 +245,16 @@ class ModelRegistry(ExperimentRuns):
             model_id=model_id,
         )
         return str(mv.version)
+
+    def model_id(self, version: str) -> str | None:
+        """The MLflow 3 logged-model id of a registered version (None for a version without one): the
+        version's ``model_id``, which the sqlite registry store does not keep, else its run's model output."""
+        mv = self.client.get_model_version(self.model_name, str(version))
+        if mv.model_id:
+            return mv.model_id
+        outputs = self.client.get_run(mv.run_id).outputs if mv.run_id else None
+        ids = [o.model_id for o in (outputs.model_outputs if outputs else [])]
+        return ids[-1] if ids else None
 
     def version_for_alias(self, alias: str) -> str | None:
         """Version number holding ``alias``, or None if the alias or the registered model does not exist."""
@@ -317,6 +351,10 @@ class ModelRegistry(ExperimentRuns):
                     artifact_uri=source, dst_path=str(staging), tracking_uri=self.tracking_uri
                 )
             )
+            if (local / adapters.ADAPTER_CONFIG_FILE).is_file():  # an adapter version (``_log_adapter``): files, flat
+                for item in (p for p in local.iterdir() if p.is_file()):
+                    shutil.copy2(item, dst / item.name)
+                return dst
             flavor = Model.load(str(local / "MLmodel")).flavors.get("transformers")
             if flavor is None or "tokenizer" not in flavor.get("components", []):
                 raise FileNotFoundError(f"{label} is not a transformers model with a tokenizer")
@@ -406,6 +444,11 @@ class ModelRegistry(ExperimentRuns):
                     f"{e}; the registry's copy is damaged: restore the artifact, or roll the champion back to "
                     "another version (`streamtune rollback`)"
                 ) from e
+            if adapters.is_adapter_dir(tmp):  # an adapter version: its base version is copied beside it, and linked
+                base = adapters.read_base_ref(tmp).get("base_version") or ""
+                if not base:
+                    raise ModelFileError(f"{label}: {adapters.ADAPTER_BASE_FILE} names no base version")
+                adapters.write_base_link(tmp, self.local_copy(base, dest.parent / f"v{base}"))
             (tmp / LOCAL_COPY_MARKER).write_text(f"{self.model_name} version {version}\n")
             if dest.exists() and not (dest / LOCAL_COPY_MARKER).is_file():
                 _discard_incomplete(dest)

@@ -1,6 +1,7 @@
 """The ``streamtune`` command line (typer + rich): registers the commands of the ``commands_*`` modules.
 
-Commands: ``replay``, ``run``, ``status``, ``demo``, ``ui``, ``rollback``, ``forget``, ``quarantine``.
+Commands: ``replay``, ``run``, ``status``, ``demo``, ``ui``, ``rollback``, ``promote``, ``reject``, ``approvals``,
+``forget``, ``quarantine``, ``export``, ``base pretrain``.
 Errors print one line and a hint, not a traceback (set ``STREAMTUNE_DEBUG=1`` for tracebacks); input refused
 before anything changed (settings that do not validate, a missing home, ...) exits with status 2, other errors 1.
 ``streamtune --help`` imports neither dagster nor torch: the commands import them when they run.
@@ -14,6 +15,9 @@ import sys
 import click
 import typer
 
+from orchestration.cli.commands_approval import approvals, promote, reject
+from orchestration.cli.commands_base import base_app
+from orchestration.cli.commands_export import export
 from orchestration.cli.commands_forget import forget
 from orchestration.cli.commands_loop import demo, replay, run, ui
 from orchestration.cli.commands_quarantine import quarantine_app
@@ -24,9 +28,10 @@ from orchestration.config.tables import SettingsError
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Keep a language model current on a live text stream."
 )
-for command in (replay, run, status, demo, ui, rollback, forget):
+for command in (replay, run, status, demo, ui, rollback, promote, reject, approvals, forget, export):
     app.command()(command)
 app.add_typer(quarantine_app, name="quarantine")
+app.add_typer(base_app, name="base")
 # newer typer versions vendor click (typer._click), whose usage errors are not click's classes; BadParameter's
 # grandparent is ClickException under either
 USAGE_ERRORS = (click.ClickException, typer.BadParameter.__mro__[2])

@@ -28,12 +28,18 @@ No Dagster imports: the CLI and the Dagster code location both read settings her
     nproc = 1
     [gate]                          # training.config.GateConfig
     retention_tolerance = 0.02
+    eval_sets = {general = "eval_sets/general.jsonl"}   # fixed general sets (JSONL/Parquet, `text`)
+    general_tolerance = 0.02
     [quality]                       # quality.suite.QualityConfig
     max_chars = 2000
     [replay]                        # training.config.ReplayConfig
     fraction = 0.25
     [drift]                         # quality.drift.DriftConfig
     false_alarm_rate = 0.05
+    [freshness]                     # orchestration.config.operations.FreshnessConfig (hours; 0 = derived)
+    landing_cadence_h = 24
+    [alerts]                        # orchestration.config.operations.AlertsConfig
+    webhook_url = ""                # Slack-compatible incoming webhook; alerts also go to logs/alerts.jsonl
     [sources.redis]                 # optional stream sources (orchestration.sources); absent = no sensor
     url = "redis://127.0.0.1:6379/0"
     stream = "events"
@@ -52,6 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_origin, get_type_hints
 
+from orchestration.config.operations import AlertsConfig, FreshnessConfig
 from orchestration.config.tables import SettingsError, build_config, check_value, read_toml, toml_lines
 from orchestration.sources.redis_stream import RedisStreamConfig
 from orchestration.sources.sse import SseConfig
@@ -63,8 +70,10 @@ if TYPE_CHECKING:
 
 DEFAULT_HOME = ".streamtune"
 SETTINGS_FILE = "streamtune.toml"
-SECTIONS = ("model", "train", "gate", "quality", "drift", "replay", "sources")
+SECTIONS = ("model", "train", "gate", "quality", "drift", "replay", "sources", "freshness", "alerts")
 """Tables of ``streamtune.toml``; each becomes the ``Settings`` attribute of the same name."""
+NON_NEGATIVE = ("landing_archive_days", "run_outputs_retention_days")
+"""Top-level day counts that must be >= 0 (0 = no age limit)."""
 LAUNCH_KEYS = ("launcher", "nproc")
 """``[train]`` keys that choose how the fine-tune is launched (``LaunchConfig``), not ``TrainConfig`` fields."""
 
@@ -106,6 +115,8 @@ class HomePaths:
     logs = _UnderRoot("logs")
     data_docs = _UnderRoot("data_docs")
     """Great Expectations Data Docs, one site per window (``data_docs/<window_key>/index.html``)."""
+    expectations = _UnderRoot("expectations")
+    """The GX suite that judged each window, as GX JSON (``expectations/<window_key>.json``)."""
 
     @property
     def mlflow_tracking_uri(self) -> str:
@@ -159,6 +170,8 @@ def _section_types() -> dict[str, type]:
         "drift": DriftConfig,
         "replay": ReplayConfig,
         "sources": SourcesConfig,
+        "freshness": FreshnessConfig,
+        "alerts": AlertsConfig,
     }
 
 
@@ -176,7 +189,9 @@ class Settings:
     id_field: str = "id"
     ts_field: str = "ts"
     base_model: str = ""
-    """Hugging Face model id or local path of the base model; "" builds the small local GPT-style model."""
+    """Hugging Face model id or local ``save_pretrained`` path of the base model (Llama, Qwen2, Mistral, GPT-NeoX,
+    GPT-2 families); "" builds the small local GPT-style model unless ``streamtune base pretrain`` registered the
+    stand-in base first."""
     finetune_cron: str = "0 */6 * * *"
     """Cron of the ``periodic_finetune`` schedule (UTC)."""
     max_windows_per_update: int = 0
@@ -193,10 +208,17 @@ class Settings:
     landing_symlinks: Literal["refuse", "inside"] = "refuse"
     """Symbolic links in ``landing/``: "refuse" (logged, never read), or "inside": accept one whose target
     is a regular file inside the landing folder."""
+    landing_archive_days: float = 30.0
+    """Days a landing file stays in ``archive/landing/`` after it was archived; older ones are deleted by the
+    landing sensor (``orchestration.sources.landing.prune_archive``). 0 = no age limit."""
     finetune_trigger_interval_s: int = 5
     quarantine_retention_days: float = 30.0
     """Days a quarantined row keeps its raw text/metadata (curated.quarantine is the one place with
     raw values); older rows are blanked at the next curation (``streamtune quarantine purge``)."""
+    run_outputs_retention_days: float = 7.0
+    """Days the per-run outputs of an ended, unsuccessful run (``RunScopedIOManager``: what a re-execution from
+    failure loads) are kept; a successful run's are deleted when it ends (sensor ``run_outputs_cleanup``).
+    0 = no age limit."""
     mlflow_tracking_uri: str = ""
     """"" = the home's sqlite store; else a tracking server URI (team profile: ``http://mlflow:5000``)."""
     mlflow_artifact_location: str = ""
@@ -229,6 +251,10 @@ class Settings:
     """[replay]: window-balanced replay buffer (size, fraction, seed)."""
     sources: SourcesConfig = _default("sources")
     """[sources.redis] / [sources.sse]: stream sources."""
+    freshness: FreshnessConfig = _default("freshness")
+    """[freshness]: Dagster freshness policies of approved_window and champion_model."""
+    alerts: AlertsConfig = _default("alerts")
+    """[alerts]: alert webhook and log file."""
 
     @property
     def paths(self) -> HomePaths:
@@ -261,13 +287,17 @@ def load_settings(home: str | Path | None = None) -> Settings:
     if unknown:
         raise SettingsError(
             f"{path}: unknown settings {unknown}; known: {sorted(scalars)} and "
-            "[model] [train] [gate] [quality] [drift] [replay] [sources.*]"
+            "[model] [train] [gate] [quality] [drift] [replay] [sources.*] [freshness] [alerts]"
         )
     values = {k: _scalar(check_value(v, scalars[k], str(path), k), scalars[k]) for k, v in data.items() if k in scalars}
     for name, tp in scalars.items():
         env = os.environ.get(f"STREAMTUNE_{name.upper()}")
         if env is not None:
             values[name] = _from_env(f"STREAMTUNE_{name.upper()}", env, tp)
+    for key in NON_NEGATIVE:
+        if values.get(key, 0) < 0:
+            where = f"STREAMTUNE_{key.upper()}" if f"STREAMTUNE_{key.upper()}" in os.environ else str(path)
+            raise SettingsError(f"{where}: {key} must be >= 0 (0 = no age limit), got {values[key]!r}")
     return Settings(home=root, **values, **_parse_tables(data, str(path)))
 
 
@@ -283,6 +313,11 @@ def _parse_tables(data: Mapping[str, Any], file: str) -> dict[str, Any]:
             launch = {k: v for k, v in table.items() if k in LAUNCH_KEYS}
             parsed["launch"] = build_config(LaunchConfig, launch, file, "train")
             table = {k: v for k, v in table.items() if k not in LAUNCH_KEYS}
+        if name == "quality" and isinstance(table.get("expectations_file"), str):  # relative to the home
+            table = {
+                **table,
+                "expectations_file": str(Path(file).parent / Path(table["expectations_file"]).expanduser()),
+            }
         parsed[name] = build_config(kinds[name], table, file, name, also_known=LAUNCH_KEYS if name == "train" else ())
     return parsed
 

@@ -13,7 +13,7 @@ from orchestration.config.settings import Settings
 from orchestration.pipeline.ingest import retire_landing_file
 from orchestration.store.warehouse import Warehouse
 from quality import suite
-from quality.suite import CheckOutcome, curate_window, verdict_metadata
+from quality.suite import CheckOutcome, curate_window, verdict_metadata, write_suite
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,10 @@ def curate(settings: Settings, warehouse: Warehouse, key: str) -> CurateResult:
     metadata = verdict_metadata(verdict, rows.height)
     metadata["quarantine_rows_purged"] = purged
     metadata["landing_file"] = retire_landing_file(settings, warehouse, key)  # landing_retention
+    # the effective GX suite (built-in rules, window rules, the user's expectations_file) as GX JSON
+    metadata["expectation_suite"] = str(
+        write_suite(verdict.expectation_suite, settings.paths.expectations / f"{key}.json")
+    )
     return CurateResult(metadata=metadata, docs_index=verdict.docs_index)
 
 

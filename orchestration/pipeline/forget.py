@@ -18,8 +18,9 @@ No Dagster imports (the retrain request is submitted by the caller, ``request_re
    ids, no text) as the audit trail. The request is recorded in ``monitor.forget_requests`` (the criteria
    as field + SHA-256 of the value, never the value). The SQL is ``orchestration.store.erasure``.
 4. **Scrub files**: the landing files (rewritten without the records, mtime kept so the landing sensor
-   does not see a new file; ``forget_landing``), the Parquet training snapshots, the GX Data Docs of the
-   affected windows, the local copies of retired model versions (``models/registry/v<N>``) and the
+   does not see a new file; ``forget_landing``), the Parquet training snapshots (written again without the
+   records into a new content-named folder, the old one deleted: ``snapshot.scrub_snapshots``), the GX Data
+   Docs of the affected windows, the local copies of retired model versions (``models/registry/v<N>``) and the
    fine-tune work directories of a scrubbed snapshot or a retired parent (``models/updates/``).
 5. **Mark the registry, delete the artifacts**: tags on every affected version (``streamtune.forget_requests``,
    ``streamtune.contains_deleted`` / ``streamtune.derived_from_deleted`` / ``streamtune.evaluated_on_deleted``);
@@ -46,7 +47,6 @@ from __future__ import annotations
 import getpass
 import json
 import math
-import os
 import shutil
 import uuid
 from collections.abc import Callable
@@ -61,6 +61,7 @@ from orchestration.config.settings import Settings
 from orchestration.pipeline.forget_artifacts import delete_version_artifacts, remove_local_models
 from orchestration.pipeline.forget_criteria import ForgetError, parse_where, resolve_criteria
 from orchestration.pipeline.forget_landing import scrub_landing
+from orchestration.pipeline.snapshot import scrub_snapshots
 from orchestration.store.erasure import Criterion, ErasureMatch
 from orchestration.store.warehouse import Warehouse
 from orchestration.tags import REQUEST_TAG, TRIGGER_TAG
@@ -186,7 +187,7 @@ def forget(
     report.retrain_windows = wh.landing_order(plan.retrain)
 
     # 4. files
-    snapshots = _scrub_snapshots(settings.paths.snapshots, plan.match.rows)
+    snapshots = scrub_snapshots(settings.paths.snapshots, plan.match.rows)  # re-keyed: write-once holds
     report.files = {
         "landing": scrub_landing(settings, wh, plan.match.rows, criteria, plan.window_keys),
         "snapshots": snapshots,
@@ -418,25 +419,6 @@ def _counts_by_window(rows: pl.DataFrame, rejects: pl.DataFrame) -> dict[str, di
     for (w,), g in rejects.group_by(["window_key"]):
         out.setdefault(w, {})["rejects"] = g.height
     return dict(sorted(out.items()))
-
-
-def _scrub_snapshots(root: Path, rows: pl.DataFrame) -> list[str]:
-    """Rewrite every snapshot Parquet file without the deleted rows."""
-    if rows.is_empty() or not root.is_dir():
-        return []
-    keys = rows.select("window_key", "row_number")
-    done = []
-    for f in sorted(root.glob("*/*.parquet")):
-        df = pl.read_parquet(f)
-        if not {"window_key", "row_number"} <= set(df.columns):
-            continue
-        kept = df.join(keys, on=["window_key", "row_number"], how="anti")
-        if kept.height != df.height:
-            tmp = f.with_suffix(".parquet.tmp")
-            kept.write_parquet(tmp)
-            os.replace(tmp, f)
-            done.append(f"{f.parent.name}/{f.name}: -{df.height - kept.height} rows")
-    return done
 
 
 def _remove_dirs(dirs: list[Path]) -> list[str]:

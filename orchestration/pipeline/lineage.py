@@ -1,9 +1,11 @@
 """The retry guard of the fine-tune step: a snapshot's windows must not be trained already. No Dagster imports.
 
-A fine-tune run that was killed is retried from its failed step (Dagster's ``run_retries``), maybe after
-another run has trained the same windows. ``run_update`` calls ``check_untrained`` before anything is trained
-or registered: a window that ``train.ledger`` records for a non-retired version (so it is no longer pending),
-or that a version in the champion's lineage was trained on (MLflow version tags), is refused.
+A killed fine-tune is retried by Dagster's ``run_retries`` with every step (``orchestration.jobs.FINETUNE_RETRY``:
+the retry snapshots the windows still pending), but a run re-executed from its failed step (the UI's "re-execute
+from failure") trains the snapshot its parent chose, maybe after another run has trained the same windows.
+``run_update`` calls ``check_untrained`` before anything is trained or registered: a window that ``train.ledger``
+records for a non-retired version (so it is no longer pending), or that a version in the champion's lineage was
+trained on (MLflow version tags), is refused.
 """
 
 from __future__ import annotations

@@ -126,7 +126,7 @@ def build_snapshot(
     first = warehouse.first_window_heldout()
     parts["first_eval"] = first if first.height else parts["new_eval"].filter(pl.col("window_key") == keys[0])
     content = _content_sha256(parts)
-    snapshot_id = f"{keys[0]}--{keys[-1]}-{content[:10]}" if len(keys) > 1 else f"{keys[0]}-{content[:10]}"
+    snapshot_id = _snapshot_id(keys, content)
     directory = root / snapshot_id
     manifest = SnapshotManifest(
         snapshot_id=snapshot_id,
@@ -139,6 +139,82 @@ def build_snapshot(
     if not (directory / "manifest.json").is_file():
         _write_once(directory, parts, manifest)
     return manifest
+
+
+def _snapshot_id(keys: list[str], content_sha256: str) -> str:
+    """Folder name of a snapshot: its first (and last) window key and 10 hex digits of its content hash."""
+    head = f"{keys[0]}--{keys[-1]}" if len(keys) > 1 else keys[0]
+    return f"{head}-{content_sha256[:10]}"
+
+
+def scrub_snapshots(root: Path, rows: pl.DataFrame) -> list[str]:
+    """Remove the rows ``rows`` from every snapshot under ``root`` (``streamtune forget``), write-once kept.
+
+    A snapshot folder is named by its content and never changed in place: one holding any of the rows is
+    written again without them, with a new content hash, into a new folder (``_write_once``: new name, own
+    ``manifest.json``), and the old folder is deleted. So a run that still refers to the old folder (a
+    re-execution from failure) finds it gone (``lineage.SnapshotGone``) instead of training other content under
+    the old hash. A folder without ``manifest.json`` (a crashed write, never trained on) is rewritten in place.
+
+    Args:
+        root: the home's ``snapshots/`` folder.
+        rows: the deleted rows; columns ``window_key`` (str) and ``row_number`` (int) identify them.
+
+    Returns:
+        One line per scrubbed file: ``<old snapshot id>/<split>.parquet: -N rows (now <new snapshot id>)``
+        (the old id first: ``forget_artifacts.remove_local_models`` removes its fine-tune work folders).
+    """
+    if rows.is_empty() or not root.is_dir():
+        return []
+    keys = rows.select("window_key", "row_number").cast({"row_number": pl.Int64})
+    done = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        manifest = folder / "manifest.json"
+        splits = ALL_SPLITS if manifest.is_file() else tuple(p.stem for p in sorted(folder.glob("*.parquet")))
+        parts, removed = {}, {}
+        for split in splits:
+            path = folder / f"{split}.parquet"
+            frame = pl.read_parquet(path) if path.is_file() else pl.DataFrame(schema=_ROW_SCHEMA)
+            if not {"window_key", "row_number"} <= set(frame.columns):
+                parts[split] = frame
+                continue
+            parts[split] = frame.join(keys, on=["window_key", "row_number"], how="anti")
+            if parts[split].height != frame.height:
+                removed[split] = frame.height - parts[split].height
+        if not removed:
+            continue
+        if manifest.is_file():
+            new_id = _rekey(root, folder, parts)
+        else:
+            new_id = folder.name
+            for split in removed:
+                tmp = folder / f"{split}.parquet.tmp"
+                parts[split].write_parquet(tmp)
+                tmp.replace(folder / f"{split}.parquet")
+        done += [f"{folder.name}/{split}.parquet: -{n} rows (now {new_id})" for split, n in removed.items()]
+    return done
+
+
+def _rekey(root: Path, folder: Path, parts: dict[str, pl.DataFrame]) -> str:
+    """Write ``parts`` as a new snapshot of the windows of ``folder``'s manifest, named by the new content
+    hash; delete ``folder``. Returns the new snapshot id."""
+    old = SnapshotManifest.from_dict(json.loads((folder / "manifest.json").read_text()))
+    content = _content_sha256(parts)
+    snapshot_id = _snapshot_id(old.window_keys, content)
+    directory = root / snapshot_id
+    manifest = SnapshotManifest(
+        snapshot_id=snapshot_id,
+        directory=str(directory),
+        window_keys=list(old.window_keys),
+        rows={split: parts[split].height for split in ALL_SPLITS},
+        content_sha256=content,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    if not (directory / "manifest.json").is_file():
+        _write_once(directory, parts, manifest)
+    if directory != folder:
+        shutil.rmtree(folder)
+    return snapshot_id
 
 
 def _write_once(directory: Path, parts: dict[str, pl.DataFrame], manifest: SnapshotManifest) -> None:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from orchestration.config.settings import Settings
+from orchestration.pipeline.general import GeneralGuard
 from orchestration.pipeline.lineage import champion_lineage, check_untrained
 from orchestration.pipeline.progress import PROGRESS_FILE, ProgressFile
 from orchestration.pipeline.snapshot import SPLITS, SnapshotManifest
@@ -31,7 +32,6 @@ from orchestration.store.warehouse import Warehouse
 from quality.pii import redact_values
 from training.cl_metrics import cl_summary
 from training.config import TrainConfig
-from training.gate import decide_promotion
 from training.replay import update_buffer
 
 if TYPE_CHECKING:
@@ -109,6 +109,7 @@ class _Plan:
     cfg: TrainConfig
     launcher: str
     nproc: int
+    guard: GeneralGuard  # general sets read and the parent scored on them before training
 
     @property
     def out_dir(self) -> Path:
@@ -126,7 +127,8 @@ def _plan(settings: Settings, registry: ModelRegistry, manifest: SnapshotManifes
     parent_dir = registry.local_copy(parent, settings.paths.models / "registry" / f"v{parent}")  # + train state
     launcher, nproc = settings.launch.launcher, settings.launch.nproc
     work_dir = settings.paths.models / "updates" / f"{manifest.snapshot_id}-from-v{parent}"
-    return _Plan(manifest, parent, parent_dir, work_dir, settings.train, launcher, nproc)
+    guard = GeneralGuard.start(settings, registry, base_version, parent_dir, settings.train)
+    return _Plan(manifest, parent, parent_dir, work_dir, settings.train, launcher, nproc, guard)
 
 
 def run_update(
@@ -160,6 +162,7 @@ def run_update(
             windows another run trained); nothing trained, no MLflow run.
         lineage.SnapshotGone: the snapshot folder is missing or holds another content.
         NoHeldOutRows: no new window had a held-out row (only single-row windows); nothing to judge.
+        EvalSetError: a general set (``[gate] eval_sets``, ``pipeline.general``) is missing, empty or malformed.
         ValueError: the launcher is ``pipes`` and no ``pipes_launch`` was given.
     """
     check_untrained(manifest, ledger=warehouse.trained_by(manifest.window_keys), lineage=champion_lineage(registry))
@@ -186,6 +189,10 @@ def run_update(
                 )
             else:
                 result = _finetune_inprocess(plan, log, progress.update)
+        from training.adapters import fill_base_version  # lazy: torch; an adapter's base is the parent's base
+
+        fill_base_version(plan.out_dir, plan.parent)
+        plan.guard.score_challenger(plan.out_dir)
         samples = _sample_generations(plan.out_dir, manifest.texts("new_eval"), settings.samples_per_update, plan.cfg)
     except BaseException:
         registry.fail_run(run_id)
@@ -223,6 +230,8 @@ def _finetune_inprocess(plan: _Plan, log: Callable[[str], None], on_progress: Ca
         checkpoint_dir=plan.work_dir / "checkpoint",
         on_step=on_step,
         on_progress=on_progress,
+        base_version=plan.parent,  # adapter mode from a full parent: the parent becomes the frozen base
+        fisher_texts=manifest.texts("replay"),  # EWC's Fisher on replayed rows (empty: the training rows)
     )
     return finetune(request)
 
@@ -240,7 +249,7 @@ def _judge_and_register(
 ) -> UpdateResult:
     """Gate preview, then the MLflow run finished and the challenger registered; the work dir is removed."""
     manifest = plan.manifest
-    metrics = result.metrics()
+    metrics = {**result.metrics(), **plan.guard.metrics()}
     matrix = {
         phase: {
             w: {"loss": r.loss, "bpb": r.bits_per_byte, "texts": r.texts, "bytes": r.bytes} for w, r in results.items()
@@ -255,13 +264,7 @@ def _judge_and_register(
             f"windows {manifest.window_keys} have no held-out rows: the promotion gate cannot judge "
             "this update; land larger windows or raise eval_fraction"
         )
-    decision = decide_promotion(
-        metrics.get("champion_new_bpb"),
-        metrics["challenger_new_bpb"],
-        metrics.get("champion_retention_bpb"),
-        metrics.get("challenger_retention_bpb"),
-        settings.gate,
-    )
+    decision = plan.guard.decide(metrics, settings.gate)  # new window, retention and general sets
     samples_file = plan.work_dir / "generations.json"
     samples_file.write_text(json.dumps(samples, indent=2, ensure_ascii=False))
     windows = ", ".join(manifest.window_keys)
@@ -405,7 +408,7 @@ def record_update(
     summary = lineage_summary(warehouse.eval_matrix(), warehouse.trained_windows(), updates["model_version"].to_list())
     out = {f"cl_{k}": v for k, v in summary.items() if v == v and k != "fwt"}
     if out:
-        registry.log_metrics(update.mlflow_run_id, out)
+        registry.log_metrics(update.mlflow_run_id, out, model_id=registry.model_id(update.version))
     return replace(update, cl_summary=out)
 
 

@@ -21,11 +21,13 @@ re-ingested.
 
 After a window is curated its file leaves the landing folder (``retire_landed_file``: moved to the
 archive, deleted or kept, by ``landing_retention``); ``resolve_window_file`` looks in the archive
-too, so a retry or re-materialization still finds it.
+too, so a retry or re-materialization still finds it, for ``landing_archive_days`` after it was archived
+(``prune_archive`` deletes older ones at each landing-sensor tick).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -346,6 +348,44 @@ def retire_landed_file(landing: Path, archive: Path, name: str, retention: Reten
         os.replace(tmp, dst)
         src.unlink()
     return f"archived {name} to {archive}"
+
+
+def prune_archive(archive: Path, max_age_days: float, now: float | None = None) -> list[str]:
+    """Delete the archived landing files (``archive/landing/``) that were archived more than ``max_age_days``
+    days before ``now``.
+
+    The archive time is the file's ``st_ctime`` (set when ``retire_landed_file`` moved or copied it there; a
+    user cannot set it back), or its mtime, the landing time it keeps, when that is later. So a file landed
+    with an old mtime (``cp -p``) still stays ``max_age_days`` in the archive. Only regular files with
+    window-file names are looked at (a symbolic link or anything else is left alone). Afterwards a
+    re-materialization of such a window no longer finds its file; its rows stay in the warehouse.
+
+    Args:
+        max_age_days: ``landing_archive_days``; 0 = no age limit (nothing deleted).
+        now: the clock in epoch seconds (``time.time()`` when None).
+
+    Returns:
+        The names deleted, sorted.
+
+    Raises:
+        ValueError: ``max_age_days`` is negative.
+    """
+    if max_age_days < 0:
+        raise ValueError(f"landing_archive_days must be >= 0 (0 = no age limit), got {max_age_days}")
+    if max_age_days == 0 or not archive.is_dir():
+        return []
+    cutoff_ns = int(((time.time() if now is None else now) - max_age_days * 86400.0) * 1e9)
+    removed = []
+    with os.scandir(archive) as it:
+        for entry in it:
+            if not is_window_file(entry.name) or not entry.is_file(follow_symlinks=False):
+                continue
+            st = entry.stat(follow_symlinks=False)
+            if max(st.st_ctime_ns, st.st_mtime_ns) < cutoff_ns:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed.append(entry.name)
+    return sorted(removed)
 
 
 def _rename(src: Path, dst: Path) -> bool:

@@ -171,3 +171,13 @@ ALTER TABLE monitor.window_profile ADD COLUMN IF NOT EXISTS emerging_z DOUBLE;  
 ALTER TABLE monitor.window_profile ADD COLUMN IF NOT EXISTS emerging_z_p DOUBLE;
 ALTER TABLE monitor.window_profile ADD COLUMN IF NOT EXISTS emerging_z_threshold DOUBLE;
 ALTER TABLE monitor.window_profile ADD COLUMN IF NOT EXISTS emerging_terms VARCHAR;  -- JSON, PII-redacted terms
+CREATE TABLE IF NOT EXISTS train.approvals (  -- [gate] require_approval: challengers held for a person (orchestration.pipeline.approval)
+    model_version VARCHAR PRIMARY KEY,
+    status VARCHAR NOT NULL,          -- pending | promoted | rejected
+    champion_before VARCHAR,          -- the champion when the challenger was held
+    requested_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    dagster_run_id VARCHAR,
+    decided_by VARCHAR,
+    reason VARCHAR,
+    decided_at TIMESTAMPTZ
+);

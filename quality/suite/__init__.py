@@ -18,7 +18,8 @@ this keeps the GX stage proportional to the row count at numpy speed.
 
 Modules: ``config`` (rule ids, ``QualityConfig``, verdict and check outcome types), ``rules`` (row rules as
 small classes, the score frame), ``gx`` (the GX runner) and ``data_docs`` (Data Docs views), ``curate``
-(``curate_window``: GX, PII, dedup), ``checks`` (blocking check bodies on a curated window).
+(``curate_window``: GX, PII, dedup), ``checks`` (blocking check bodies on a curated window),
+``user_expectations`` (the user's extra GX expectations file; the effective suite written as GX JSON).
 """
 
 from quality.suite.checks import (
@@ -43,6 +44,7 @@ from quality.suite.config import (
 from quality.suite.curate import curate_window, rejudge_quarantined, verdict_metadata
 from quality.suite.gx import RESULT_FORMAT
 from quality.suite.rules import RowRule, row_rules
+from quality.suite.user_expectations import USER_COLUMNS, UserExpectation, load_expectations_file, write_suite
 
 __all__ = [
     "CONTROL_CHARS_REGEX",
@@ -50,11 +52,13 @@ __all__ = [
     "REPLACEMENT_CHAR",
     "RESULT_FORMAT",
     "RULES",
+    "USER_COLUMNS",
     "WINDOW_RULES",
     "CheckOutcome",
     "QualityConfig",
     "QualityGateError",
     "RowRule",
+    "UserExpectation",
     "WindowVerdict",
     "check_pii_free",
     "check_rows_conserved",
@@ -63,7 +67,9 @@ __all__ = [
     "check_window_expectations",
     "check_window_not_empty",
     "curate_window",
+    "load_expectations_file",
     "rejudge_quarantined",
     "row_rules",
     "verdict_metadata",
+    "write_suite",
 ]

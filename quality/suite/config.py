@@ -1,6 +1,7 @@
 """Settings and outcomes of the quality gate: rule ids, ``QualityConfig``, ``WindowVerdict``, ``CheckOutcome``."""
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import polars as pl
 
@@ -80,6 +81,13 @@ class QualityConfig:
     """Below this many prefilter candidates Presidio runs inline, beside the hash thread. Measured
     per 100k-row window on 2 cores (``bench/ingest.py``): with 972 candidates inline was ~0.2 s
     faster than one forked worker, with 2,082 the worker was ~0.1 s faster."""
+    expectations_file: str | None = None
+    """A JSON list of extra GX expectation configurations applied to every window (row-level ones over
+    ``record_id``, ``text``, ``ts``, ``metadata``; their failures are quarantined under the expectation's
+    name): ``quality.suite.user_expectations``. Read and validated here, at load; a relative path in
+    ``streamtune.toml`` is relative to the home."""
+    extra_expectations: tuple[Any, ...] = field(default=(), init=False, repr=False, compare=False)
+    """The ``UserExpectation`` rules read from ``expectations_file`` (set by ``__post_init__``)."""
 
     def pii_policy(self):
         from quality.pii import PiiPolicy
@@ -113,6 +121,10 @@ class QualityConfig:
                 issues.append(f"min_window_rows={self.min_window_rows} > max_window_rows={self.max_window_rows}")
         if issues:
             raise ValueError("invalid QualityConfig: " + "; ".join(issues))
+        if self.expectations_file is not None:
+            from quality.suite.user_expectations import load_expectations_file
+
+            object.__setattr__(self, "extra_expectations", load_expectations_file(self.expectations_file))
 
 
 @dataclass(frozen=True, eq=False)
@@ -125,8 +137,8 @@ class WindowVerdict:
     """QUARANTINE_SCHEMA: one row per failing input row, input order; ``rule`` = first failing rule
     (``RULES`` order), ``reason`` = every failing rule with its measurement, "; "-separated."""
     counts: dict[str, int]
-    """Rows failing each rule id of ``RULES`` (0 for disabled rules); a row counts under every rule
-    it fails, so the sum can exceed ``quarantine.height``."""
+    """Rows failing each rule id of ``RULES`` (0 for disabled rules) and each user expectation (by name); a
+    row counts under every rule it fails, so the sum can exceed ``quarantine.height``."""
     gx_success: bool
     """GX suite success: False as soon as one row fails one rule."""
     gx_statistics: dict
@@ -148,6 +160,9 @@ class WindowVerdict:
     """Path of the GX Data Docs ``index.html`` of this validation (when ``docs_dir`` was given)."""
     raw_text_rows: tuple[int, ...] = ()
     """row_numbers whose curated text/metadata differ from the input (redacted)."""
+    expectation_suite: dict = field(default_factory=dict)
+    """The GX suite that judged the window, as GX JSON (``ExpectationSuite.to_json_dict()``): the built-in
+    rules over the score columns, the window rules, then the user expectations (``expectations_file``)."""
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,16 @@ from quality.pii import PendingScan, PiiOutcome, PiiPolicy, redact_rows, start_s
 from quality.schema import QUARANTINE_SCHEMA, RAW_SCHEMA
 from quality.suite.config import RULES, WINDOW_RULES, QualityConfig, WindowVerdict
 from quality.suite.gx import _gx, _Run
-from quality.suite.rules import RecordIdMissing, _check_raw_frame, _fffd_position, _hash_key, _score, row_rules
+from quality.suite.rules import (
+    RecordIdMissing,
+    RowRule,
+    _check_raw_frame,
+    _fffd_position,
+    _hash_key,
+    _score,
+    row_rules,
+)
+from quality.suite.user_expectations import user_columns
 
 DEFAULT_CONFIG = QualityConfig()
 """The default thresholds (``QualityConfig()``; frozen, so one shared instance)."""
@@ -56,6 +65,8 @@ def curate_window(
         - ``record_id_missing``: ``"record_id_missing: record_id is null"``
         - ``pii_<entity>``: ``"pii_private_key: contains PRIVATE_KEY (policy: quarantine)"``
         - ``duplicate_exact`` / ``duplicate_near``: see ``quality.dedup.find_duplicates``.
+        - a user expectation (``cfg.expectations_file``, after the built-in rules, in file order): its name,
+          ``"<name>: fails <type> <kwargs as JSON>"`` (``quality.suite.user_expectations``).
         A null text fails only ``text_missing``. Quarantine rows keep the *raw* text.
 
     Returns:
@@ -82,7 +93,7 @@ def curate_window(
     return WindowVerdict(
         curated=curated,
         quarantine=quarantine,
-        counts={rule: len(run.failing_rows(rule)) for rule in RULES},
+        counts={rule: len(run.failing_rows(rule)) for rule in (*RULES, *(r.name for r in cfg.extra_expectations))},
         gx_success=run.success,
         gx_statistics=run.statistics,
         gx_run_id=run.run_id,
@@ -93,7 +104,13 @@ def curate_window(
         duplicate_rate=float((1 - n_hash.n_unique() / n_hash.len()) if n_hash.len() else 0.0),
         docs_index=run.docs_index,
         raw_text_rows=tuple(changed.get_column("row_number").to_list()),
+        expectation_suite=run.suite_json,
     )
+
+
+def _all_row_rules(cfg: QualityConfig) -> list[RowRule]:
+    """Every row rule in priority order: the enabled built-in ones, ``record_id_missing``, the user's."""
+    return [*row_rules(cfg), RecordIdMissing(), *cfg.extra_expectations]
 
 
 def _window_results(run: _Run) -> tuple[dict, ...]:
@@ -126,9 +143,12 @@ def _validate(
                 pending.result()
             hashes = hashing.result()
         scored = scored.with_columns(norm_hash_key=_hash_key(hashes.get_column("norm_hash")))
+        if cfg.extra_expectations:  # user expectations read the window's own columns (text included)
+            scored = scored.with_columns(user_columns(rows))
         specs = [rule.expectation() for rule in (*row_rules(cfg), RecordIdMissing())]
-        wspecs = _window_specs(cfg, list(scored.columns))
-        run = _gx().validate("curate_window", specs + wspecs, scored, docs_dir=docs_dir)
+        specs += _window_specs(cfg, list(scored.columns))
+        specs += [rule.expectation() for rule in cfg.extra_expectations]
+        run = _gx().validate("curate_window", specs, scored, docs_dir=docs_dir)
     except BaseException:
         if pending is not None:
             pending.close()
@@ -143,7 +163,7 @@ def _judge(
 
     Returns ``([QUARANTINE_SCHEMA frame of the GX failures], RAW_SCHEMA frame of the rows GX passed)``.
     """
-    rules = [*row_rules(cfg), RecordIdMissing()]
+    rules = _all_row_rules(cfg)
     known = set(rows.get_column("row_number").to_list())
     flags = {}
     for rule in rules:

@@ -36,6 +36,8 @@ class _Run:
     _rows: dict[str, list[int]] = field(repr=False)
     _observed: dict[str, Any] = field(repr=False)
     docs_index: str | None = None
+    suite_json: dict = field(default_factory=dict, repr=False)
+    """The validated suite as GX JSON (``ExpectationSuite.to_json_dict()``)."""
 
     def failing_rows(self, rule: str) -> list[int]:
         """row_numbers failing ``rule`` (empty if the rule was not evaluated)."""
@@ -89,6 +91,7 @@ class _Gx:
         docs_index = None
         with self.lock:
             definition = self._definition(kind, specs)
+            suite_json = definition.suite.to_json_dict()
             result = definition.run(
                 batch_parameters={"dataframe": frame.to_pandas()},
                 result_format=RESULT_FORMAT,
@@ -148,6 +151,7 @@ class _Gx:
             _rows=rows,
             _observed=observed,
             docs_index=docs_index,
+            suite_json=suite_json,
         )
 
     def _build_docs(self, docs_dir: str | os.PathLike) -> str:

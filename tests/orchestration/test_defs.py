@@ -12,7 +12,15 @@ def test_definitions_load_with_every_job_sensor_and_schedule(tmp_path):
     dg.Definitions.validate_loadable(defs)
     assert defs.resolve_job_def("ingest_window").partitions_def.name == "windows"
     assert defs.resolve_job_def("finetune")
-    assert {s.name for s in defs.sensors} == {"landing_sensor", "new_window_sensor", "profile_sensor", "drift_sensor"}
+    assert {s.name for s in defs.sensors} == {
+        "landing_sensor",
+        "new_window_sensor",
+        "profile_sensor",
+        "drift_sensor",
+        "run_failure_alert",
+        "gate_alert_sensor",
+        "run_outputs_cleanup",
+    }
     assert defs.resolve_schedule_def("periodic_finetune").cron_schedule == "0 */6 * * *"
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}

@@ -25,6 +25,7 @@ EXPECTED_KEYS = {
     "optimizer_resumed",
     "peak_lr",
     "resumed_from_step",
+    "stored_bytes",  # bytes of the saved version's files
     *(
         f"selection_{m}"
         for m in (

@@ -3,7 +3,9 @@
 A run worker killed with SIGKILL while it holds the ``duckdb`` pool slot (an OOM kill), or the whole
 process tree killed mid-ingest (a machine crash, then a restart), must not leave the slot held by a dead
 run: the loop resumes on its own, every window is ingested exactly once and trained on exactly once, and
-the champion moves only by completed gates.
+the champion moves only by completed gates. The same holds for a fine-tune killed while it trains, and for
+a fine-tune retry killed too (``run_retries.max_retries`` 2; fine-tunes retry all steps,
+``orchestration.jobs.FINETUNE_RETRY``, so a retry trains the windows still pending).
 """
 
 import os
@@ -16,13 +18,15 @@ import duckdb
 import psutil
 import pytest
 import yaml
-from dagster import DagsterRunStatus
+from dagster import DagsterRunStatus, RunsFilter
 from dagster._config import validate_config
 from dagster._core.instance.config import dagster_instance_config_schema
 from mlflow.tracking import MlflowClient
-from st_helpers import tiny_home, window_records, write_window
+from st_helpers import TINY_SETTINGS, tiny_home, window_records, write_window
 
 from orchestration.cli.daemon import Daemon, open_instance
+from orchestration.jobs import finetune_job
+from orchestration.pipeline.progress import PROGRESS_FILE, read_progress
 from orchestration.sources.landing import replay
 
 REPO = Path(__file__).resolve().parents[3]
@@ -55,18 +59,47 @@ def _run_holding_slot(settings, timeout_s: float = 240.0) -> str:
 def _run_worker(daemon: Daemon) -> psutil.Process:
     """The run worker: the code server's ``multiprocessing`` spawn child (DefaultRunLauncher)."""
     for _ in range(100):
-        for proc in psutil.Process(daemon.proc.pid).children(recursive=True):
-            try:
-                if any("spawn_main" in part for part in proc.cmdline()):
-                    return proc
-            except psutil.NoSuchProcess:
-                continue
+        if workers := _run_workers(daemon):
+            return workers[0]
         time.sleep(0.1)
     raise AssertionError("no run worker process found under the daemon")
 
 
+def _kill_finetune_in_training(settings, daemon: Daemon, parent: str | None, timeout_s: float = 600.0) -> str:
+    """SIGKILL the run worker of a fine-tune while it trains (``logs/progress.json``), at a moment when it is
+    the one run started and the one run worker alive; ``parent``: only a retry of that run. Returns its id."""
+    deadline = time.time() + timeout_s
+    with open_instance(settings) as instance:
+        while time.time() < deadline:
+            progress = read_progress(settings.paths.logs / PROGRESS_FILE) or {}
+            started = instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED]))
+            workers = _run_workers(daemon)
+            if progress.get("phase") == "train" and [r.run_id for r in started] == [progress["run_id"]]:
+                run = started[0]
+                if len(workers) == 1 and run.job_name == "finetune" and run.parent_run_id == parent:
+                    workers[0].kill()
+                    return run.run_id
+            time.sleep(0.05)
+    raise AssertionError("no fine-tune was seen training alone in time")
+
+
+def _run_workers(daemon: Daemon) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.Process(daemon.proc.pid).children(recursive=True):
+        try:
+            if any("spawn_main" in part for part in proc.cmdline()):
+                found.append(proc)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
 def _assert_each_window_once(settings):
     with duckdb.connect(str(settings.paths.warehouse), read_only=True) as con:
+        ledger = con.execute(
+            "SELECT window_key, count(DISTINCT model_version) FROM train.ledger WHERE role = 'train' "
+            "GROUP BY 1 ORDER BY 1"
+        ).fetchall()
         windows = con.execute("SELECT window_key, parsed_rows FROM raw.windows ORDER BY 1").fetchall()
         events = con.execute("SELECT window_key, count(*) FROM raw.events GROUP BY 1 ORDER BY 1").fetchall()
         curated = con.execute("SELECT window_key, count(*) FROM curated.windows GROUP BY 1 ORDER BY 1").fetchall()
@@ -75,6 +108,7 @@ def _assert_each_window_once(settings):
     assert events == [(k, ROWS) for k in WINDOWS]  # ingested exactly once
     assert curated == [(k, 1) for k in WINDOWS]
     assert sorted(k for _, keys in updates for k in keys) == WINDOWS  # trained on exactly once
+    assert ledger == [(k, 1) for k in WINDOWS]  # one version's training rows per window
     client = MlflowClient(settings.tracking_uri)
     champion = client.get_model_version_by_alias(settings.model_name, "champion")
     assert champion.tags.get("gate.decision") == "promoted"  # moved only by a completed gate
@@ -93,8 +127,11 @@ def test_every_instance_config_monitors_runs_and_frees_the_slots_of_ended_runs(s
     monitoring = config["run_monitoring"]
     assert monitoring["enabled"] is True and monitoring["max_resume_run_attempts"] == 0
     assert 0 < monitoring["free_slots_after_run_end_seconds"] <= 60 and monitoring["poll_interval_seconds"] <= 30
-    helm = yaml.safe_load((REPO / "deploy" / "helm" / "values.yaml").read_text())["dagsterDaemon"]["runMonitoring"]
-    assert helm["enabled"] is True and helm["freeSlotsAfterRunEndSeconds"] > 0
+    helm = yaml.safe_load((REPO / "deploy" / "helm" / "values.yaml").read_text())["dagsterDaemon"]
+    assert helm["runMonitoring"]["enabled"] is True and helm["runMonitoring"]["freeSlotsAfterRunEndSeconds"] > 0
+    # a killed retry is retried once more; a fine-tune retry re-runs every step (snapshots what is still pending)
+    assert config["run_retries"]["max_retries"] == helm["runRetries"]["maxRetries"] == 2
+    assert finetune_job.tags["dagster/retry_strategy"] == "ALL_STEPS"
 
 
 def test_compose_publishes_ports_on_loopback_only():
@@ -140,4 +177,24 @@ def test_whole_process_tree_killed_mid_ingest_then_restart_resumes(tmp_path):
     with open_instance(settings) as instance:
         assert instance.get_run_by_id(victim).is_finished
         assert victim not in instance.event_log_storage.get_concurrency_run_ids()
+    _assert_each_window_once(settings)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kills", [1, 2], ids=["finetune-killed", "its-retry-killed-too"])
+def test_sigkilled_finetune_is_retried_and_every_window_trained_once(tmp_path, kills):
+    train = {**TINY_SETTINGS["train"], "max_steps": 120}  # a few seconds of training to be killed in
+    settings = tiny_home(tmp_path / "home", max_windows_per_update=1, drift={"enabled": False}, train=train)
+    with Daemon(settings) as daemon:
+        _land(tmp_path, settings)
+        victims = [_kill_finetune_in_training(settings, daemon, parent=None)]
+        for _ in range(kills - 1):  # the retry is killed too: run_retries gives it one more try
+            victims.append(_kill_finetune_in_training(settings, daemon, parent=victims[-1]))
+        daemon.wait_until_idle(timeout_s=900, settle_s=12)
+    with open_instance(settings) as instance:
+        for victim in victims:
+            assert instance.get_run_by_id(victim).status == DagsterRunStatus.FAILURE
+            assert victim not in instance.event_log_storage.get_concurrency_run_ids()  # its slot was freed
+        retry = [r for r in instance.get_runs() if r.parent_run_id == victims[-1]]
+        assert [(r.status, r.tags["dagster/retry_number"]) for r in retry] == [(DagsterRunStatus.SUCCESS, str(kills))]
     _assert_each_window_once(settings)

@@ -20,6 +20,7 @@ from orchestration.sensors import build_landing_sensor
 from orchestration.sources.landing import (
     LandingScanner,
     closed_files_after,
+    prune_archive,
     resolve_window_file,
     retire_landed_file,
     window_key_for,
@@ -226,6 +227,8 @@ def test_landing_retention_is_validated_at_load(tmp_path, monkeypatch):
 
     with pytest.raises(SettingsError, match="landing_retention: expected one of"):
         tiny_home(tmp_path / "bad", landing_retention="archiv")
+    with pytest.raises(SettingsError, match="streamtune.toml: landing_archive_days must be >= 0"):
+        tiny_home(tmp_path / "bad_days", landing_archive_days=-1)
     monkeypatch.setenv("STREAMTUNE_LANDING_SYMLINKS", "follow")
     with pytest.raises(SettingsError, match="STREAMTUNE_LANDING_SYMLINKS: expected one of"):
         load_settings(tmp_path / "env")
@@ -245,6 +248,28 @@ def test_forget_scrubs_the_archived_landing_file(tmp_path):
     # a whole-window request removes the archived copy
     forget(home, wheres=["window_key = w-01"], reason="test")
     assert not archived.exists()
+
+
+def test_archived_landing_files_are_deleted_by_the_sensor_after_landing_archive_days(tmp_path):
+    home = tiny_home(tmp_path / "home", landing_archive_days=1e-5)  # 0.864 s
+    _, _, path, _ = _ingest_and_curate(home)  # landed in 2001 (OLD_NS), archived just now
+    archive = home.paths.landing_archive
+    archived, notes = archive / path.name, archive / "x.txt"
+    notes.write_text("not a window file")
+    assert prune_archive(archive, 30) == []  # an old landing mtime does not shorten its stay in the archive
+    time.sleep(1.0)
+    with dg.instance_for_test() as instance:
+        _tick(instance, home, None)  # a landing-sensor tick after landing_archive_days
+    assert not archived.exists() and notes.exists()
+
+    fresh = write_window(archive, "w-02.jsonl", window_records(1, 3))
+    _old(fresh)  # landing mtime in 2001; archived (ctime) now
+    day = 86400.0
+    assert prune_archive(archive, 30, now=time.time() + 29 * day) == []
+    assert prune_archive(archive, 0, now=time.time() + 3650 * day) == []  # 0 = no age limit
+    assert prune_archive(archive, 30, now=time.time() + 31 * day) == ["w-02.jsonl"] and not fresh.exists()
+    with pytest.raises(ValueError, match="landing_archive_days must be >= 0"):
+        prune_archive(archive, -1)
 
 
 def test_retire_landed_file_when_already_gone_or_kept(tmp_path):
