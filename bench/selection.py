@@ -79,7 +79,10 @@ def run_seed(windows: list[dict], methods: list[tuple[str, str, float]], args, s
     keys = [w["key"] for w in windows]
     evals = {w["key"]: w["eval"] for w in windows}
     base_cfg = common.args_train_cfg(args, seed)
-    init = build_base_model(windows[0]["train"], common.args_model_cfg(args), work / "init", seed=seed)
+    if args.base:  # a pretrained base (e.g. bench/forgetting.py's stand-in): M_0 = it fine-tuned on W_0
+        init = Path(args.base)
+    else:
+        init = build_base_model(windows[0]["train"], common.args_model_cfg(args), work / "init", seed=seed)
     m0 = common.train_m0(init, windows, base_cfg, args.m0_steps, work, matrix_eval=evals)
     frozen_row = {k: r.bits_per_byte for k, r in m0.matrix_after.items()}
     log(f"seed {seed}: M_0 trained ({m0.fit.train_tokens} tokens); bpb on W_0 {frozen_row[keys[0]]:.3f}")
@@ -396,6 +399,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ref-fraction", type=float, default=0.05)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--tag", default="selection", help="output file stem")
+    p.add_argument("--base", default="", help="pretrained base model directory (default: GPT-2 from random init)")
     p.add_argument(
         "--diagnose", action="store_true", help="only run the replay-share diagnostic (one update per strategy, seed 0)"
     )
