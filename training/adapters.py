@@ -3,9 +3,11 @@
 An adapter version is a directory holding only the peft LoRA adapter (Hu et al. 2021, arXiv 2106.09685:
 ``adapter_config.json`` + ``adapter_model.safetensors``, written by ``PeftModel.save_pretrained``), the
 tokenizer files, ``adapter_base.json`` (``ADAPTER_BASE_FILE``: which registered base version it adapts, and
-the SHA-256 of that base's weights) and, locally only, ``.base_dir`` (``BASE_DIR_FILE``: the absolute path of
-the base's local copy; a dot file, so it is never part of a version's checksums). The base is never
-trained; every update continues training the champion's adapter (``load_adapter_model(trainable=True)``).
+the SHA-256 of that base's weights) and, locally only, ``.base_dir`` (``BASE_DIR_FILE``: the path of the
+base's local copy, relative to the adapter directory so a moved home keeps working; a dot file, so it is never
+part of a version's checksums). The base is never trained; every update continues training the champion's
+adapter (``load_adapter_model(trainable=True)``). ``training.modeling.load_model`` of an adapter directory
+loads it here (base + adapter): the absolute base path peft writes into ``adapter_config.json`` is never used.
 
 Bytes (``stored_bytes``, measured by ``bench/forgetting.py``): the 0.93M-parameter stand-in Llama stores
 3.8 MB of model files per full version and 0.29 MB per rank-8 adapter on all linear projections (the
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -50,7 +53,8 @@ ADAPTER_BASE_FILE = "adapter_base.json"
 """``{"base_version": str, "base_sha256": str}``: the registered base version an adapter belongs to."""
 
 BASE_DIR_FILE = ".base_dir"
-"""Local-only pointer (one line: an absolute path) from an adapter directory to its base's directory."""
+"""Local-only pointer (one line: a path relative to the adapter directory, or an absolute one) from an adapter
+directory to its base's directory."""
 
 
 def is_adapter_dir(path: str | Path) -> bool:
@@ -98,27 +102,42 @@ def base_ref_for(parent: str | Path, base_version: str | None) -> dict[str, str]
 
 
 def write_base_link(adapter_dir: str | Path, base_dir: str | Path) -> None:
-    """Write ``adapter_dir/.base_dir`` pointing at ``base_dir`` (made absolute)."""
-    (Path(adapter_dir) / BASE_DIR_FILE).write_text(str(Path(base_dir).resolve()) + "\n")
+    """Write ``adapter_dir/.base_dir`` pointing at ``base_dir``: relative to ``adapter_dir`` (both resolved),
+    so moving the home that holds both keeps the link valid; absolute where no relative path exists."""
+    adapter_dir, base = Path(adapter_dir).resolve(), Path(base_dir).resolve()
+    try:
+        target = os.path.relpath(base, adapter_dir)
+    except ValueError:  # another drive (Windows): no relative path
+        target = str(base)
+    (adapter_dir / BASE_DIR_FILE).write_text(target + "\n")
 
 
 def base_dir_of(adapter_dir: str | Path) -> Path:
-    """The local base directory of an adapter (``.base_dir``).
+    """The local base directory of an adapter, resolved: the ``.base_dir`` link (relative to ``adapter_dir``,
+    or absolute), else the ``ModelRegistry.local_copy`` layout's sibling ``v<base_version>`` (so an adapter
+    copy whose absolute link went stale when its home moved still finds its base).
 
     Raises:
-        FileNotFoundError: no ``.base_dir`` pointer (a copy not made by ``ModelRegistry.local_copy``), or the
-            directory it names is gone.
+        FileNotFoundError: neither names an existing directory (a copy not made by ``local_copy``, or a base
+            that was deleted); the message names the adapter and where it looked.
     """
-    link = Path(adapter_dir) / BASE_DIR_FILE
-    if not link.is_file():
-        raise FileNotFoundError(
-            f"adapter {adapter_dir} has no {BASE_DIR_FILE}: materialise it with ModelRegistry.local_copy, "
-            "which fetches its base version too"
-        )
-    base = Path(link.read_text().strip())
-    if not base.is_dir():
-        raise FileNotFoundError(f"the base {base} of adapter {adapter_dir} does not exist")
-    return base
+    adapter_dir = Path(adapter_dir)
+    link = adapter_dir / BASE_DIR_FILE
+    candidates = []
+    if link.is_file():
+        candidates.append(adapter_dir / Path(link.read_text().strip()))  # an absolute link replaces adapter_dir
+    ref_file = adapter_dir / ADAPTER_BASE_FILE
+    version = json.loads(ref_file.read_text()).get("base_version") if ref_file.is_file() else None
+    if version:
+        candidates.append(adapter_dir.resolve().parent / f"v{version}")
+    for base in candidates:
+        if (base / "config.json").is_file():
+            return base.resolve()
+    looked = ", ".join(str(c) for c in candidates) or f"no {BASE_DIR_FILE} and no base version"
+    raise FileNotFoundError(
+        f"the base of adapter {adapter_dir} was not found ({looked}): materialise the adapter with "
+        "ModelRegistry.local_copy, which fetches its base version too"
+    )
 
 
 def apply_lora(model: torch.nn.Module, cfg: TrainConfig):
@@ -142,9 +161,18 @@ def apply_lora(model: torch.nn.Module, cfg: TrainConfig):
     return get_peft_model(model, lcfg)
 
 
-def load_adapter_model(adapter_dir: str | Path, device: torch.device | None = None, *, trainable: bool = False):
-    """``(peft model, tokenizer)``: the base (``base_dir_of``, fp32, ``load_model``) with the adapter loaded
-    on top (``PeftModel.from_pretrained``), unmerged; ``trainable`` = adapter weights require grad.
+def load_adapter_model(
+    adapter_dir: str | Path,
+    device: torch.device | None = None,
+    *,
+    trainable: bool = False,
+    torch_dtype: str = "float32",
+    attn_implementation: str | None = None,
+):
+    """``(peft model, tokenizer)``: the base (``base_dir_of``, loaded by ``load_model`` with ``torch_dtype`` and
+    ``attn_implementation``) with the adapter loaded on top (``PeftModel.from_pretrained``), unmerged;
+    ``trainable`` = adapter weights require grad. The tokenizer is the base's (same vocabulary; pad = eos
+    where the base has no pad token).
 
     Raises:
         FileNotFoundError: no base pointer or base directory (``base_dir_of``).
@@ -161,7 +189,7 @@ def load_adapter_model(adapter_dir: str | Path, device: torch.device | None = No
             f"adapter {adapter_dir} was trained on base weights sha256 {expected[:12]}..., but {base_dir} holds "
             f"{actual[:12]}...: the base version changed"
         )
-    base, tokenizer = load_model(base_dir, device)
+    base, tokenizer = load_model(base_dir, device, torch_dtype=torch_dtype, attn_implementation=attn_implementation)
     model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=trainable)
     model.to(device or torch.device("cpu"))
     if not trainable:
@@ -227,7 +255,8 @@ def load_start(parent: str | Path, cfg: TrainConfig, device: torch.device, load_
         FileNotFoundError: an adapter parent without its base (``base_dir_of``).
     """
     if is_adapter_dir(parent):
-        model, tokenizer = load_adapter_model(parent, device, trainable=cfg.adapter == "lora")
+        options = {"torch_dtype": cfg.torch_dtype, "attn_implementation": cfg.attn_implementation}
+        model, tokenizer = load_adapter_model(parent, device, trainable=cfg.adapter == "lora", **options)
         positions = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 0)
         if positions and cfg.seq_len > positions:
             raise ValueError(f"`seq_len` {cfg.seq_len} exceeds the parent's maximum positions {positions}")

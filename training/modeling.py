@@ -126,7 +126,10 @@ def load_model(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer from a local ``save_pretrained`` directory or a Hub id.
 
-    Any architecture ``AutoModelForCausalLM`` knows (Llama, Qwen2, Mistral, GPT-NeoX, GPT-2, ...).
+    Any architecture ``AutoModelForCausalLM`` knows (Llama, Qwen2, Mistral, GPT-NeoX, GPT-2, ...). A local
+    adapter version (``adapter_config.json``, ``training.adapters``) loads as its base, found through the
+    ``.base_dir`` link or the sibling ``v<base_version>`` copy (``adapters.base_dir_of``), plus the adapter: a
+    peft model, unmerged, in eval mode.
 
     Args:
         source: directory path or Hugging Face model id (a Hub id needs network access or the
@@ -144,8 +147,10 @@ def load_model(
         OSError: if the model or tokenizer cannot be found or read; the message names ``source`` (and
             the registry version of a ``local_copy``) and, for a Hub id, explains the HF_HUB_OFFLINE
             setting (``FileNotFoundError`` for a missing local directory; ``ModelFileError`` naming the
-            file when a local file is truncated or malformed, e.g. a safetensors header error).
-        ValueError: if the tokenizer has neither a pad nor an eos token.
+            file when a local file is truncated or malformed, e.g. a safetensors header error;
+            ``FileNotFoundError`` for an adapter whose base is not found).
+        ValueError: if the tokenizer has neither a pad nor an eos token, or an adapter's base weights differ
+            from those it was trained on.
     """
     name = str(source)
     local = isinstance(source, Path) or Path(name).is_absolute() or name.startswith((".", "~")) or Path(name).is_dir()
@@ -154,6 +159,10 @@ def load_model(
         if not path.is_dir():
             raise FileNotFoundError(f"cannot load model {name!r}: no such directory")
         name = str(path)
+        if (path / "adapter_config.json").is_file():  # an adapter version: its base (.base_dir) + the adapter
+            from training.adapters import load_adapter_model  # lazy: training.adapters imports this module
+
+            return load_adapter_model(path, device, torch_dtype=torch_dtype, attn_implementation=attn_implementation)
     try:
         dtype = resolve_dtype(
             torch_dtype, device or torch.device("cpu"), _checkpoint_dtype(Path(name)) if local else None

@@ -2,8 +2,9 @@
 (``[gate] require_approval = true``), and list them.
 
 The rules are in ``orchestration.pipeline.approval.decide``: a request for an unknown version, one that does not
-wait for approval (never held, rejected by the gate) or one already decided is refused with one line and exit
-status 2, before anything changes.
+wait for approval (never held, rejected by the gate), one already decided, or a promotion whose parent is no longer
+the champion (it would drop the newer champion or move it backwards) is refused with one line and exit status 2,
+before anything changes.
 """
 
 from __future__ import annotations
@@ -38,9 +39,8 @@ def _decide(home, version: str, decision: str, by: str | None, reason: str) -> N
             open_registry(settings), warehouse, version, decision, decided_by=by or getpass.getuser(), reason=reason
         )
     except ApprovalError as e:
-        raise CliError(
-            str(e), "`streamtune approvals` lists the versions waiting for a decision", code=BAD_INPUT
-        ) from e
+        hint = e.hint or "`streamtune approvals` lists the versions waiting for a decision"
+        raise CliError(str(e), hint, code=BAD_INPUT) from e
     what = "promoted" if decision == "promote" else "rejected"
     console.print(
         f"v{done.version} {what} by {done.decided_by} ({done.reason}); champion: v{done.champion_before} -> "

@@ -80,15 +80,18 @@ def rollback(
 
 
 def status_data(settings: Settings) -> dict:
-    """``{"home", "windows" (one dict per window: counts, losses, bits/byte, version), "versions" (model
+    """``{"home", "windows" (one dict per window: counts, losses, bits/byte, version, ``approval``: the
+    ``train.approvals`` status of a version held for approval, else None), "versions" (model
     versions as strings, ascending), "champion" (version string or None), "profile" (one line)}``."""
+    from orchestration.store.approvals import ApprovalTables
     from orchestration.store.warehouse import Warehouse  # lazy: duckdb, polars and pyarrow (~0.4 s)
 
     windows: list[dict] = []
     if settings.paths.warehouse.exists():
         wh = Warehouse(settings.paths.warehouse, lock_timeout_s=60)
         wh.init_schema()
-        windows = wh.window_report().to_dicts()
+        held = ApprovalTables(wh.path, 60).statuses()
+        windows = [{**w, "approval": held.get(str(w["model_version"]))} for w in wh.window_report().to_dicts()]
     versions, champion = _registered_versions(settings)
     return {
         "home": str(settings.home),
@@ -128,6 +131,8 @@ def print_window_table(windows: list[dict]) -> None:
         table.add_column(col, justify="right" if col not in ("window", "MLflow run") else "left")
     for w in windows:
         promoted = "" if w["promoted"] is None else ("yes" if w["promoted"] else "no")
+        if w.get("approval") in ("pending", "rejected"):  # passed the gate, held for a person: not the champion
+            promoted = w["approval"]
         table.add_row(
             w["window_key"],
             str(w["source_rows"]),

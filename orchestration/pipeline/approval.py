@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
+from orchestration.pipeline.lineage import PARENT_TAG
 from orchestration.store.approvals import ApprovalTables
 from orchestration.store.warehouse import Warehouse
 
@@ -28,7 +29,12 @@ Decision = Literal["promote", "reject"]
 
 class ApprovalError(ValueError):
     """A promote/reject request that cannot be carried out (unknown version, not waiting for approval, rejected
-    by the gate, already decided); nothing was changed."""
+    by the gate, already decided, or a promotion whose parent is no longer the champion); nothing was changed.
+    ``hint`` (may be "") says what to do instead."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.hint = hint
 
 
 @dataclass(frozen=True)
@@ -88,8 +94,9 @@ class ApprovalDecision:
     champion_after: str | None
 
 
-def _check_decidable(registry: ModelRegistry, warehouse: Warehouse, version: str) -> None:
-    """Raises ``ApprovalError`` unless ``version`` exists and waits for approval (nothing is written)."""
+def _check_decidable(registry: ModelRegistry, warehouse: Warehouse, version: str) -> dict:
+    """The pending ``train.approvals`` row of ``version``; raises ``ApprovalError`` unless ``version`` exists and
+    waits for approval (nothing is written)."""
     from mlflow.exceptions import MlflowException  # lazy: mlflow (seconds)
 
     try:
@@ -113,6 +120,27 @@ def _check_decidable(registry: ModelRegistry, warehouse: Warehouse, version: str
             f"v{version} was already {row['status']} by {row['decided_by']} at "
             f"{row['decided_at']:%Y-%m-%d %H:%M:%S} UTC ({row['reason']})"
         )
+    return row
+
+
+def _check_parent_is_champion(registry: ModelRegistry, warehouse: Warehouse, version: str, row: dict) -> None:
+    """Raises ``ApprovalError`` when the champion is no longer the version ``version`` was trained from.
+
+    The parent is the version tag ``streamtune.parent_version``, else ``train.updates.parent_version``, else the
+    champion when the version was held (``train.approvals.champion_before``). Promoting a challenger whose parent
+    was since replaced (another promotion, a rollback) would silently drop the newer champion's training or move
+    the champion backwards; the person has to reject it or move the champion explicitly.
+    """
+    parent = registry.version_tags(version).get(PARENT_TAG) or warehouse.update_parent(version)
+    parent = parent or row.get("champion_before")
+    champion = registry.version_for_alias("champion")
+    if parent and champion and str(parent) != champion:
+        raise ApprovalError(
+            f"v{version} was trained from v{parent}, but the champion is now v{champion}: promoting it would "
+            f"replace v{champion} with a model that was not trained from it",
+            hint=f"reject it (`streamtune reject --version {version} --reason ...`), or make it the champion "
+            f"explicitly with `streamtune rollback --to {version}`",
+        )
 
 
 def decide(
@@ -132,13 +160,16 @@ def decide(
         reason: why (free text the person typed; stored in DuckDB and as a version tag).
 
     Raises:
-        ApprovalError: unknown version, not waiting for approval, rejected by the gate, already decided, or an
-            empty ``decided_by`` / ``reason``.
+        ApprovalError: unknown version, not waiting for approval, rejected by the gate, already decided, an
+            empty ``decided_by`` / ``reason``, or (promote) its parent is no longer the champion
+            (``_check_parent_is_champion``; the error's ``hint`` says: reject it, or ``rollback --to`` it).
     """
     version = str(version).strip().removeprefix("v")
     if not decided_by.strip() or not reason.strip():
         raise ApprovalError("a decision needs who (--by) and why (--reason), both non-empty")
-    _check_decidable(registry, warehouse, version)
+    row = _check_decidable(registry, warehouse, version)
+    if decision == "promote":
+        _check_parent_is_champion(registry, warehouse, version, row)
     status = "promoted" if decision == "promote" else "rejected"
     if not ApprovalTables(warehouse.path, warehouse.lock_timeout_s).decide(version, status, decided_by, reason):
         raise ApprovalError(f"v{version} was decided by someone else just now; see `streamtune approvals`")

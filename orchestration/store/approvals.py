@@ -64,3 +64,9 @@ class ApprovalTables(Connector):
         where, params = ("WHERE status = ?", [status]) if status else ("", [])
         with self.connect(read_only=True) as con:
             return con.sql(f"SELECT * FROM train.approvals {where} ORDER BY requested_at", params=params).pl()
+
+    def statuses(self) -> dict[str, str]:
+        """``{model_version: status}`` of every held version (``pending`` | ``promoted`` | ``rejected``)."""
+        with self.connect(read_only=True) as con:
+            rows = con.execute("SELECT model_version, status FROM train.approvals").fetchall()
+        return {str(v): str(st) for v, st in rows}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ from training import adapters  # noqa: E402
 from training.config import ModelConfig, TrainConfig  # noqa: E402
 from training.finetune import FinetuneRequest, finetune  # noqa: E402
 from training.model_files import read_manifest  # noqa: E402
-from training.modeling import build_base_model, load_model  # noqa: E402
+from training.modeling import build_base_model, load_model, resolve_dtype  # noqa: E402
 from training.tracking import ModelRegistry  # noqa: E402
 
 
@@ -97,6 +98,40 @@ def test_champion_outputs_equal_the_merged_export(lineage, tmp_path):
     base, _ = load_model(copies / "v1")
     with torch.no_grad():
         assert not torch.allclose(base(input_ids=ids).logits, a, atol=1e-4)  # the adapter changed the outputs
+
+
+def test_load_model_of_an_adapter_survives_a_moved_home(lineage, tmp_path):
+    """``load_model`` of an adapter copy loads base + adapter through ``.base_dir`` (relative: valid after the
+    copies move) or the sibling ``v<base_version>``; never through the absolute path in adapter_config.json."""
+    _, (base_v, _, v3), _, copies, _ = lineage
+    moved = tmp_path / "moved"
+    shutil.copytree(copies, moved, ignore=shutil.ignore_patterns(".v*"))
+    assert not os.path.isabs((moved / f"v{v3}" / adapters.BASE_DIR_FILE).read_text().strip())
+    assert adapters.base_dir_of(moved / f"v{v3}") == (moved / f"v{base_v}").resolve()
+    config = json.loads((moved / f"v{v3}" / adapters.ADAPTER_CONFIG_FILE).read_text())
+    config["base_model_name_or_path"] = "/nowhere/base"  # peft's absolute path: stale after a move
+    (moved / f"v{v3}" / adapters.ADAPTER_CONFIG_FILE).write_text(json.dumps(config))
+    (moved / f"v{v3}" / adapters.BASE_DIR_FILE).write_text("/nowhere/base\n")  # an old absolute link, stale
+    assert adapters.base_dir_of(moved / f"v{v3}") == (moved / f"v{base_v}").resolve()
+    loaded, tok = load_model(moved / f"v{v3}")
+    original, _ = adapters.load_adapter_model(copies / f"v{v3}")
+    ids = torch.tensor([tok.encode("A fast JSON parser for Python.")])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=ids).logits, original(input_ids=ids).logits)
+    shutil.rmtree(moved / f"v{base_v}")
+    with pytest.raises(FileNotFoundError, match="the base of adapter .* was not found"):
+        load_model(moved / f"v{v3}")
+
+
+def test_adapter_loads_pass_dtype_and_attention_to_the_base(lineage):
+    _, (_, _, v3), _, copies, _ = lineage
+    model, _ = load_model(copies / f"v{v3}", torch_dtype="bfloat16", attn_implementation="eager")
+    assert type(model).__name__ == "PeftModelForCausalLM"
+    base = model.get_base_model()
+    assert base.config._attn_implementation == "eager"
+    assert base.transformer.wte.weight.dtype == resolve_dtype("bfloat16", torch.device("cpu"))
+    default, _ = adapters.load_adapter_model(copies / f"v{v3}")
+    assert default.get_base_model().config._attn_implementation != "eager"
 
 
 def test_export_cli_writes_a_merged_model(lineage, tmp_path, monkeypatch):

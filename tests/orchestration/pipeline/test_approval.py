@@ -16,10 +16,12 @@ from st_helpers import tiny_home
 from orchestration.cli.app import main
 from orchestration.config.profiles import open_registry
 from orchestration.pipeline.approval import ApprovalError, decide, settle_champion
+from orchestration.pipeline.lineage import PARENT_TAG
 from orchestration.pipeline.snapshot import SnapshotManifest
 from orchestration.pipeline.update import UpdateResult
 from orchestration.store.approvals import ApprovalTables
 from orchestration.store.warehouse import Warehouse
+from quality.schema import RAW_SCHEMA, REJECT_SCHEMA
 
 MANIFEST = SnapshotManifest("s", "/nowhere/s", ["w-01"], {"train": 1}, "abc", "2026-01-01T00:00:00+00:00")
 
@@ -69,10 +71,16 @@ def home(tmp_path):
 
 
 def state(settings, wh, registry) -> dict:
-    """Everything a decision may change: approval rows, aliases, version tags."""
+    """Everything a decision may change: approval rows, row counts, aliases, version tags."""
     aliases = dict(registry.client.get_registered_model(settings.model_name).aliases)
     tags = {v: registry.version_tags(v) for v in ("1", "2", "3", "4")}
-    return {"approvals": ApprovalTables(wh.path).approvals().to_dicts(), "aliases": aliases, "tags": tags}
+    with wh.connect(read_only=True) as con:
+        counts = {t: con.execute(f"SELECT count(*) FROM train.{t}").fetchone()[0] for t in TABLES}
+    approvals = ApprovalTables(wh.path).approvals().to_dicts()
+    return {"approvals": approvals, "counts": counts, "aliases": aliases, "tags": tags}
+
+
+TABLES = ("approvals", "updates", "rollbacks")
 
 
 def test_a_gate_passing_challenger_waits_and_the_champion_stays(home):
@@ -181,3 +189,67 @@ def test_a_decision_raises_approval_error_for_an_unknown_version(home):
     settings, wh, registry = home
     with pytest.raises(ApprovalError, match="does not exist"):
         decide(registry, wh, "42", "promote", decided_by="x", reason="y")
+
+
+def test_promoting_a_challenger_whose_parent_is_no_longer_champion_is_refused(home, streamtune):
+    """v2 and v4 were both trained from v1; once v2 is promoted, promoting v4 would drop v2's training."""
+    settings, wh, registry = home
+    ok = streamtune("promote", "--version", "2", "--by", "carol", "--reason", "ok", "--home", str(settings.home))
+    assert ok.returncode == 0, ok.stderr
+    before = state(settings, wh, registry)
+    out = streamtune("promote", "--version", "4", "--by", "carol", "--reason", "ok", "--home", str(settings.home))
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 2 and "Traceback" not in out.stderr, out.stderr
+    assert lines[0].startswith("error: v4 was trained from v1, but the champion is now v2"), lines[0]
+    assert "streamtune reject --version 4" in lines[1] and "streamtune rollback --to 4" in lines[1], lines[1]
+    assert state(settings, wh, registry) == before
+    assert ApprovalTables(wh.path).approval("4")["status"] == "pending"
+    # rejecting the stale challenger is still allowed, and the champion stays
+    out = streamtune("reject", "--version", "4", "--reason", "stale parent", "--home", str(settings.home))
+    assert out.returncode == 0, out.stderr
+    assert registry.version_for_alias("champion") == "2"
+
+
+def test_promotion_is_allowed_again_once_the_parent_is_champion(home):
+    settings, wh, registry = home
+    decide(registry, wh, "2", "promote", decided_by="alice", reason="ok")
+    with pytest.raises(ApprovalError, match="champion is now v2") as refused:
+        decide(registry, wh, "4", "promote", decided_by="alice", reason="ok")
+    assert "rollback --to 4" in refused.value.hint
+    registry.rollback_champion("1", "v2 regressed", actor="alice")
+    done = decide(registry, wh, "4", "promote", decided_by="alice", reason="ok")
+    assert (done.champion_before, done.champion_after) == ("1", "4")
+
+
+def test_the_parent_version_tag_decides_before_the_updates_table(home):
+    """A challenger tagged as trained from v2 (ahead of champion v1) would move the lineage sideways: refused."""
+    settings, wh, registry = home
+    registry.tag_version("4", {PARENT_TAG: "2"})
+    before = state(settings, wh, registry)
+    with pytest.raises(ApprovalError, match="v4 was trained from v2, but the champion is now v1"):
+        decide(registry, wh, "4", "promote", decided_by="alice", reason="ok")
+    assert state(settings, wh, registry) == before
+    decide(registry, wh, "2", "promote", decided_by="alice", reason="ok")  # v2's own parent (v1) is champion
+
+
+def test_status_shows_held_challengers_as_pending_or_rejected(home, streamtune):
+    """``streamtune status``: a window whose update waits for approval reads "pending", a rejected one
+    "rejected", a promoted one "yes" (train.updates says promoted = true for all: they passed the gate)."""
+    settings, wh, registry = home
+    empty = {"rows": pl.DataFrame(schema=RAW_SCHEMA), "rejects": pl.DataFrame(schema=REJECT_SCHEMA)}
+    wh.replace_raw_window(
+        "w-01", **empty, file_name="w-01.jsonl", file_sha256="x", file_mtime_ns=1, dagster_run_id=None
+    )
+    wh.approve_window("w-01", None)  # the fixture's three updates all trained w-01
+    decide(registry, wh, "4", "reject", decided_by="bob", reason="no")
+
+    def shown() -> tuple[dict, dict]:
+        data = json.loads(streamtune("status", "--json", "--home", str(settings.home)).stdout)
+        table = streamtune("status", "--home", str(settings.home)).stdout
+        cells = [[c.strip() for c in line.split("│")] for line in table.splitlines() if "w-01" in line]
+        return {w["model_version"]: w["approval"] for w in data["windows"]}, {c[-4]: c[-3] for c in cells}
+
+    assert shown() == ({"2": "pending", "3": None, "4": "rejected"}, {"2": "pending", "3": "no", "4": "rejected"})
+    decide(registry, wh, "2", "promote", decided_by="bob", reason="yes")
+    assert shown()[1] == {"2": "yes", "3": "no", "4": "rejected"}
