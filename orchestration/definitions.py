@@ -15,6 +15,7 @@ from assets.train import TRAINING_ASSETS, challenger_beats_champion, no_pending_
 from orchestration.alert_sensors import build_gate_alert_sensor, build_run_failure_alert_sensor
 from orchestration.config.settings import Settings, load_settings
 from orchestration.jobs import drift_report_job, finetune_job, ingest_job, monitor_job
+from orchestration.pipeline.trigger import new_window_sensor_enabled
 from orchestration.resources import build_resources
 from orchestration.schedules import build_periodic_finetune
 from orchestration.sensors import (
@@ -48,10 +49,16 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         jobs=[ingest_job, finetune_job, monitor_job, drift_report_job],
         sensors=[
             build_landing_sensor(settings.landing_interval_s),
-            build_new_window_sensor(settings.finetune_trigger_interval_s, enabled=drift.retrain_on == "new_window"),
+            build_new_window_sensor(
+                settings.finetune_trigger_interval_s,
+                enabled=new_window_sensor_enabled(settings.schedule.policy, drift.retrain_on),
+            ),
             build_profile_sensor(settings.finetune_trigger_interval_s, enabled=drift.enabled),
             build_drift_sensor(
-                settings.finetune_trigger_interval_s, drift.cooldown_s, drift.max_windows_without_retrain
+                settings.finetune_trigger_interval_s,
+                drift.cooldown_s,
+                drift.max_windows_without_retrain,
+                settings.schedule,
             ),
             build_run_outputs_sensor(settings.run_outputs_retention_days),
             *build_source_sensors(settings),  # [sources.redis] / [sources.sse]: none unless configured

@@ -7,7 +7,8 @@ still settling (size and mtime must hold still across two ticks). Symbolic links
 refused (logged) unless ``landing_symlinks = "inside"``. It never opens DuckDB.
 
 ``new_window_sensor`` watches ``approved_window`` materializations in the
-Dagster event log (not DuckDB) and requests a fine-tune run for each new one;
+Dagster event log (not DuckDB) and requests a fine-tune run for each new one (only under
+``[schedule] policy = "every_window"``, ``orchestration.pipeline.trigger``);
 the run tag ``streamtune/trigger=new_data`` says why it ran.
 
 ``profile_sensor`` requests the ``monitor_window`` job (``window_profile``) for each newly approved
@@ -23,6 +24,7 @@ profiled windows without a fine-tune it asks for one with ``streamtune/trigger=s
 """
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -30,6 +32,7 @@ import dagster as dg
 
 from orchestration.jobs import drift_report_job, finetune_job, ingest_job, monitor_job
 from orchestration.partitions import WINDOWS_PARTITION, windows_partitions
+from orchestration.pipeline.trigger import should_finetune
 from orchestration.resources import StreamtuneResource, clear_run_outputs, prune_run_outputs
 from orchestration.sources.landing import LandingScanner, LandingTick, prune_archive, window_key_for
 from orchestration.tags import DRIFT_TAG_PREFIX, LANDING_FILE_TAG, TRIGGER_TAG, WINDOW_TAG
@@ -174,9 +177,10 @@ def _profile_request(r: dg.EventLogRecord) -> dg.RunRequest | None:
 
 
 def build_new_window_sensor(interval_s: int, enabled: bool = True) -> dg.SensorDefinition:
-    """``enabled=False`` (``[drift] retrain_on = "drift"``): the cursor moves, but no fine-tune is requested."""
+    """``enabled=False`` (``[schedule] policy`` other than ``every_window``, or ``[drift] retrain_on = "drift"``;
+    ``orchestration.pipeline.trigger.new_window_sensor_enabled``): the cursor moves, but nothing is requested."""
     description = "Requests a fine-tune when a window passes its quality gate (approved_window materialized)."
-    disabled = "retrain_on = drift: new windows wait for drift or the schedule"
+    disabled = "[schedule] policy (or retrain_on = drift): new windows wait for drift, staleness or the schedule"
     return _approved_window_sensor(
         "new_window_sensor", finetune_job, interval_s, description, enabled, disabled, _new_window_request
     )
@@ -212,6 +216,8 @@ class _DriftCursor:
     """Windows profiled since the last fine-tune (request or run from elsewhere)."""
     finetune_ts: float = _NEVER
     """Creation time of the newest ``finetune`` run seen that this sensor did not request."""
+    staleness_ts: float = _NEVER
+    """Event time of the profile that made the last staleness request (``[schedule] staleness_bound_h``)."""
 
     @classmethod
     def parse(cls, cursor: str | None) -> "_DriftCursor":
@@ -221,6 +227,7 @@ class _DriftCursor:
             last_request_ts=float(state.get("last_request_ts", _NEVER)),
             since_retrain=list(state.get("since_retrain", [])),
             finetune_ts=float(state.get("finetune_ts", _NEVER)),
+            staleness_ts=float(state.get("staleness_ts", _NEVER)),
         )
 
     def dump(self) -> str:
@@ -230,6 +237,8 @@ class _DriftCursor:
         cursor["since_retrain"] = self.since_retrain[-200:]  # bounded cursor; K > 200 is not a staleness bound
         if self.finetune_ts != _NEVER:
             cursor["finetune_ts"] = self.finetune_ts
+        if self.staleness_ts != _NEVER:
+            cursor["staleness_ts"] = self.staleness_ts
         return json.dumps(cursor)
 
 
@@ -260,11 +269,15 @@ def _drift_tags(metadata: dict, window: str, since: int) -> dict[str, str]:
 
 
 def _profile_requests(
-    records: list, state: _DriftCursor, cooldown_s: float, max_windows_without_retrain: int
+    records: list, state: _DriftCursor, cooldown_s: float, max_windows_without_retrain: int, schedule=None
 ) -> tuple[list[dg.RunRequest], list[str]]:
-    """Fine-tune requests for new ``window_profile`` records, oldest first (``state`` updated in place):
-    one per confirmed drift outside the cooldown, or one per K windows profiled without a fine-tune.
-    Returns ``(requests, windows whose drift the cooldown suppressed)``."""
+    """Fine-tune requests for new ``window_profile`` records, oldest first (``state`` updated in place), as
+    ``orchestration.pipeline.trigger.should_finetune`` decides under ``schedule`` (a ``ScheduleConfig``; None =
+    ``every_window``): a confirmed drift outside the cooldown, or the staleness bound (K windows profiled without
+    a fine-tune; under ``drift`` also ``staleness_bound_h`` hours). Returns ``(requests, windows whose drift the
+    cooldown suppressed)``."""
+    policy = schedule.policy if schedule else "every_window"
+    bound_h = schedule.staleness_bound_h if schedule else 0.0
     requests, suppressed = [], []
     for r in records:
         md = r.asset_materialization.metadata if r.asset_materialization else {}
@@ -275,25 +288,34 @@ def _profile_requests(
         cooling = r.timestamp - state.last_request_ts < cooldown_s
         if drift and cooling:
             suppressed.append(window)
-        if not drift or cooling:
-            if max_windows_without_retrain and len(state.since_retrain) >= max_windows_without_retrain:
-                tags = {
-                    TRIGGER_TAG: "staleness",
-                    WINDOW_TAG: window,
-                    "streamtune/windows_since_retrain": str(len(state.since_retrain)),
-                }
-                requests.append(
-                    dg.RunRequest(run_key=f"staleness-{r.storage_id}", job_name=finetune_job.name, tags=tags)
-                )
-                state.since_retrain = []
+        last = max(state.finetune_ts, state.last_request_ts, state.staleness_ts)
+        hours = (r.timestamp - last) / 3600 if last != _NEVER else math.inf
+        decision = should_finetune(
+            policy, state.since_retrain, drift and not cooling, max(hours, 0.0), bound_h, False,
+            drifted_windows=[window], staleness_bound_windows=max_windows_without_retrain,
+        )  # fmt: skip
+        if not decision.run:
             continue
-        tags = _drift_tags(md, window, len(state.since_retrain))
-        requests.append(dg.RunRequest(run_key=f"drift-{r.storage_id}", job_name=finetune_job.name, tags=tags))
-        state.last_request_ts, state.since_retrain = r.timestamp, []
+        tags = {TRIGGER_TAG: decision.tag, WINDOW_TAG: window, "streamtune/trigger_reason": decision.reason}
+        if decision.trigger == "drift":
+            tags.update(_drift_tags(md, window, len(state.since_retrain)))
+            if decision.refresh:
+                tags["streamtune/refresh_windows"] = ",".join(decision.windows)
+        else:
+            tags["streamtune/windows_since_retrain"] = str(len(state.since_retrain))
+        key = f"{decision.trigger}-{r.storage_id}"
+        requests.append(dg.RunRequest(run_key=key, job_name=finetune_job.name, tags=tags))
+        if decision.trigger == "drift":  # the cooldown is measured between drift requests only
+            state.last_request_ts = r.timestamp
+        else:
+            state.staleness_ts = r.timestamp
+        state.since_retrain = []
     return requests, suppressed
 
 
-def build_drift_sensor(interval_s: int, cooldown_s: float, max_windows_without_retrain: int = 0) -> dg.SensorDefinition:
+def build_drift_sensor(
+    interval_s: int, cooldown_s: float, max_windows_without_retrain: int = 0, schedule=None
+) -> dg.SensorDefinition:
     """The drift sensor; cursor = JSON ``{"after": storage id, "last_request_ts": event time of the last drift
     request, "since_retrain": [windows profiled since the last request]}``.
 
@@ -305,7 +327,8 @@ def build_drift_sensor(interval_s: int, cooldown_s: float, max_windows_without_r
     creation no longer count (cursor key ``finetune_ts`` = creation time of the newest such run seen; the
     newest 20 fine-tune runs are looked at). The cooldown is measured
     between *drift* requests only (it stops alarm storms; the staleness bound fires at most once per K
-    windows by construction).
+    windows by construction). ``schedule`` (``[schedule]``, None = ``every_window``) applies the trigger policy
+    (``orchestration.pipeline.trigger``): under ``cadence`` no fine-tune is requested here.
     """
 
     @dg.sensor(
@@ -326,7 +349,9 @@ def build_drift_sensor(interval_s: int, cooldown_s: float, max_windows_without_r
         if not result.records:
             return dg.SensorResult(skip_reason="no new window profiles")
         _note_other_finetunes(context.instance, state)
-        requests, suppressed = _profile_requests(result.records, state, cooldown_s, max_windows_without_retrain)
+        requests, suppressed = _profile_requests(
+            result.records, state, cooldown_s, max_windows_without_retrain, schedule
+        )
         if suppressed:
             context.log.info(f"drift in {suppressed} within the {cooldown_s:.0f} s cooldown: no extra fine-tune")
         state.after = result.records[-1].storage_id

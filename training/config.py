@@ -164,6 +164,12 @@ class TrainConfig(_ConfigMixin):
     attn_implementation: str | None = None
     """Attention kernel passed to ``from_pretrained``: "sdpa" (``torch.nn.functional.scaled_dot_product_attention``),
     "eager", or None = the transformers default for the architecture."""
+    recipe: str = "fixed"
+    """How an update's peak lr, steps and replay share are chosen: "fixed" (default: these settings as they are),
+    "adaptive" (``training.recipe.adaptive_recipe`` from the window's drift statistics) or "meta" (Thompson
+    sampling over a recipe grid, ``training.meta``; ``orchestration.pipeline.recipe_step``)."""
+    reptile_init: bool = False
+    """Reptile meta-initialisation over past windows (``training.reptile``); an option only, not wired yet."""
 
     def __post_init__(self) -> None:
         issues: list[str] = []
@@ -220,6 +226,8 @@ class TrainConfig(_ConfigMixin):
             issues.append(f"`torch_dtype` must be 'float32', 'bfloat16' or 'auto', got {self.torch_dtype!r}")
         if not isinstance(self.gradient_checkpointing, bool):
             issues.append(f"`gradient_checkpointing` must be true or false, got {self.gradient_checkpointing!r}")
+        if self.recipe not in ("fixed", "adaptive", "meta") or not isinstance(self.reptile_init, bool):
+            issues.append(f"`recipe` must be 'fixed', 'adaptive' or 'meta' ({self.recipe!r}), `reptile_init` a bool")
         if self.attn_implementation not in (None, "sdpa", "eager"):
             issues.append(f"`attn_implementation` must be 'sdpa', 'eager' or unset, got {self.attn_implementation!r}")
 

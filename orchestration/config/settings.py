@@ -70,7 +70,7 @@ if TYPE_CHECKING:
 
 DEFAULT_HOME = ".streamtune"
 SETTINGS_FILE = "streamtune.toml"
-SECTIONS = ("model", "train", "gate", "quality", "drift", "replay", "sources", "freshness", "alerts")
+SECTIONS = ("model", "train", "gate", "quality", "drift", "replay", "sources", "freshness", "alerts", "schedule")
 """Tables of ``streamtune.toml``; each becomes the ``Settings`` attribute of the same name."""
 NON_NEGATIVE = ("landing_archive_days", "run_outputs_retention_days")
 """Top-level day counts that must be >= 0 (0 = no age limit)."""
@@ -146,6 +146,24 @@ class LaunchConfig:
 
 
 @dataclass(frozen=True)
+class ScheduleConfig:
+    """``[schedule]``: when a fine-tune starts (``orchestration.pipeline.trigger.should_finetune``)."""
+
+    policy: Literal["every_window", "cadence", "drift"] = "every_window"
+    """"every_window" (default, the loop as before): ``new_window_sensor`` fine-tunes on every approved window,
+    ``drift_sensor`` adds one on confirmed drift, ``periodic_finetune`` on its cron; "cadence": only the
+    ``finetune_cron`` schedule; "drift": a confirmed drift alarm, the staleness bound or the schedule, whichever
+    comes first (new windows accumulate)."""
+    staleness_bound_h: float = 0.0
+    """Under "drift": hours since the last fine-tune after which a profiled window requests one (trigger
+    ``staleness``); 0 = no time bound (``[drift] max_windows_without_retrain`` still bounds it in windows)."""
+
+    def __post_init__(self) -> None:
+        if self.staleness_bound_h < 0:
+            raise ValueError(f"[schedule] staleness_bound_h must be >= 0 (0 = off), got {self.staleness_bound_h!r}")
+
+
+@dataclass(frozen=True)
 class SourcesConfig:
     """``[sources.redis]`` / ``[sources.sse]``: stream sources that land windows (``orchestration.sources``);
     each sensor exists only when its table is present (an empty table counts as absent)."""
@@ -172,6 +190,7 @@ def _section_types() -> dict[str, type]:
         "sources": SourcesConfig,
         "freshness": FreshnessConfig,
         "alerts": AlertsConfig,
+        "schedule": ScheduleConfig,
     }
 
 
@@ -255,6 +274,8 @@ class Settings:
     """[freshness]: Dagster freshness policies of approved_window and champion_model."""
     alerts: AlertsConfig = _default("alerts")
     """[alerts]: alert webhook and log file."""
+    schedule: ScheduleConfig = _default("schedule")
+    """[schedule]: trigger policy (every_window | cadence | drift) and staleness bound."""
 
     @property
     def paths(self) -> HomePaths:
@@ -287,7 +308,7 @@ def load_settings(home: str | Path | None = None) -> Settings:
     if unknown:
         raise SettingsError(
             f"{path}: unknown settings {unknown}; known: {sorted(scalars)} and "
-            "[model] [train] [gate] [quality] [drift] [replay] [sources.*] [freshness] [alerts]"
+            "[model] [train] [gate] [quality] [drift] [replay] [sources.*] [freshness] [alerts] [schedule]"
         )
     values = {k: _scalar(check_value(v, scalars[k], str(path), k), scalars[k]) for k, v in data.items() if k in scalars}
     for name, tp in scalars.items():

@@ -27,6 +27,7 @@ from orchestration.config.settings import Settings
 from orchestration.pipeline.general import GeneralGuard
 from orchestration.pipeline.lineage import champion_lineage, check_untrained
 from orchestration.pipeline.progress import PROGRESS_FILE, ProgressFile
+from orchestration.pipeline.recipe_step import apply_recipe
 from orchestration.pipeline.snapshot import SPLITS, SnapshotManifest
 from orchestration.store.warehouse import Warehouse
 from quality.pii import redact_values
@@ -93,8 +94,7 @@ class UpdateResult:
 
 
 def _manifest(d: dict) -> SnapshotManifest:
-    snap = d["snapshot"]
-    return snap if isinstance(snap, SnapshotManifest) else SnapshotManifest.from_dict(snap)
+    return d["snapshot"] if isinstance(d["snapshot"], SnapshotManifest) else SnapshotManifest.from_dict(d["snapshot"])
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,7 @@ class _Plan:
     launcher: str
     nproc: int
     guard: GeneralGuard  # general sets read and the parent scored on them before training
+    recipe: dict = field(default_factory=dict)  # recipe.* params of [train] recipe = adaptive | meta (recipe_step)
 
     @property
     def out_dir(self) -> Path:
@@ -166,7 +167,7 @@ def run_update(
         ValueError: the launcher is ``pipes`` and no ``pipes_launch`` was given.
     """
     check_untrained(manifest, ledger=warehouse.trained_by(manifest.window_keys), lineage=champion_lineage(registry))
-    plan = _plan(settings, registry, manifest, base_version)
+    plan = apply_recipe(_plan(settings, registry, manifest, base_version), settings, warehouse)  # [train] recipe
     if plan.launcher == "pipes" and pipes_launch is None:
         raise ValueError('[train] launcher = "pipes" needs a pipes_launch (run the update through Dagster)')
     shutil.rmtree(plan.out_dir, ignore_errors=True)
@@ -273,7 +274,7 @@ def _judge_and_register(
         run_name=plan.run_name,
         datasets=_dataset_refs(manifest),
         model_dir=plan.out_dir,
-        params=_update_params(settings, plan, result),
+        params={**_update_params(settings, plan, result), **plan.recipe},
         metrics={**metrics, **matrix_metrics},
         curve=result.fit.curve if plan.launcher == "inprocess" else [],  # a Pipes launch's rank 0 logged it live
         tags={
@@ -298,7 +299,7 @@ def _judge_and_register(
         snapshot=manifest,
         matrix=matrix,
         samples=samples,
-        launch_metadata=launch_metadata,
+        launch_metadata={**launch_metadata, **plan.recipe},
     )
 
 

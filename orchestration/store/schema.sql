@@ -181,3 +181,10 @@ CREATE TABLE IF NOT EXISTS train.approvals (  -- [gate] require_approval: challe
     reason VARCHAR,
     decided_at TIMESTAMPTZ
 );
+CREATE TABLE IF NOT EXISTS train.meta_rewards (  -- [train] recipe = "meta": one row per rewarded update (orchestration.store.meta)
+    bucket VARCHAR NOT NULL,          -- drift-level context (training.meta.drift_bucket)
+    arm VARCHAR NOT NULL,             -- recipe of the grid (training.meta.RecipeArm.name)
+    reward DOUBLE NOT NULL,           -- prequential gain, bits/byte per 1e6 training tokens
+    model_version VARCHAR,            -- the update it rewards
+    recorded_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
