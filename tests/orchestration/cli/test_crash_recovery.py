@@ -181,8 +181,9 @@ def test_whole_process_tree_killed_mid_ingest_then_restart_resumes(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kills", [1, 2], ids=["finetune-killed", "its-retry-killed-too"])
-def test_sigkilled_finetune_is_retried_and_every_window_trained_once(tmp_path, kills):
+def test_sigkilled_finetune_is_retried_and_every_window_trained_once(tmp_path, kills=2):
+    """A fine-tune killed mid-training, then its retry killed too (kills=2 covers the single kill: the first
+    retry starts exactly as it would after one kill); run_retries' second retry trains what is pending."""
     train = {**TINY_SETTINGS["train"], "max_steps": 120}  # a few seconds of training to be killed in
     settings = tiny_home(tmp_path / "home", max_windows_per_update=1, drift={"enabled": False}, train=train)
     with Daemon(settings) as daemon:
