@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 
 from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster._core.storage.tags import PARENT_RUN_ID_TAG, WILL_RETRY_TAG
 
 from orchestration.cli.homelock import HomeLock, die_with_parent, loop_env
 from orchestration.config.profiles import instance_yaml, profile_env
@@ -252,6 +253,7 @@ class Daemon:
             while True:
                 self.check_alive()
                 active = instance.get_runs_count(RunsFilter(statuses=[DagsterRunStatus[s] for s in ACTIVE_STATUSES]))
+                active += _retries_pending(instance)  # a crashed run whose retry run_retries has not launched yet
                 known = set(instance.get_dynamic_partitions(WINDOWS_PARTITION))
                 landed = {
                     window_key_for(f.name)
@@ -302,6 +304,20 @@ class LoopState:
     """Fine-tunes (challenger_model materializations) since waiting began."""
     training: dict | None
     """The running fine-tune's progress (``orchestration.pipeline.progress.read_progress``), or None."""
+
+
+def _retries_pending(instance, within_s: float = 900.0) -> int:
+    """Runs that failed in the last ``within_s`` seconds tagged ``dagster/will_retry=true`` (Dagster's run
+    retries will launch a retry) whose retry does not exist yet. The retry is launched by the daemon's event-log
+    consumer a moment after the failure; without this, a loop could look idle in between and stop early."""
+    failed = instance.get_runs(
+        RunsFilter(
+            statuses=[DagsterRunStatus.FAILURE],
+            tags={WILL_RETRY_TAG: "true"},
+            updated_after=datetime.fromtimestamp(time.time() - within_s, tz=UTC),
+        )
+    )
+    return sum(1 for run in failed if not instance.get_runs_count(RunsFilter(tags={PARENT_RUN_ID_TAG: run.run_id})))
 
 
 def _materializations_since(instance, asset: str, since: float) -> int:
