@@ -62,3 +62,38 @@ def server(cmd: list[str], env: dict, health_url: str, log: Path, timeout_s: flo
 
 def bindir() -> Path:
     return Path(sys.executable).parent
+
+
+@contextlib.contextmanager
+def chromium_page():
+    """A headless Debian Chromium page (viewport 1600 x 1000, 60 s default timeout) driven by Playwright."""
+    from playwright import sync_api
+
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.set_default_timeout(60_000)
+            yield page
+        finally:
+            browser.close()
+
+
+def screenshot_dir(tmp_path_factory) -> Path:
+    """$STREAMTUNE_SCREENSHOTS (docs/screenshots/ when the README's images are refreshed) or a tmp folder."""
+    d = Path(os.environ.get("STREAMTUNE_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def settled_screenshot(page, path, **kw) -> None:
+    """Dismiss Dagster's community dialog if it is up, let the page settle (not insisting: a busy machine may
+    never go network-idle), take the screenshot."""
+    from playwright import sync_api
+
+    with contextlib.suppress(sync_api.TimeoutError):
+        page.get_by_role("button", name="Skip").click(timeout=2_000)
+    with contextlib.suppress(sync_api.TimeoutError):
+        page.wait_for_load_state("networkidle", timeout=15_000)
+    page.wait_for_timeout(1_500)
+    page.screenshot(path=str(path), **kw)

@@ -8,14 +8,12 @@ instance and code location) before ``dagster-webserver`` starts. Screenshots go 
 (docs/screenshots/ when refreshed) or tmp.
 """
 
-import contextlib
-import os
 from pathlib import Path
 
 import dagster as dg
 import pytest
 from st_helpers import tiny_home, window_records, write_window
-from ui_fixtures import CHROMIUM, CHROMIUM_ARGS, bindir, free_port, server
+from ui_fixtures import CHROMIUM, bindir, chromium_page, free_port, screenshot_dir, server, settled_screenshot
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 pytestmark = [pytest.mark.slow, pytest.mark.requires_tool("chromium", CHROMIUM is not None, "apt-get install chromium")]
@@ -95,29 +93,13 @@ def dagster_url(home, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(dagster_url):
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        pg = browser.new_page(viewport={"width": 1600, "height": 1000})
-        pg.set_default_timeout(60_000)
+    with chromium_page() as pg:
         yield pg
-        browser.close()
 
 
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory):
-    d = Path(os.environ.get("STREAMTUNE_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
-def _shot(page, path) -> None:
-    """Dismiss Dagster's community dialog if it is up, let the page settle, take the screenshot."""
-    with contextlib.suppress(playwright_api.TimeoutError):
-        page.get_by_role("button", name="Skip").click(timeout=2_000)
-    with contextlib.suppress(playwright_api.TimeoutError):
-        page.wait_for_load_state("networkidle", timeout=15_000)
-    page.wait_for_timeout(1_500)
-    page.screenshot(path=str(path))
+    return screenshot_dir(tmp_path_factory)
 
 
 def test_freshness_policy_and_state_show_on_the_champion(page, dagster_url, shots):
@@ -125,7 +107,7 @@ def test_freshness_policy_and_state_show_on_the_champion(page, dagster_url, shot
     page.get_by_text("Fails if more than 3 days since last materialization").first.wait_for()
     page.get_by_text("Warns if more than 2 days since last materialization").first.wait_for()
     page.get_by_text("Passing").first.wait_for()  # the state the freshness daemon recorded (PASS)
-    _shot(page, shots / "dagster-freshness.png")
+    settled_screenshot(page, shots / "dagster-freshness.png")
     page.goto(f"{dagster_url}/assets/approved_window")
     page.get_by_text("Fails if more than 2 days since last materialization").first.wait_for()
 
@@ -134,7 +116,7 @@ def test_a_challenger_waiting_for_approval_shows_as_a_warning_check(page, dagste
     page.goto(f"{dagster_url}/assets/champion_model?view=checks")
     page.get_by_text("no_pending_approval", exact=True).first.wait_for()
     page.get_by_text("pending approval: v2").first.wait_for()
-    _shot(page, shots / "dagster-pending-approval.png")
+    settled_screenshot(page, shots / "dagster-pending-approval.png")
     page.goto(f"{dagster_url}/assets/champion_model?view=events")
     page.get_by_text("pending_approval", exact=True).first.wait_for()
 

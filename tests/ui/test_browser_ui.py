@@ -7,15 +7,13 @@ Screenshots go to $STREAMTUNE_SCREENSHOTS (the README's docs/screenshots/ when r
 """
 
 import contextlib
-import os
 import sys
-from pathlib import Path
 
 import dagster as dg
 import pytest
 from mlflow.tracking import MlflowClient
 from st_helpers import tiny_home, window_records, write_window
-from ui_fixtures import CHROMIUM, CHROMIUM_ARGS, bindir, free_port, server
+from ui_fixtures import CHROMIUM, bindir, chromium_page, free_port, screenshot_dir, server
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 pytestmark = [pytest.mark.slow, pytest.mark.requires_tool("chromium", CHROMIUM is not None, "apt-get install chromium")]
@@ -106,19 +104,13 @@ def servers(home, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(servers):
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        pg = browser.new_page(viewport={"width": 1600, "height": 1000})
-        pg.set_default_timeout(60_000)
+    with chromium_page() as pg:
         yield pg
-        browser.close()
 
 
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory):
-    d = Path(os.environ.get("STREAMTUNE_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+    return screenshot_dir(tmp_path_factory)
 
 
 def _dismiss_community_modal(page, timeout_ms: int = 5_000):

@@ -6,16 +6,13 @@ through Playwright (the setup of tests/ui/test_browser_ui.py). Screenshots go to
 (docs/screenshots/ when refreshed) or tmp.
 """
 
-import contextlib
-import os
 import sys
-from pathlib import Path
 
 import dagster as dg
 import pytest
 from mlflow.tracking import MlflowClient
 from st_helpers import tiny_home, window_records, write_window
-from ui_fixtures import CHROMIUM, CHROMIUM_ARGS, bindir, free_port, server
+from ui_fixtures import CHROMIUM, bindir, chromium_page, free_port, screenshot_dir, server, settled_screenshot
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 pytestmark = [pytest.mark.slow, pytest.mark.requires_tool("chromium", CHROMIUM is not None, "apt-get install chromium")]
@@ -70,29 +67,13 @@ def servers(home, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(servers):
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        pg = browser.new_page(viewport={"width": 1600, "height": 1000})
-        pg.set_default_timeout(60_000)
+    with chromium_page() as pg:
         yield pg
-        browser.close()
 
 
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory):
-    d = Path(os.environ.get("STREAMTUNE_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
-def _shot(page, path, **kw):
-    """Screenshot what a person sees: Dagster's community dialog dismissed, charts given time to load."""
-    with contextlib.suppress(playwright_api.TimeoutError):
-        page.get_by_role("button", name="Skip").click(timeout=2_000)
-    with contextlib.suppress(playwright_api.TimeoutError):
-        page.wait_for_load_state("networkidle", timeout=15_000)
-    page.wait_for_timeout(1_500)
-    page.screenshot(path=str(path), **kw)
+    return screenshot_dir(tmp_path_factory)
 
 
 def _update_run(home):
@@ -110,7 +91,7 @@ def test_challenger_metadata_links_to_the_model_card(page, servers, home, shots)
     assert link.get_attribute("href").endswith(f"/runs/{mv.run_id}/artifacts/model_card.md")
     # bring the link's row into view without scrolling the key column out of it
     page.locator("tr", has=link).first.evaluate("row => row.scrollIntoView({block: 'center', inline: 'start'})")
-    _shot(page, shots / "dagster-model-card-link.png")
+    settled_screenshot(page, shots / "dagster-model-card-link.png")
 
 
 def test_the_model_card_reads_in_mlflow(page, servers, home, shots):
@@ -121,4 +102,4 @@ def test_the_model_card_reads_in_mlflow(page, servers, home, shots):
     page.get_by_text(f"Model card: {home.model_name} v{mv.version}").first.wait_for()
     page.get_by_text("Promotion gate", exact=True).first.wait_for(state="attached")
     page.get_by_text("Quarantine and redaction", exact=True).first.wait_for(state="attached")
-    _shot(page, shots / "mlflow-model-card.png")
+    settled_screenshot(page, shots / "mlflow-model-card.png")
