@@ -19,7 +19,9 @@ from orchestration.pipeline.approval import pending_approvals, settle_champion
 from orchestration.pipeline.base import ensure_base
 from orchestration.pipeline.lineage import AlreadyTrained, SnapshotGone
 from orchestration.pipeline.model_card import record_with_card
-from orchestration.pipeline.snapshot import SnapshotManifest, build_snapshot
+from orchestration.pipeline.recipe_step import snapshot_for_update
+from orchestration.pipeline.snapshot import SnapshotManifest
+from orchestration.pipeline.trigger import REFRESH_WINDOWS_TAG
 from orchestration.pipeline.update import NoHeldOutRows, UpdateResult, run_update
 from orchestration.pipes import finetune_via_pipes
 from orchestration.resources import MlflowResource, StreamtuneResource, WarehouseResource
@@ -45,22 +47,21 @@ def _trigger(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) 
     output_required=False,
     kinds={"duckdb", "parquet"},
     description="Approved windows not yet in train.ledger, split into train / held-out rows, plus a retention "
-    "slice of earlier windows, exported to Parquet so training never opens DuckDB. Skips (and so skips the "
-    "fine-tune) when no window is pending.",
+    "slice of earlier windows, exported to Parquet so training never opens DuckDB; the [train] recipe is chosen "
+    "here and kept in the manifest. Skips (and so skips the fine-tune) when no window is pending, or when the "
+    "recipe says no update for a new_data / drift run (an observation gives the reason). A drift run with "
+    "nothing pending refreshes its drifted windows (streamtune/refresh_windows).",
 )
 def training_snapshot(context: dg.AssetExecutionContext, streamtune: StreamtuneResource, warehouse: WarehouseResource):
-    settings = streamtune.settings()
-    manifest = build_snapshot(
-        warehouse.warehouse(),
-        settings.paths.snapshots,
-        eval_fraction=settings.eval_fraction,
-        retention_rows=settings.retention_rows,
-        max_windows=settings.max_windows_per_update,
-        seed=settings.train.seed,
-        replay_fraction=settings.replay.fraction,
+    refresh = [w for w in context.run.tags.get(REFRESH_WINDOWS_TAG, "").split(",") if w]
+    out = snapshot_for_update(
+        streamtune.settings(), warehouse.warehouse(), trigger=_trigger(context), refresh_windows=refresh
     )
+    manifest = out.manifest
     if manifest is None:
-        context.log.info("no approved window is pending: nothing to fine-tune")
+        context.log.info(out.skip)
+        if out.recipe:  # the recipe said no update: on record in the asset's history, with its reason
+            context.log_event(dg.AssetObservation(context.asset_key, metadata={"no_update": out.skip, **out.recipe}))
         return
     yield dg.Output(
         manifest.to_dict(),
@@ -70,6 +71,8 @@ def training_snapshot(context: dg.AssetExecutionContext, streamtune: StreamtuneR
             "rows_by_split": manifest.rows,
             "content_sha256": manifest.content_sha256,
             "path": dg.MetadataValue.path(manifest.directory),
+            **({"refresh": True} if manifest.refresh else {}),
+            **manifest.recipe,
         },
     )
 

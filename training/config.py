@@ -169,7 +169,14 @@ class TrainConfig(_ConfigMixin):
     "adaptive" (``training.recipe.adaptive_recipe`` from the window's drift statistics) or "meta" (Thompson
     sampling over a recipe grid, ``training.meta``; ``orchestration.pipeline.recipe_step``)."""
     reptile_init: bool = False
-    """Reptile meta-initialisation over past windows (``training.reptile``); an option only, not wired yet."""
+    """Reptile meta-initialisation before each update (``training.reptile.meta_init``): ``reptile_iters``
+    meta-iterations over the replayed rows grouped by window (past windows as tasks), then the usual fine-tune
+    from the meta-learned weights. Full-weight updates in one process only (not with LoRA/adapters, DP-SGD
+    or ``nproc`` > 1). Extra cost per update: ``reptile_iters * reptile_inner_steps`` training steps."""
+    reptile_iters: int = 8
+    """Reptile meta-iterations per update (one past window each), >= 1."""
+    reptile_inner_steps: int = 4
+    """Adam steps on one window per meta-iteration (Reptile's ``k``; ``k = 1`` is joint training), >= 1."""
 
     def __post_init__(self) -> None:
         issues: list[str] = []
@@ -228,6 +235,13 @@ class TrainConfig(_ConfigMixin):
             issues.append(f"`gradient_checkpointing` must be true or false, got {self.gradient_checkpointing!r}")
         if self.recipe not in ("fixed", "adaptive", "meta") or not isinstance(self.reptile_init, bool):
             issues.append(f"`recipe` must be 'fixed', 'adaptive' or 'meta' ({self.recipe!r}), `reptile_init` a bool")
+        for name in ("reptile_iters", "reptile_inner_steps"):
+            _check_positive_int(issues, self, name)
+        lora = _is_int(self.lora_r) and self.lora_r > 0
+        if self.reptile_init is True and (
+            lora or self.adapter != "none" or (_is_number(self.dp_epsilon) and self.dp_epsilon > 0)
+        ):
+            issues.append("`reptile_init` updates the full weights: not with `lora_r`/`adapter` or `dp_epsilon`")
         if self.attn_implementation not in (None, "sdpa", "eager"):
             issues.append(f"`attn_implementation` must be 'sdpa', 'eager' or unset, got {self.attn_implementation!r}")
 

@@ -144,6 +144,8 @@ def finetune_snapshot(
         on_step=on_step,
         on_trained=on_trained,
         on_progress=on_progress,
+        fisher_texts=snapshot_texts(snapshot, "replay"),  # as the in-process update (EWC's Fisher rows)
+        meta_tasks=snapshot_texts_by_window(snapshot, "replay") if cfg.reptile_init else {},
     )
     return finetune(request)
 

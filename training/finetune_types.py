@@ -75,6 +75,9 @@ class FinetuneRequest:
     fisher_texts: Sequence[str] = ()
     """Rows of old data (replayed or held-out rows, a general set) on which EWC estimates the Fisher
     (``cfg.ewc_lambda > 0``); empty = the training texts."""
+    meta_tasks: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    """``{window_key: texts}`` of past windows, the tasks of the Reptile meta-initialisation run before
+    training when ``cfg.reptile_init`` (``training.reptile.meta_init``); empty = none."""
 
     def __post_init__(self) -> None:
         if len(self.train_texts) == 0:

@@ -99,6 +99,26 @@ class Recipe:
         """``cfg`` with this recipe's peak learning rate, epochs and max_steps."""
         return replace(cfg, peak_lr=self.peak_lr, epochs=self.epochs, max_steps=self.max_steps)
 
+    @classmethod
+    def from_params(cls, params: Mapping[str, str | float | int | bool]) -> Recipe:
+        """Inverse of ``params()`` (``recipe.max_steps`` 0 = None, ``recipe.shift`` -1 = NaN).
+
+        Raises:
+            KeyError: a ``recipe.*`` key other than ``recipe.arm`` is missing.
+        """
+        max_steps, shift = int(params["recipe.max_steps"]), float(params["recipe.shift"])
+        return cls(
+            peak_lr=float(params["recipe.peak_lr"]),
+            epochs=float(params["recipe.epochs"]),
+            max_steps=max_steps or None,
+            replay_fraction=float(params["recipe.replay_fraction"]),
+            update=bool(params["recipe.update"]),
+            reason=str(params["recipe.reason"]),
+            kind=str(params["recipe.kind"]),
+            shift=shift if shift >= 0 else float("nan"),
+            arm=str(params.get("recipe.arm", "")),
+        )
+
     def params(self) -> dict[str, str | float | int | bool]:
         """Flat ``recipe.*`` dict for MLflow params and Dagster metadata (numbers and the reason; no text)."""
         out = {

@@ -12,12 +12,14 @@ quickly (sec. 5).
 Cost per meta-iteration: ``k`` forward + backward passes over ``batch_size`` blocks of ``seq_len + 1`` tokens
 (the same as ``k`` steps of plain fine-tuning) plus two parameter-sized copies; memory: one extra copy of the
 weights (``theta``) and the inner Adam state (two more copies). A run of ``meta_iters`` iterations costs
-``meta_iters * k`` training steps. No Dagster; ``[train] reptile_init`` is the option (not wired into the
-update step yet).
+``meta_iters * k`` training steps. No Dagster. In the loop, ``[train] reptile_init = true`` runs
+``meta_init`` on the parent before each update's fine-tune (``training.finetune.finetune``), with the update's
+replayed rows grouped by window as the tasks.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -86,11 +88,12 @@ def adapt(
     if blocks.shape[0] == 0:
         raise ValueError("a task needs at least one packed block")
     model.train()
+    device = next(model.parameters()).device
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     loss = torch.tensor(float("nan"))
     for _ in range(steps):
         idx = torch.randint(0, blocks.shape[0], (min(batch_size, blocks.shape[0]),), generator=gen)
-        loss = lm_loss(model, blocks[idx])
+        loss = lm_loss(model, blocks[idx].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -133,6 +136,43 @@ def reptile(model: torch.nn.Module, tokenizer, tasks: Sequence[Sequence[str]], c
                 p.copy_(t)
     model.eval()
     return ReptileResult(cfg.meta_iters, cfg.meta_iters * cfg.inner_steps, tokens, losses)
+
+
+def meta_init(model: torch.nn.Module, tokenizer, tasks: dict[str, Sequence[str]], cfg) -> dict[str, float]:
+    """The update's Reptile meta-initialisation (``[train] reptile_init``): ``reptile`` over ``tasks`` in place,
+    with ``cfg.reptile_iters`` meta-iterations of ``cfg.reptile_inner_steps`` Adam steps at ``cfg.peak_lr``,
+    ``cfg.batch_size`` blocks of ``cfg.seq_len`` tokens, seed ``cfg.seed``.
+
+    Args:
+        tasks: ``{window_key: texts}`` of past windows (the update's replayed rows); windows too short to fill
+            one block are left out.
+        cfg: the update's ``training.config.TrainConfig``.
+
+    Returns:
+        Metrics to log (all floats): ``reptile_tasks``, ``reptile_steps``, ``reptile_tokens``,
+        ``reptile_inner_loss`` (mean inner loss, nats/token) and ``reptile_wall_s``; only ``reptile_tasks = 0``
+        when no task can fill a block (nothing changed).
+    """
+    start = time.perf_counter()
+    usable = [list(t) for t in tasks.values() if pack_texts(tokenizer, list(t), cfg.seq_len).shape[0] > 0]
+    if not usable:
+        return {"reptile_tasks": 0.0}
+    rcfg = ReptileConfig(
+        meta_iters=cfg.reptile_iters,
+        inner_steps=cfg.reptile_inner_steps,
+        inner_lr=cfg.peak_lr,
+        batch_size=cfg.batch_size,
+        seq_len=cfg.seq_len,
+        seed=cfg.seed,
+    )
+    result = reptile(model, tokenizer, usable, rcfg)
+    return {
+        "reptile_tasks": float(len(usable)),
+        "reptile_steps": float(result.steps),
+        "reptile_tokens": float(result.tokens),
+        "reptile_inner_loss": float(sum(result.inner_losses) / len(result.inner_losses)),
+        "reptile_wall_s": time.perf_counter() - start,
+    }
 
 
 def adaptation_curve(

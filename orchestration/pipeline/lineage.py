@@ -67,9 +67,10 @@ def check_untrained(manifest: SnapshotManifest, *, ledger: Mapping[str, str], li
 
     Raises:
         AlreadyTrained: a window is in ``ledger`` or ``lineage``; the message names the first one and its version.
+            Not for a refresh snapshot (``manifest.refresh``: a drift refresh retrains trained windows on purpose).
         SnapshotGone: ``manifest.json`` is missing from the snapshot folder or has another content hash.
     """
-    for window in manifest.window_keys:
+    for window in () if manifest.refresh else manifest.window_keys:
         version = ledger.get(window) or lineage.get(window)
         if version is not None:
             where = "train.ledger" if window in ledger else "the champion's lineage"

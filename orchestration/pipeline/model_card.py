@@ -14,7 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestration.pipeline.update import UpdateResult, record_update
+from orchestration.pipeline.update import UpdateResult
+from orchestration.pipeline.update_record import record_update
 from orchestration.store.cards import window_card_rows
 from orchestration.store.warehouse import Warehouse
 from quality.pii import ENTITIES
@@ -33,7 +34,7 @@ _RECIPE_KEYS = ("replay_rows", "lora", "launcher", "nproc", "device", "bf16", "s
 def record_with_card(
     warehouse: Warehouse, registry: ModelRegistry, update: UpdateResult, **record: Any
 ) -> tuple[UpdateResult, str]:
-    """``orchestration.pipeline.update.record_update`` (``record`` = its keyword arguments), then the version's
+    """``orchestration.pipeline.update_record.record_update`` (``record`` = its keyword arguments), then the version's
     model card logged to the update's run (``log_model_card``).
 
     Returns:

@@ -8,7 +8,8 @@ No Dagster imports. A snapshot is a folder of Parquet files written inside the
 ``retention_eval.parquet``  held-out rows of earlier windows (retention / forgetting)
 ``replay.parquet``          rows drawn from the replay buffer for this update (may repeat rows)
 ``first_eval.parquet``      held-out rows of the first window ever trained (a fixed reference set)
-``manifest.json``           window keys, row counts per split, content hash
+``manifest.json``           window keys, row counts per split, content hash; the update's recipe (``recipe``,
+                            ``[train] recipe`` other than ``fixed``) and ``refresh`` (a drift refresh update)
 
 Columns of every file: window_key (str), row_number (int64), record_id (str), text (str).
 """
@@ -19,7 +20,8 @@ import hashlib
 import json
 import shutil
 import uuid
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -47,6 +49,12 @@ class SnapshotManifest:
     rows: dict[str, int]
     content_sha256: str
     created_at: str
+    recipe: dict = field(default_factory=dict)
+    """The update's ``recipe.*`` params (``training.recipe.Recipe.params()``) chosen when the snapshot was built
+    (``recipe_step.snapshot_for_update``); {} = the fixed ``[train]`` recipe (and manifests older than recipes)."""
+    refresh: bool = False
+    """True: a refresh update (drift alarm, nothing pending): ``window_keys`` were trained already and are trained
+    again (same held-out rows); ``lineage.check_untrained`` lets it through."""
 
     def path(self, split: str) -> Path:
         """The Parquet file of ``split`` (one of ``ALL_SPLITS``; it may not exist for an extra split)."""
@@ -73,12 +81,17 @@ class SnapshotManifest:
         return out
 
     def to_dict(self) -> dict:
-        """JSON-able dict (the ``training_snapshot`` asset's value and ``manifest.json``)."""
-        return asdict(self)
+        """JSON-able dict (the ``training_snapshot`` asset's value and ``manifest.json``); ``recipe`` and
+        ``refresh`` only when set, so a fixed-recipe manifest is the same as before they existed."""
+        out = asdict(self)
+        for key, default in (("recipe", {}), ("refresh", False)):
+            if out[key] == default:
+                del out[key]
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> SnapshotManifest:
-        """Inverse of ``to_dict``."""
+        """Inverse of ``to_dict`` (missing ``recipe`` / ``refresh`` default to {} / False)."""
         return cls(**d)
 
 
@@ -91,6 +104,9 @@ def build_snapshot(
     max_windows: int = 0,
     seed: int = 0,
     replay_fraction: float = 0.0,
+    window_keys: Sequence[str] | None = None,
+    refresh: bool = False,
+    recipe: dict | None = None,
 ) -> SnapshotManifest | None:
     """Export pending approved windows (and a retention slice) to Parquet.
 
@@ -105,6 +121,11 @@ def build_snapshot(
         max_windows: at most this many pending windows (0 = all).
         replay_fraction: share of the update's training rows drawn from ``train.replay_buffer``
             (``training.replay.replay_count``), written to ``replay.parquet``; 0 = no replay.
+        window_keys: the windows to export (None: ``warehouse.pending_windows(limit=max_windows)``).
+        refresh: a refresh update of already trained ``window_keys``: the same record-id hash split (so
+            ``new_eval`` is the same held-out rows, never trained on), their rows left out of ``retention_eval``;
+            the snapshot id starts with ``refresh-``.
+        recipe: ``recipe.*`` params stored in the manifest (``SnapshotManifest.recipe``).
 
     Returns:
         The manifest, or None when no approved window is pending.
@@ -114,11 +135,13 @@ def build_snapshot(
     """
     if not 0.0 < eval_fraction < 0.5:
         raise ValueError(f"eval_fraction must be in (0, 0.5), got {eval_fraction}")
-    keys = warehouse.pending_windows(limit=max_windows)
+    keys = list(window_keys) if window_keys is not None else warehouse.pending_windows(limit=max_windows)
     if not keys:
         return None
     parts = _split_new_rows(warehouse.curated_rows(keys), eval_fraction)
     parts["retention_eval"] = warehouse.retention_rows(retention_rows, seed=seed)
+    if refresh:  # the refreshed windows are this update's new windows, not retention
+        parts["retention_eval"] = parts["retention_eval"].filter(~pl.col("window_key").is_in(keys))
     buffer = warehouse.replay_buffer().drop("reservoir_key")
     n_replay = replay_count(parts["train"].height, replay_fraction)
     idx = sample_replay(list(range(buffer.height)), n_replay, seed=seed)
@@ -126,7 +149,7 @@ def build_snapshot(
     first = warehouse.first_window_heldout()
     parts["first_eval"] = first if first.height else parts["new_eval"].filter(pl.col("window_key") == keys[0])
     content = _content_sha256(parts)
-    snapshot_id = _snapshot_id(keys, content)
+    snapshot_id = _snapshot_id(keys, content, refresh)
     directory = root / snapshot_id
     manifest = SnapshotManifest(
         snapshot_id=snapshot_id,
@@ -135,16 +158,19 @@ def build_snapshot(
         rows={split: parts[split].height for split in ALL_SPLITS},
         content_sha256=content,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        recipe=dict(recipe or {}),
+        refresh=refresh,
     )
     if not (directory / "manifest.json").is_file():
         _write_once(directory, parts, manifest)
     return manifest
 
 
-def _snapshot_id(keys: list[str], content_sha256: str) -> str:
-    """Folder name of a snapshot: its first (and last) window key and 10 hex digits of its content hash."""
+def _snapshot_id(keys: list[str], content_sha256: str, refresh: bool = False) -> str:
+    """Folder name of a snapshot: its first (and last) window key and 10 hex digits of its content hash
+    (prefixed ``refresh-`` for a refresh snapshot)."""
     head = f"{keys[0]}--{keys[-1]}" if len(keys) > 1 else keys[0]
-    return f"{head}-{content_sha256[:10]}"
+    return f"{'refresh-' if refresh else ''}{head}-{content_sha256[:10]}"
 
 
 def scrub_snapshots(root: Path, rows: pl.DataFrame) -> list[str]:
@@ -200,7 +226,7 @@ def _rekey(root: Path, folder: Path, parts: dict[str, pl.DataFrame]) -> str:
     hash; delete ``folder``. Returns the new snapshot id."""
     old = SnapshotManifest.from_dict(json.loads((folder / "manifest.json").read_text()))
     content = _content_sha256(parts)
-    snapshot_id = _snapshot_id(old.window_keys, content)
+    snapshot_id = _snapshot_id(old.window_keys, content, old.refresh)
     directory = root / snapshot_id
     manifest = SnapshotManifest(
         snapshot_id=snapshot_id,
@@ -209,6 +235,8 @@ def _rekey(root: Path, folder: Path, parts: dict[str, pl.DataFrame]) -> str:
         rows={split: parts[split].height for split in ALL_SPLITS},
         content_sha256=content,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        recipe=old.recipe,
+        refresh=old.refresh,
     )
     if not (directory / "manifest.json").is_file():
         _write_once(directory, parts, manifest)

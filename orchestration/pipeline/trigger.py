@@ -11,8 +11,8 @@ Policies (``orchestration.config.settings.ScheduleConfig.policy``):
 ``drift``: a confirmed drift alarm, the staleness bound (hours since the last fine-tune, or windows profiled
     without one) or the schedule, whichever comes first; new windows only accumulate. A drift fine-tune always
     trains on something: the pending windows, or, when there are none, a *refresh* update on the drifted
-    windows plus replay (``TriggerDecision.refresh``; the snapshot step does not build refresh snapshots yet,
-    so such a run finds nothing pending and skips).
+    windows plus replay (``TriggerDecision.refresh``, run tag ``REFRESH_WINDOWS_TAG``; the snapshot step,
+    ``recipe_step.snapshot_for_update``, builds the refresh snapshot when the run finds nothing pending).
 
 Triggers and the run-tag value each one writes (``streamtune/trigger``; the tag values predate this module and
 are kept, so ``train.updates.trigger`` keeps its vocabulary): window = ``new_data``, cadence = ``schedule``,
@@ -31,6 +31,9 @@ TRIGGERS = ("window", "cadence", "drift", "staleness")
 """What can start a fine-tune."""
 RUN_TAG_VALUES = {"window": "new_data", "cadence": "schedule", "drift": "drift", "staleness": "staleness"}
 """Trigger -> value of the ``streamtune/trigger`` run tag."""
+REFRESH_WINDOWS_TAG = "streamtune/refresh_windows"
+"""Run tag of a refresh request (``TriggerDecision.refresh``): the drifted windows, comma-separated; the
+``training_snapshot`` step (``recipe_step.snapshot_for_update``) retrains them when nothing is pending."""
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,10 @@
 ``run_update`` fine-tunes the champion on a snapshot, scores champion and challenger, asks the promotion
 gate (``training.gate.decide_promotion``) and registers the challenger in MLflow (``challenger_model``
 asset, pool ``training``; it reads ``train.ledger`` once, before training, and never writes DuckDB).
-``record_update`` writes the finished update, promoted or not, to the version's tags and the warehouse
-(``model_update`` asset, pool ``duckdb``), so a rejected update is on record and its windows are not retried.
-The blocking asset check then only judges the ``UpdateResult``; ``champion_model`` moves the alias.
+``orchestration.pipeline.update_record.record_update`` writes the finished update, promoted or not, to the
+version's tags and the warehouse (``model_update`` asset, pool ``duckdb``), so a rejected update is on record and
+its windows are not retried. The blocking asset check then only judges the ``UpdateResult``; ``champion_model``
+moves the alias.
 
 Heavy libraries (torch, transformers, mlflow) are imported inside the functions that need them: this
 module is imported when the Dagster code location loads.
@@ -17,7 +18,7 @@ import hashlib
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,12 +29,10 @@ from orchestration.pipeline.general import GeneralGuard
 from orchestration.pipeline.lineage import champion_lineage, check_untrained
 from orchestration.pipeline.progress import PROGRESS_FILE, ProgressFile
 from orchestration.pipeline.recipe_step import apply_recipe
-from orchestration.pipeline.snapshot import SPLITS, SnapshotManifest
+from orchestration.pipeline.snapshot import SnapshotManifest
 from orchestration.store.warehouse import Warehouse
 from quality.pii import redact_values
-from training.cl_metrics import cl_summary
 from training.config import TrainConfig
-from training.replay import update_buffer
 
 if TYPE_CHECKING:
     from training.finetune import FinetuneResult
@@ -84,7 +83,7 @@ class UpdateResult:
         """JSON-able dict (the snapshot as ``SnapshotManifest.to_dict()``) with ``samples`` empty: the dict is
         the asset value Dagster's IO manager keeps, where a deletion request cannot reach the prompts (held-out
         rows' first words); the samples stay in the MLflow artifact ``samples/generations.json``."""
-        return {**asdict(self), "samples": []}
+        return {**asdict(self), "samples": [], "snapshot": self.snapshot.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict) -> UpdateResult:
@@ -167,7 +166,7 @@ def run_update(
         ValueError: the launcher is ``pipes`` and no ``pipes_launch`` was given.
     """
     check_untrained(manifest, ledger=warehouse.trained_by(manifest.window_keys), lineage=champion_lineage(registry))
-    plan = apply_recipe(_plan(settings, registry, manifest, base_version), settings, warehouse)  # [train] recipe
+    plan = apply_recipe(_plan(settings, registry, manifest, base_version))  # the manifest's [train] recipe
     if plan.launcher == "pipes" and pipes_launch is None:
         raise ValueError('[train] launcher = "pipes" needs a pipes_launch (run the update through Dagster)')
     shutil.rmtree(plan.out_dir, ignore_errors=True)
@@ -233,6 +232,7 @@ def _finetune_inprocess(plan: _Plan, log: Callable[[str], None], on_progress: Ca
         on_progress=on_progress,
         base_version=plan.parent,  # adapter mode from a full parent: the parent becomes the frozen base
         fisher_texts=manifest.texts("replay"),  # EWC's Fisher on replayed rows (empty: the training rows)
+        meta_tasks=manifest.texts_by_window("replay") if plan.cfg.reptile_init else {},  # Reptile: past windows
     )
     return finetune(request)
 
@@ -365,136 +365,3 @@ def _sample_generations(model_dir: Path, texts: list[str], n: int, cfg: TrainCon
     samples = sample_generations(model_dir, prompts_from_texts(texts, n=n), seed=cfg.seed)
     completions = redact_values([s["completion"] for s in samples])
     return [{"prompt": s["prompt"], "completion": c or ""} for s, c in zip(samples, completions)]
-
-
-def record_update(
-    warehouse: Warehouse,
-    registry: ModelRegistry,
-    update: UpdateResult,
-    *,
-    replay_size: int,
-    replay_seed: int,
-    trigger: str | None,
-    dagster_run_id: str | None,
-) -> UpdateResult:
-    """Record one finished update, promoted or not, before any promotion happens.
-
-    Writes the gate decision and numbers as version tags (MLflow), then in one DuckDB transaction the
-    ledger rows, the ``train.updates`` row, the version's ``monitor.eval_matrix`` rows and the new replay
-    buffer; finally computes ACC/BWT/forgetting over all updates so far (``lineage_summary``) and logs them
-    to the update's MLflow run as ``cl_acc``, ``cl_bwt``, ``cl_forgetting`` (bits/byte; NaNs skipped).
-    Idempotent per model version (a retried run rewrites the same rows).
-
-    Returns:
-        ``update`` with ``cl_summary`` = ``{"cl_acc", "cl_bwt", "cl_forgetting"}`` (finite values only).
-    """
-    registry.tag_version(update.version, update.gate_tags)
-    manifest = update.snapshot
-    warehouse.record_update(
-        model_version=update.version,
-        mlflow_run_id=update.mlflow_run_id,
-        parent_version=update.parent_version,
-        snapshot_id=manifest.snapshot_id,
-        window_keys=manifest.window_keys,
-        ledger=ledger_frame(manifest),
-        metrics=update.metrics,
-        promoted=update.promote,
-        reason=update.reason,
-        trigger=trigger,
-        dagster_run_id=dagster_run_id,
-        replay_buffer=next_replay_buffer(warehouse, manifest, replay_size, replay_seed),
-        eval_matrix=eval_matrix_frame(update.matrix, update.parent_version, manifest.window_keys[-1]),
-    )
-    updates = warehouse.updates()
-    summary = lineage_summary(warehouse.eval_matrix(), warehouse.trained_windows(), updates["model_version"].to_list())
-    out = {f"cl_{k}": v for k, v in summary.items() if v == v and k != "fwt"}
-    if out:
-        registry.log_metrics(update.mlflow_run_id, out, model_id=registry.model_id(update.version))
-    return replace(update, cl_summary=out)
-
-
-def ledger_frame(manifest: SnapshotManifest) -> pl.DataFrame:
-    """Ledger rows of an update: every snapshot row with its role (window_key, row_number, record_id, role);
-    replayed rows appear once each with role ``replay``."""
-    frames = [
-        manifest.frame(split).select("window_key", "row_number", "record_id").with_columns(role=pl.lit(split))
-        for split in SPLITS
-    ]
-    replay = manifest.frame("replay").select("window_key", "row_number", "record_id").unique(maintain_order=True)
-    frames.append(replay.with_columns(role=pl.lit("replay")))
-    return pl.concat(frames)
-
-
-def next_replay_buffer(warehouse: Warehouse, manifest: SnapshotManifest, capacity: int, seed: int) -> pl.DataFrame:
-    """The replay buffer after this update: the current one plus the new windows' training rows, shrunk to
-    ``capacity`` by the window-balanced reservoir (``training.replay.update_buffer``). Held-out rows (this
-    snapshot's evaluation splits and every evaluation row in the ledger) never enter."""
-    held = set(warehouse.heldout_record_ids())
-    for split in ("new_eval", "retention_eval", "first_eval"):
-        held.update(manifest.frame(split)["record_id"].to_list())
-    order = warehouse.trained_windows()
-    order += [k for k in manifest.window_keys if k not in order]
-    return update_buffer(
-        warehouse.replay_buffer(),
-        manifest.frame("train"),
-        capacity,
-        seed=seed,
-        window_order=order,
-        exclude_record_ids=sorted(held),
-    )
-
-
-_EVAL_MATRIX_SCHEMA = {
-    "parent_version": pl.String,
-    "trained_through": pl.String,
-    "eval_window": pl.String,
-    "phase": pl.String,
-    "loss": pl.Float64,
-    "bpb": pl.Float64,
-    "texts": pl.Int64,
-    "bytes": pl.Int64,
-}
-
-
-def eval_matrix_frame(matrix: dict, parent_version: str | None, trained_through: str) -> pl.DataFrame:
-    """``monitor.eval_matrix`` rows from ``{"before": {window: scores}, "after": {window: scores}}`` where
-    scores = ``{"loss", "bpb", "texts", "bytes"}`` (``UpdateResult.matrix``)."""
-    rows = [
-        {
-            "parent_version": parent_version,
-            "trained_through": trained_through,
-            "eval_window": window,
-            "phase": phase,
-            "loss": float(sc["loss"]),
-            "bpb": float(sc["bpb"]),
-            "texts": int(sc["texts"]),
-            "bytes": int(sc["bytes"]),
-        }
-        for phase in ("before", "after")
-        for window, sc in matrix.get(phase, {}).items()
-    ]
-    return pl.DataFrame(rows, schema=_EVAL_MATRIX_SCHEMA)
-
-
-def lineage_summary(matrix: pl.DataFrame, window_order: list[str], versions: list[str]) -> dict[str, float]:
-    """ACC, BWT and forgetting (``training.cl_metrics.cl_summary``, scores = -bits/byte) of a run of updates.
-
-    Row i of R is the model of the update that trained through ``window_order[i]`` (its "after" rows); FWT
-    needs the initial model on every window and is left NaN here (``bench/continual.py`` reports it).
-
-    Args:
-        matrix: ``monitor.eval_matrix`` rows.
-        window_order: trained windows in stream order (the matrix's T).
-        versions: the model versions to use as rows (e.g. every update's version, oldest first); a later
-            version for the same ``trained_through`` window replaces an earlier one.
-    """
-    pos = {w: i for i, w in enumerate(window_order)}
-    R: dict[tuple[int, int], float] = {}
-    for version in versions:
-        rows = matrix.filter((pl.col("model_version") == version) & (pl.col("phase") == "after"))
-        for through, w, bpb in rows.select("trained_through", "eval_window", "bpb").iter_rows():
-            if through in pos and w in pos:
-                R[(pos[through], pos[w])] = -bpb
-    if not window_order:
-        return {}
-    return cl_summary(R, len(window_order))

@@ -35,7 +35,8 @@ class MetaTables(Connector):
     connection rules as ``Warehouse``; call ``Warehouse.init_schema`` once before)."""
 
     def add_reward(self, bucket: str, arm: str, reward: float, model_version: str | None = None) -> None:
-        """Append one reward (bits/byte per 1e6 training tokens) of ``arm`` in drift bucket ``bucket``.
+        """Append one reward (bits/byte per 1e6 training tokens) of ``arm`` in drift bucket ``bucket``; a reward
+        already stored for ``model_version`` (a retried ``model_update``) is replaced, in one transaction.
 
         Raises:
             ValueError: a non-finite reward.
@@ -43,10 +44,14 @@ class MetaTables(Connector):
         if not math.isfinite(reward):
             raise ValueError(f"reward must be finite, got {reward!r}")
         with self.connect() as con:
+            con.execute("BEGIN")
+            if model_version is not None:
+                con.execute("DELETE FROM train.meta_rewards WHERE model_version = ?", [model_version])
             con.execute(
                 "INSERT INTO train.meta_rewards (bucket, arm, reward, model_version) VALUES (?, ?, ?, ?)",
                 [bucket, arm, float(reward), model_version],
             )
+            con.execute("COMMIT")
 
     def arm_stats(self) -> dict[tuple[str, str], ArmStats]:
         """``{(bucket, arm): ArmStats(n, mean, m2)}`` over every stored reward ({} when none)."""

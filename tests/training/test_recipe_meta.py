@@ -7,7 +7,7 @@ import pytest
 
 from training.config import TrainConfig
 from training.meta import GRID, ArmStats, NigPrior, ThompsonRecipeLearner, drift_bucket, reward
-from training.recipe import DriftSummary, RecipeBase, adaptive_recipe, shift_strength, summarize
+from training.recipe import DriftSummary, Recipe, RecipeBase, adaptive_recipe, shift_strength, summarize
 
 BASE = RecipeBase(peak_lr=1e-3, epochs=1.0, max_steps=40)
 
@@ -95,3 +95,15 @@ def test_meta_helpers():
         ThompsonRecipeLearner().choose("huge", np.random.default_rng(0))
     with pytest.raises(ValueError, match="unknown arm"):
         ThompsonRecipeLearner().update("low", "nope", 1.0)
+
+
+def test_recipe_params_round_trip_as_a_snapshot_manifest_stores_them():
+    base = RecipeBase(3e-3, 2.0, None)
+    adaptive = adaptive_recipe(DriftSummary(True, {"token_js": 1e-4}), 2.3, 2.0, base)
+    meta = GRID[5].recipe(RecipeBase(3e-3, 2.0, 20), "high", 0.9)
+    for recipe in (adaptive, meta, GRID[0].recipe(base, "low")):  # shift NaN and max_steps None survive
+        again = Recipe.from_params(recipe.params())
+        assert again.params() == recipe.params() and again.max_steps == recipe.max_steps
+        assert again.apply(TrainConfig()) == recipe.apply(TrainConfig())
+    with pytest.raises(KeyError):
+        Recipe.from_params({"recipe.kind": "adaptive"})

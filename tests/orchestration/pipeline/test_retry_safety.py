@@ -23,7 +23,7 @@ from orchestration.definitions import build_definitions
 from orchestration.partitions import WINDOWS_PARTITION
 from orchestration.pipeline.lineage import AlreadyTrained, SnapshotGone, check_untrained
 from orchestration.pipeline.snapshot import build_snapshot
-from orchestration.pipeline.update import ledger_frame
+from orchestration.pipeline.update_record import ledger_frame
 from orchestration.resources import build_resources
 from orchestration.store.warehouse import Warehouse
 

@@ -1,7 +1,8 @@
 """UpdateResult: the typed value that flows challenger_model -> model_update -> gate check -> champion_model."""
 
 from orchestration.pipeline.snapshot import SnapshotManifest
-from orchestration.pipeline.update import UpdateResult, eval_matrix_frame
+from orchestration.pipeline.update import UpdateResult
+from orchestration.pipeline.update_record import eval_matrix_frame
 
 MANIFEST = SnapshotManifest(
     snapshot_id="w-01-abc",
