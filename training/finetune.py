@@ -364,9 +364,8 @@ def finetune(request: FinetuneRequest) -> FinetuneResult:
     ``restore`` the parent's AdamW state and any checkpoint of this update; the EWC penalty
     (``cfg.ewc_lambda > 0``, ``ewc.ewc_for_update``); ``train`` (DP-SGD when ``cfg.dp_epsilon > 0``,
     ``privacy.dp_fit``); merge LoRA unless adapter mode; ``score`` the challenger on the same texts and on
-    every window of ``matrix_eval``; ``save``. The parent directory is only read. With ``cfg.reptile_init``
-    the parent is first moved to its Reptile meta-initialisation over ``req.meta_tasks``
-    (``training.reptile.meta_init``; Nichol et al. 2018), after it is scored.
+    every window of ``matrix_eval``; ``save``. The parent directory is only read. ``cfg.reptile_init``: after
+    scoring, a Reptile meta-initialisation over ``req.meta_tasks`` (``reptile.meta_init``, Nichol et al. 2018).
 
     Inside an initialised ``torch.distributed`` process group (``training.distributed``, one process per
     rank) every rank trains on its share of each global batch (same updates as one process); only rank 0
@@ -385,12 +384,10 @@ def finetune(request: FinetuneRequest) -> FinetuneResult:
     runtime = setup(req.cfg)
     fingerprint = update_fingerprint(req.parent, req.train_texts, req.cfg) if req.checkpoint_dir is not None else ""
     cfg = dataclasses.replace(req.cfg, bf16=runtime.bf16, threads=runtime.threads)  # record what actually ran
-    if (cfg.dp_epsilon > 0 or cfg.reptile_init) and runtime.world > 1:
-        raise ValueError("DP-SGD (`dp_epsilon` > 0) and `reptile_init` run in one process; set [train] nproc = 1")
+    _check_single_process_options(cfg, runtime)
     model, tokenizer, base_dir = adapters.load_start(req.parent, cfg, runtime.device, load_parent)
     before = score(model, tokenizer, req, cfg, runtime, "eval_before")  # the champion as it is, for the gate
     meta = meta_init(model, tokenizer, dict(req.meta_tasks), cfg) if cfg.reptile_init and req.meta_tasks else {}
-
     train_texts, reference = _split_reference(req.train_texts, req.reference_texts, cfg)  # selection's slice
     blocks = pack_texts(tokenizer, train_texts, cfg.seq_len)  # (N, T + 1), tail dropped
     ref_blocks = pack_texts(tokenizer, reference, cfg.seq_len, keep_tail=True) if reference else None
@@ -404,7 +401,6 @@ def finetune(request: FinetuneRequest) -> FinetuneResult:
         model, tokenizer, blocks, ref_blocks, req, cfg, runtime, restored, fingerprint
     )
     fit_result.selection["selection_reference_texts"] = float(len(reference))
-    extra.update(meta)
     if lora and base_dir is None:
         model = model.merge_and_unload()  # register a plain model: adapters folded into the weights
     if req.on_trained is not None:
@@ -436,8 +432,14 @@ def finetune(request: FinetuneRequest) -> FinetuneResult:
         lora=lora,
         adapter=base_dir is not None,
         stored_bytes=adapters.stored_bytes(req.out_dir) if runtime.rank == 0 else 0,
-        extra=extra,
+        extra={**extra, **meta},
     )
+
+
+def _check_single_process_options(cfg: TrainConfig, runtime: Runtime) -> None:
+    """DP-SGD and the Reptile meta-initialisation run in one process (``ValueError`` under DDP)."""
+    if (cfg.dp_epsilon > 0 or cfg.reptile_init) and runtime.world > 1:
+        raise ValueError("DP-SGD (`dp_epsilon` > 0) and `reptile_init` run in one process; set [train] nproc = 1")
 
 
 def _fit_with_options(
