@@ -56,3 +56,83 @@ def tiny_home(root: Path, **overrides) -> Settings:
     settings = load_settings(root)
     settings.paths.ensure()
     return settings
+
+
+# Drift settings that let the monitor confirm a shift on small windows (as tests/orchestration/pipeline/
+# test_drift_monitor.py's DRIFT): few samples and permutations, a short reference pool.
+SMALL_DRIFT = {
+    "sample_rows": 100,
+    "embed_rows": 40,
+    "lm_rows": 32,
+    "null_splits": 200,
+    "permutations": 200,
+    "reference_windows": 3,
+    "min_reference_windows": 2,
+    "cooldown_s": 3600.0,
+}
+
+NEW_TOPIC = [
+    "Quantum circuit simulator for {x} qubits with noise models",
+    "Bindings to the {x} quantum annealer and its QUBO solver",
+]
+"""A text source unlike ``TOPICS``: what a mid-stream shift switches to."""
+
+
+def stable_records(index: int, n: int = 60) -> list[dict]:
+    """Window ``index`` of a stream with no drift by construction: the same ``TOPICS`` x ``THINGS`` mix in every
+    window, each text made distinct by a pseudo-random number (no window-specific token, unlike
+    ``window_records``, whose window index in every text is itself a lexical change)."""
+    rows = []
+    for i in range(n):
+        j = index * n + i
+        rows.append(
+            {
+                "id": f"w{index}-{i}",
+                "text": TOPICS[i % len(TOPICS)].format(x=THINGS[(i * 7) % len(THINGS)])
+                + f" rev {(j * 7919 + 13) % 100003}",
+                "ts": f"2025-{index + 1:02d}-01T00:00:00Z",
+            }
+        )
+    return rows
+
+
+def shifted_records(index: int, n: int = 60) -> list[dict]:
+    """Window ``index`` after the text source changed: ``NEW_TOPIC`` texts only, all distinct."""
+    return [
+        {
+            "id": f"q{index}-{i}",
+            "text": NEW_TOPIC[i % len(NEW_TOPIC)].format(x=f"lab{i % 7}") + f" rev {index}.{i}",
+            "ts": f"2025-{index + 1:02d}-01T00:00:00Z",
+        }
+        for i in range(n)
+    ]
+
+
+NEVER_CRON = "0 0 1 1 *"
+"""A ``finetune_cron`` that fires once a year: ``periodic_finetune`` is out of the way of a test."""
+
+
+def drift_policy_home(root: Path, *, max_windows_without_retrain: int, recipe: str = "fixed") -> Settings:
+    """A tiny home under ``[schedule] policy = "drift"``: fine-tunes start on a confirmed drift alarm or after
+    ``max_windows_without_retrain`` profiled windows (0 = never), nothing else (no per-window fine-tunes, the
+    schedule once a year). ``staleness_bound_h = 0``: with no fine-tune yet the hours since the last one are
+    infinite, so any positive hours bound fires at the first profiled window. ``min_reference_windows = 1``:
+    the second window can already raise an alarm."""
+    drift = {**SMALL_DRIFT, "min_reference_windows": 1, "max_windows_without_retrain": max_windows_without_retrain}
+    return tiny_home(
+        root,
+        finetune_cron=NEVER_CRON,
+        schedule={"policy": "drift", "staleness_bound_h": 0.0},
+        drift=drift,
+        train={**TINY_SETTINGS["train"], "recipe": recipe},
+    )
+
+
+def land_and_wait(settings: Settings, source: Path, names: list[str], daemon) -> None:
+    """Land ``names`` from ``source`` and wait until the daemon (``orchestration.cli.daemon.Daemon``) is idle;
+    fails the test on any failed run."""
+    from orchestration.sources.landing import replay
+
+    replay(source, settings.paths.landing, names=names)
+    summary = daemon.wait_until_idle(timeout_s=900)
+    assert summary.failures == [], summary.failures

@@ -8,6 +8,7 @@ The Llama tokenizer has no pad token (like Meta's checkpoints), so loading must 
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -23,6 +24,7 @@ EXTRA = [
 ]
 
 
+@functools.cache  # trained once per process: the builders only save it (save_pretrained does not modify it)
 def _tokenizer(pad: bool, max_len: int) -> PreTrainedTokenizerFast:
     texts = [r["text"] for i in range(6) for r in window_records(i, 60)] + EXTRA * 20
     tok = train_tokenizer(texts, vocab_size=400, model_max_length=max_len)

@@ -149,10 +149,13 @@ def redact_rows(rows: pl.DataFrame, policy: PiiPolicy = DEFAULT_POLICY, scan: Pe
 
 
 def redact_values(values: list[str | None]) -> list[str | None]:
-    """Redact every finding (any entity) in free-form strings, e.g. the ``raw`` of parse rejects."""
-    engine = _engine()
+    """Redact every finding (any entity) in free-form strings, e.g. the ``raw`` of parse rejects. The Presidio
+    engine is built (imported, once per process) only when a value passes the prefilter: a window without
+    rejects costs its ingest run nothing."""
     out = list(values)
-    for i, ents in _routes(pl.Series(values, dtype=pl.String), PREFILTER_REGEX).items():
+    routes = _routes(pl.Series(values, dtype=pl.String), PREFILTER_REGEX) if values else {}
+    engine = _engine() if any(routes.values()) else None
+    for i, ents in routes.items():
         res = engine.analyze(out[i], ents) if ents else []
         if res:
             out[i] = engine.anonymize(out[i], res)
@@ -160,10 +163,12 @@ def redact_values(values: list[str | None]) -> list[str | None]:
 
 
 def scan_counts(texts: list[str | None]) -> dict[str, int]:
-    """Findings by entity in ``texts`` (prefilter + Presidio); ``{}`` when clean. Counts only."""
-    engine = _engine()
+    """Findings by entity in ``texts`` (prefilter + Presidio); ``{}`` when clean. Counts only. The Presidio
+    engine is built only when a text passes the prefilter."""
+    routes = _routes(pl.Series(texts, dtype=pl.String), PREFILTER_REGEX) if texts else {}
+    engine = _engine() if any(routes.values()) else None
     counts: Counter = Counter()
-    for i, ents in _routes(pl.Series(texts, dtype=pl.String), PREFILTER_REGEX).items():
+    for i, ents in routes.items():
         if ents:
             counts.update(r.entity_type for r in _kept(engine.analyze(texts[i], ents)))
     return {e: counts[e] for e in ENTITIES if counts[e]}

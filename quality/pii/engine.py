@@ -3,10 +3,12 @@ recognizer that searches only digit runs (see ``quality.pii``)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from quality.lazy import lazy_singleton
@@ -145,13 +147,42 @@ def _context_enhancer_class() -> type:
     return _Enhancer
 
 
+OPTIONAL_BACKENDS = ("transformers", "torch")
+"""Modules Presidio imports only for NLP engines the gate never uses (its ``TransformersNlpEngine`` imports
+``transformers.pipeline``, spaCy's ``thinc`` imports torch). With ``NoOpNlpEngine`` nothing calls them."""
+
+
+@contextlib.contextmanager
+def _without_optional_backends() -> Iterator[None]:
+    """Import Presidio as if ``OPTIONAL_BACKENDS`` were not installed: each one not imported yet is hidden
+    (``sys.modules[name] = None`` makes ``import name`` raise ImportError, which Presidio and thinc catch) and
+    unhidden on exit, so a later ``import torch`` in the same process imports it normally.
+
+    Why: ``import presidio_analyzer`` pulled in transformers (image processing, pipelines) and torch, 9-17 s
+    of a loaded 2-core machine's CPU and most of an ingest run (issue 18); hidden, 2.2-2.6 s on the same
+    machine. A process that has imported them already (a fine-tune) keeps them; the findings are the same
+    (the gate's recognizers are regex/phonenumbers, ``NoOpNlpEngine``). Called under the engine's build lock.
+    """
+    hidden = [name for name in OPTIONAL_BACKENDS if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        for name in hidden:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
+
+
 class _Engine:
     def __init__(self) -> None:
         import tldextract.tldextract as tlde
-        from presidio_analyzer import AnalyzerEngine, Pattern, PatternRecognizer
-        from presidio_analyzer.nlp_engine import NoOpNlpEngine
-        from presidio_anonymizer import AnonymizerEngine
-        from presidio_anonymizer.entities import OperatorConfig
+
+        with _without_optional_backends():
+            from presidio_analyzer import AnalyzerEngine, Pattern, PatternRecognizer
+            from presidio_analyzer.nlp_engine import NoOpNlpEngine
+            from presidio_anonymizer import AnonymizerEngine
+            from presidio_anonymizer.entities import OperatorConfig
 
         # Offline: the bundled public-suffix snapshot, no fetch, no cache writes. Loaded now (the
         # first lookup parses the snapshot, ~40 ms), so forked workers inherit it.

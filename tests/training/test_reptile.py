@@ -32,6 +32,7 @@ def steps_to(curve: list[float], target: float) -> int:
     return next((i for i, v in enumerate(curve) if v <= target), len(curve))
 
 
+@pytest.mark.slow  # 2,000 tiny-model steps (1,000 Reptile + 1,000 joint): the claim needs both at full length
 def test_reptile_init_adapts_to_a_held_out_window_in_fewer_steps(tmp_path):
     corpus = [t for i, d in enumerate(DOMAINS) for t in window(d, 50, i)]
     cfg = ModelConfig(n_layer=1, n_head=2, n_embd=32, block_size=32, vocab_size=300)
