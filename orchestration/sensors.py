@@ -24,7 +24,6 @@ profiled windows without a fine-tune it asks for one with ``streamtune/trigger=s
 """
 
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -218,6 +217,9 @@ class _DriftCursor:
     """Creation time of the newest ``finetune`` run seen that this sensor did not request."""
     staleness_ts: float = _NEVER
     """Event time of the profile that made the last staleness request (``[schedule] staleness_bound_h``)."""
+    origin_ts: float = _NEVER
+    """Event time of the first profile this sensor saw: before any fine-tune, ``staleness_bound_h`` counts from
+    there (a home never fine-tuned is not infinitely stale at its first window)."""
 
     @classmethod
     def parse(cls, cursor: str | None) -> "_DriftCursor":
@@ -228,6 +230,7 @@ class _DriftCursor:
             since_retrain=list(state.get("since_retrain", [])),
             finetune_ts=float(state.get("finetune_ts", _NEVER)),
             staleness_ts=float(state.get("staleness_ts", _NEVER)),
+            origin_ts=float(state.get("origin_ts", _NEVER)),
         )
 
     def dump(self) -> str:
@@ -239,6 +242,8 @@ class _DriftCursor:
             cursor["finetune_ts"] = self.finetune_ts
         if self.staleness_ts != _NEVER:
             cursor["staleness_ts"] = self.staleness_ts
+        if self.origin_ts != _NEVER:
+            cursor["origin_ts"] = self.origin_ts
         return json.dumps(cursor)
 
 
@@ -288,8 +293,10 @@ def _profile_requests(
         cooling = r.timestamp - state.last_request_ts < cooldown_s
         if drift and cooling:
             suppressed.append(window)
-        last = max(state.finetune_ts, state.last_request_ts, state.staleness_ts)
-        hours = (r.timestamp - last) / 3600 if last != _NEVER else math.inf
+        if state.origin_ts == _NEVER:
+            state.origin_ts = r.timestamp
+        last = max(state.finetune_ts, state.last_request_ts, state.staleness_ts, state.origin_ts)
+        hours = (r.timestamp - last) / 3600
         decision = should_finetune(
             policy, state.since_retrain, drift and not cooling, max(hours, 0.0), bound_h, False,
             drifted_windows=[window], staleness_bound_windows=max_windows_without_retrain,

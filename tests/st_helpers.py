@@ -115,14 +115,13 @@ NEVER_CRON = "0 0 1 1 *"
 def drift_policy_home(root: Path, *, max_windows_without_retrain: int, recipe: str = "fixed") -> Settings:
     """A tiny home under ``[schedule] policy = "drift"``: fine-tunes start on a confirmed drift alarm or after
     ``max_windows_without_retrain`` profiled windows (0 = never), nothing else (no per-window fine-tunes, the
-    schedule once a year). ``staleness_bound_h = 0``: with no fine-tune yet the hours since the last one are
-    infinite, so any positive hours bound fires at the first profiled window. ``min_reference_windows = 1``:
-    the second window can already raise an alarm."""
+    schedule once a year, ``staleness_bound_h`` 1,000 hours: set, and counted from the first profile, but never
+    reached in a test). ``min_reference_windows = 1``: the second window can already raise an alarm."""
     drift = {**SMALL_DRIFT, "min_reference_windows": 1, "max_windows_without_retrain": max_windows_without_retrain}
     return tiny_home(
         root,
         finetune_cron=NEVER_CRON,
-        schedule={"policy": "drift", "staleness_bound_h": 0.0},
+        schedule={"policy": "drift", "staleness_bound_h": 1000.0},
         drift=drift,
         train={**TINY_SETTINGS["train"], "recipe": recipe},
     )

@@ -155,8 +155,9 @@ class ScheduleConfig:
     ``finetune_cron`` schedule; "drift": a confirmed drift alarm, the staleness bound or the schedule, whichever
     comes first (new windows accumulate)."""
     staleness_bound_h: float = 0.0
-    """Under "drift": hours since the last fine-tune after which a profiled window requests one (trigger
-    ``staleness``); 0 = no time bound (``[drift] max_windows_without_retrain`` still bounds it in windows)."""
+    """Under "drift": hours since the last fine-tune (before the first one: since the first profiled window)
+    after which a profiled window requests one (trigger ``staleness``); 0 = no time bound (``[drift]
+    max_windows_without_retrain`` still bounds it in windows)."""
 
     def __post_init__(self) -> None:
         if self.staleness_bound_h < 0:

@@ -248,3 +248,26 @@ def test_a_fine_tune_from_elsewhere_resets_the_staleness_count(home):
         assert "finetune_ts" in json.loads(cursor)
     # without the scheduled run: staleness at w-03 and w-06; with it (after w-01..w-02): w-05 and w-08
     assert got == [("staleness", "w-05"), ("staleness", "w-08")], got
+
+
+def test_staleness_hours_count_from_the_first_profile_before_any_fine_tune(home):
+    """``policy = "drift"``, ``staleness_bound_h = 1``: a home never fine-tuned is not stale at its first
+    window (the hours count from the first profile the sensor saw); once the bound has passed, the next
+    profiled window requests a ``staleness`` fine-tune."""
+    from orchestration.config.settings import ScheduleConfig
+
+    sensor = build_drift_sensor(1, cooldown_s=3600.0, schedule=ScheduleConfig(policy="drift", staleness_bound_h=1.0))
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(WINDOWS_PARTITION, ["w-01", "w-02"])
+        report_profile(instance, "w-01", False)
+        first = tick(sensor, instance, home)
+        assert [r for r in first.run_requests if r.job_name == "finetune"] == []
+        state = json.loads(first.cursor)
+        assert state["since_retrain"] == ["w-01"] and "origin_ts" in state
+        state["origin_ts"] -= 2 * 3600  # two hours pass before the next window is profiled
+        report_profile(instance, "w-02", False)
+        second = tick(sensor, instance, home, json.dumps(state))
+    finetunes = [r for r in second.run_requests if r.job_name == "finetune"]
+    assert [r.tags["streamtune/trigger"] for r in finetunes] == ["staleness"]
+    assert "staleness_bound_h 1" in finetunes[0].tags["streamtune/trigger_reason"]
+    assert finetunes[0].tags["streamtune/windows_since_retrain"] == "2"
