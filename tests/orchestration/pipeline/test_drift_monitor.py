@@ -6,7 +6,7 @@ import dagster as dg
 import duckdb
 import pytest
 from mlflow.tracking import MlflowClient
-from st_helpers import THINGS, TOPICS, tiny_home, write_window
+from st_helpers import NEW_TOPIC, SMALL_DRIFT, stable_records, tiny_home, write_window
 
 from assets.checks import WINDOW_CHECKS
 from assets.curate import approved_window, curated_window
@@ -19,39 +19,7 @@ from orchestration.resources import build_resources
 from orchestration.sensors import build_drift_sensor, build_new_window_sensor, build_profile_sensor
 
 INGEST = [raw_window, curated_window, approved_window, *WINDOW_CHECKS]
-DRIFT = {
-    "sample_rows": 100,
-    "embed_rows": 40,
-    "lm_rows": 32,
-    "null_splits": 200,
-    "permutations": 200,
-    "reference_windows": 3,
-    "min_reference_windows": 2,
-    "cooldown_s": 3600.0,
-}
-NEW_TOPIC = [
-    "Quantum circuit simulator for {x} qubits with noise models",
-    "Bindings to the {x} quantum annealer and its QUBO solver",
-]
-
-
-def stable_records(index: int, n: int = 60) -> list[dict]:
-    """Windows from one distribution (no drift by construction), every text distinct so exact dedup keeps it:
-    the topic/thing mix is the same in every window and the distinguishing suffix is a pseudo-random
-    number, unique per text, with no window-specific token (``st_helpers.window_records`` puts the
-    window index into every text, which *is* a lexical change between windows)."""
-    rows = []
-    for i in range(n):
-        j = index * n + i
-        rows.append(
-            {
-                "id": f"w{index}-{i}",
-                "text": TOPICS[i % len(TOPICS)].format(x=THINGS[(i * 7) % len(THINGS)])
-                + f" rev {(j * 7919 + 13) % 100003}",
-                "ts": f"2025-{index + 1:02d}-01T00:00:00Z",
-            }
-        )
-    return rows
+DRIFT = SMALL_DRIFT
 
 
 def ingest(settings, instance, name, records):
