@@ -92,12 +92,19 @@ def adapt(
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     loss = torch.tensor(float("nan"))
     for _ in range(steps):
-        idx = torch.randint(0, blocks.shape[0], (min(batch_size, blocks.shape[0]),), generator=gen)
-        loss = lm_loss(model, blocks[idx].to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        loss = _adam_step(model, opt, blocks, batch_size, gen, device)
     return float(loss.detach())
+
+
+def _adam_step(model, opt, blocks: torch.Tensor, batch_size: int, gen: torch.Generator, device) -> torch.Tensor:
+    """One optimiser step of ``model`` on a random batch of ``batch_size`` rows of ``blocks`` (N, T + 1); returns
+    the batch loss (nats/token) before the step."""
+    idx = torch.randint(0, blocks.shape[0], (min(batch_size, blocks.shape[0]),), generator=gen)
+    loss = lm_loss(model, blocks[idx].to(device))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
 
 
 def reptile(model: torch.nn.Module, tokenizer, tasks: Sequence[Sequence[str]], cfg: ReptileConfig) -> ReptileResult:
@@ -197,10 +204,6 @@ def adaptation_curve(
         if step == steps:
             break
         model.train()
-        idx = torch.randint(0, train_blocks.shape[0], (min(batch_size, train_blocks.shape[0]),), generator=gen)
-        loss = lm_loss(model, train_blocks[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        _adam_step(model, opt, train_blocks, batch_size, gen, next(model.parameters()).device)
     model.eval()
     return curve
