@@ -203,5 +203,7 @@ def print_summary(summary) -> None:
     """Runs by status and one line per failed run of a ``orchestration.cli.daemon.LoopSummary``."""
     runs = ", ".join(f"{n} {status.lower()}" for status, n in sorted(summary.runs.items())) or "no runs"
     console.print(f"runs: {runs} ({summary.seconds:.0f} s)")
+    for line in summary.recovered:
+        console.print(f"  [yellow]retried[/yellow] {line} (a retry succeeded)")
     for line in summary.failures:
         console.print(f"  [red]failed[/red] {line}")

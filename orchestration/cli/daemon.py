@@ -21,7 +21,7 @@ from importlib import resources
 from pathlib import Path
 
 from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
-from dagster._core.storage.tags import PARENT_RUN_ID_TAG, WILL_RETRY_TAG
+from dagster._core.storage.tags import PARENT_RUN_ID_TAG, ROOT_RUN_ID_TAG, WILL_RETRY_TAG
 
 from orchestration.cli.homelock import HomeLock, die_with_parent, loop_env
 from orchestration.config.profiles import instance_yaml, profile_env
@@ -158,7 +158,8 @@ class LoopSummary:
     """What a ``run --until-idle`` session saw."""
 
     runs: dict[str, int] = field(default_factory=dict)  # status -> count, runs started during the session
-    failures: list[str] = field(default_factory=list)  # one line per failed run
+    failures: list[str] = field(default_factory=list)  # one line per failed run that no retry made good
+    recovered: list[str] = field(default_factory=list)  # one line per failed run whose retry (run_retries) succeeded
     seconds: float = 0.0
 
 
@@ -286,7 +287,8 @@ class Daemon:
             for run in runs:
                 summary.runs[run.status.value] = summary.runs.get(run.status.value, 0) + 1
                 if run.status == DagsterRunStatus.FAILURE:
-                    summary.failures.append(_failure_line(instance, run))
+                    line = _failure_line(instance, run)
+                    (summary.recovered if _retried_successfully(instance, run) else summary.failures).append(line)
         return summary
 
 
@@ -318,6 +320,15 @@ def _retries_pending(instance, within_s: float = 900.0) -> int:
         )
     )
     return sum(1 for run in failed if not instance.get_runs_count(RunsFilter(tags={PARENT_RUN_ID_TAG: run.run_id})))
+
+
+def _retried_successfully(instance, run) -> bool:
+    """Whether a later run of the same retry chain (``dagster/root_run_id``, set by run_retries and re-execution)
+    ended in SUCCESS: a killed run that Dagster retried to completion is recovered, not a failure."""
+    root = run.tags.get(ROOT_RUN_ID_TAG, run.run_id)
+    created = instance.get_run_record_by_id(run.run_id).create_timestamp
+    chain = instance.get_run_records(RunsFilter(tags={ROOT_RUN_ID_TAG: root}, statuses=[DagsterRunStatus.SUCCESS]))
+    return any(r.dagster_run.run_id != run.run_id and r.create_timestamp > created for r in chain)
 
 
 def _materializations_since(instance, asset: str, since: float) -> int:
