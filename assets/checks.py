@@ -1,9 +1,10 @@
 """Blocking Great Expectations checks on the window assets.
 
-Each check is partitioned like its asset (a check without ``partitions_def``
-would load every partition) and sits in the ``duckdb`` pool because it reads
-the warehouse. A failing blocking check fails the ingest run before
-``approved_window``, so the window never reaches training.
+Each check is partitioned like its asset (a check without ``partitions_def`` would load every partition) and
+reads the warehouse, so it runs in the ``duckdb`` pool. The checks of one asset share one step
+(``multi_asset_check``, ``can_subset``): one process step and one pool claim instead of one per check, with
+the same check names in the UI. A failing blocking check fails the ingest run before ``approved_window``, so
+the window never reaches training.
 """
 
 import warnings
@@ -13,6 +14,7 @@ import dagster as dg
 from assets.curate import curated_window
 from assets.ingest import raw_window
 from assets.specs import WINDOW_STEP
+from orchestration.partitions import windows_partitions
 from orchestration.pipeline import curate as steps
 from orchestration.resources import WarehouseResource
 
@@ -23,58 +25,55 @@ warnings.filterwarnings(
 )
 
 
-def _result(outcome) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(passed=outcome.passed, description=outcome.description, metadata=outcome.metadata)
+CURATED_CHECKS = {
+    "text_not_null": ("GX: no curated row has a null text.", False),
+    "text_length_bounds": ("GX: every curated text length is within the configured bounds.", True),
+    "window_not_empty": ("GX: the curated window has at least the configured minimum number of rows.", True),
+    "rows_conserved": ("Conservation: parsed raw rows = curated + quarantined rows.", False),
+    "window_expectations": (
+        "GX: window-level expectations of the curate suite (schema, row count, duplicate rate).",
+        False,
+    ),
+    "pii_free": ("Presidio re-scan: no detectable PII or secret remains in the curated window.", False),
+}
+"""Blocking checks on ``curated_window``: name -> (description, whether the step takes the home's settings).
+Each body is ``orchestration.pipeline.curate.<name>(warehouse, partition key[, settings])``."""
 
 
-def _curated_check(name: str, description: str, *, uses_settings: bool = False) -> dg.AssetChecksDefinition:
-    """A blocking check on ``curated_window`` whose body is ``orchestration.pipeline.curate.<name>`` on the
-    check's partition (plus the home's settings when ``uses_settings``)."""
-    step = getattr(steps, name)
-    resources = {"warehouse", "streamtune"} if uses_settings else {"warehouse"}
-
-    @dg.asset_check(
-        **WINDOW_STEP,
-        name=name,
-        asset=curated_window,
-        blocking=True,
-        description=description,
-        required_resource_keys=resources,
-    )
-    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        extra = (context.resources.streamtune.settings(),) if uses_settings else ()
-        return _result(step(context.resources.warehouse.warehouse(), context.partition_key, *extra))
-
-    return _check
-
-
-text_not_null = _curated_check("text_not_null", "GX: no curated row has a null text.")
-text_length_bounds = _curated_check(
-    "text_length_bounds", "GX: every curated text length is within the configured bounds.", uses_settings=True
+@dg.multi_asset_check(
+    name="curated_window_checks",
+    specs=[
+        dg.AssetCheckSpec(
+            name, asset=curated_window, blocking=True, description=description, partitions_def=windows_partitions
+        )
+        for name, (description, _) in CURATED_CHECKS.items()
+    ],
+    can_subset=True,
+    pool=WINDOW_STEP["pool"],
+    required_resource_keys={"warehouse", "streamtune"},
+    description="The blocking checks of curated_window, one step (one pool claim) for all of them.",
 )
-window_not_empty = _curated_check(
-    "window_not_empty",
-    "GX: the curated window has at least the configured minimum number of rows.",
-    uses_settings=True,
-)
-rows_conserved = _curated_check("rows_conserved", "Conservation: parsed raw rows = curated + quarantined rows.")
-window_expectations = _curated_check(
-    "window_expectations",
-    "GX: window-level expectations of the curate suite (schema, row count, duplicate rate).",
-)
-pii_free = _curated_check("pii_free", "Presidio re-scan: no detectable PII or secret remains in the curated window.")
+def curated_window_checks(context: dg.AssetCheckExecutionContext):
+    """Each selected check of ``CURATED_CHECKS`` on the step's partition; a failed one blocks approved_window."""
+    warehouse, settings = context.resources.warehouse.warehouse(), context.resources.streamtune.settings()
+    for key in sorted(context.selected_asset_check_keys, key=lambda k: list(CURATED_CHECKS).index(k.name)):
+        extra = (settings,) if CURATED_CHECKS[key.name][1] else ()
+        outcome = getattr(steps, key.name)(warehouse, context.partition_key, *extra)
+        yield dg.AssetCheckResult(
+            asset_key=key.asset_key,
+            check_name=key.name,
+            passed=outcome.passed,
+            description=outcome.description,
+            metadata=outcome.metadata,
+        )
 
 
-@dg.asset_check(
-    **WINDOW_STEP,
-    asset=raw_window,
-    blocking=True,
-    description="Every source line/row of the file is a parsed row or a reject.",
-)
-def source_rows_accounted(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    c = warehouse.warehouse().window_counts(context.partition_key)
+def _source_rows_accounted(counts) -> dg.AssetCheckResult:
+    c = counts
     ok = c.source_rows == c.parsed_rows + c.rejected_rows
     return dg.AssetCheckResult(
+        asset_key=raw_window.key,
+        check_name="source_rows_accounted",
         passed=ok,
         description=f"{c.source_rows} source rows = {c.parsed_rows} parsed + {c.rejected_rows} rejected"
         if ok
@@ -83,22 +82,44 @@ def source_rows_accounted(context: dg.AssetCheckExecutionContext, warehouse: War
     )
 
 
-@dg.asset_check(
-    **WINDOW_STEP, asset=raw_window, description="Warns when more than 5% of a file's lines cannot be parsed."
-)
-def reject_rate(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    c = warehouse.warehouse().window_counts(context.partition_key)
+def _reject_rate(counts) -> dg.AssetCheckResult:
+    c = counts
     rate = c.rejected_rows / c.source_rows if c.source_rows else 0.0
-    return dg.AssetCheckResult(passed=rate <= 0.05, severity=dg.AssetCheckSeverity.WARN, metadata={"reject_rate": rate})
+    return dg.AssetCheckResult(
+        asset_key=raw_window.key,
+        check_name="reject_rate",
+        passed=rate <= 0.05,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"reject_rate": rate},
+    )
 
 
-WINDOW_CHECKS = [
-    text_not_null,
-    text_length_bounds,
-    window_not_empty,
-    rows_conserved,
-    window_expectations,
-    pii_free,
-    source_rows_accounted,
-    reject_rate,
-]
+@dg.multi_asset_check(
+    name="raw_window_checks",
+    specs=[
+        dg.AssetCheckSpec(
+            "source_rows_accounted",
+            asset=raw_window,
+            blocking=True,
+            description="Every source line/row of the file is a parsed row or a reject.",
+            partitions_def=windows_partitions,
+        ),
+        dg.AssetCheckSpec(
+            "reject_rate",
+            asset=raw_window,
+            description="Warns when more than 5% of a file's lines cannot be parsed.",
+            partitions_def=windows_partitions,
+        ),
+    ],
+    can_subset=True,
+    pool=WINDOW_STEP["pool"],
+    description="The checks of raw_window (row accounting, reject rate), one step.",
+)
+def raw_window_checks(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
+    counts = warehouse.warehouse().window_counts(context.partition_key)
+    builders = {"source_rows_accounted": _source_rows_accounted, "reject_rate": _reject_rate}
+    for key in sorted(context.selected_asset_check_keys, key=lambda k: list(builders).index(k.name)):
+        yield builders[key.name](counts)
+
+
+WINDOW_CHECKS = [curated_window_checks, raw_window_checks]

@@ -17,6 +17,7 @@ from orchestration.config.settings import Settings, load_settings
 from orchestration.jobs import drift_report_job, finetune_job, ingest_job, monitor_job
 from orchestration.pipeline.trigger import new_window_sensor_enabled
 from orchestration.resources import build_resources
+from orchestration.run_workers import install as install_run_workers
 from orchestration.schedules import build_periodic_finetune
 from orchestration.sensors import (
     build_drift_sensor,
@@ -71,4 +72,6 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     )
 
 
-defs = build_definitions()
+_settings = load_settings()
+install_run_workers(_settings.run_workers)  # acts only in a Dagster code server (DagsterApiServer)
+defs = build_definitions(_settings)

@@ -58,7 +58,9 @@ def build_landing_sensor(interval_s: int) -> dg.SensorDefinition:
         if pruned:
             context.log.info(f"landing_archive_days = {settings.landing_archive_days:g}: deleted archived {pruned}")
         known = set(context.instance.get_dynamic_partitions(WINDOWS_PARTITION))
-        tick = LandingScanner.parse(context.cursor).tick(landing, known, symlinks=settings.landing_symlinks)
+        tick = LandingScanner.parse(context.cursor).tick(
+            landing, known, symlinks=settings.landing_symlinks, settle_s=settings.landing_settle_s
+        )
         for line in tick.reports:
             context.log.warning(line)
         if not tick.ready:

@@ -135,3 +135,17 @@ def land_and_wait(settings: Settings, source: Path, names: list[str], daemon) ->
     replay(source, settings.paths.landing, names=names)
     summary = daemon.wait_until_idle(timeout_s=900)
     assert summary.failures == [], summary.failures
+
+
+def is_run_worker(proc) -> bool:
+    """Whether a ``psutil.Process`` is a Dagster run worker: a child of the code server's fork server
+    (``orchestration.run_workers``) or, with ``run_workers = "spawn"``, a ``multiprocessing`` spawn child."""
+    if any("spawn_main" in part for part in proc.cmdline()):
+        return True
+    parent = proc.parent()  # the fork server: a forkserver process whose own parent (the code server) is not one;
+    grandparent = parent.parent() if parent is not None else None  # a worker's children share its command line
+    return _is_fork_server(parent) and not _is_fork_server(grandparent)
+
+
+def _is_fork_server(proc) -> bool:
+    return proc is not None and any("multiprocessing.forkserver" in part for part in proc.cmdline())

@@ -27,6 +27,7 @@ DEMO_SOURCE = REPO_ROOT / "data" / "demo"
 DEMO_SETTINGS = {
     "max_windows_per_update": 1,
     "landing_interval_s": 3,
+    "landing_settle_s": 0.0,  # `streamtune replay` lands each window by an atomic rename: no settle tick
     "finetune_trigger_interval_s": 3,
     "eval_fraction": 0.1,
     "retention_rows": 400,

@@ -72,8 +72,8 @@ DEFAULT_HOME = ".streamtune"
 SETTINGS_FILE = "streamtune.toml"
 SECTIONS = ("model", "train", "gate", "quality", "drift", "replay", "sources", "freshness", "alerts", "schedule")
 """Tables of ``streamtune.toml``; each becomes the ``Settings`` attribute of the same name."""
-NON_NEGATIVE = ("landing_archive_days", "run_outputs_retention_days")
-"""Top-level day counts that must be >= 0 (0 = no age limit)."""
+NON_NEGATIVE = ("landing_archive_days", "run_outputs_retention_days", "landing_settle_s")
+"""Top-level day counts and seconds that must be >= 0 (0 = no age limit; ``landing_settle_s``: no wait)."""
 LAUNCH_KEYS = ("launcher", "nproc")
 """``[train]`` keys that choose how the fine-tune is launched (``LaunchConfig``), not ``TrainConfig`` fields."""
 
@@ -228,6 +228,11 @@ class Settings:
     landing_symlinks: Literal["refuse", "inside"] = "refuse"
     """Symbolic links in ``landing/``: "refuse" (logged, never read), or "inside": accept one whose target
     is a regular file inside the landing folder."""
+    landing_settle_s: float = 60.0
+    """A closed landing file is handed out once its size and mtime held still between two landing-sensor ticks
+    (5 s or more apart), or at first sight when it was last modified at least this many seconds ago. 0: at
+    first sight always, for producers that write a temporary name and rename it when complete (``streamtune
+    replay``, the stream sources): saves one sensor tick (about 5 s) per window."""
     landing_archive_days: float = 30.0
     """Days a landing file stays in ``archive/landing/`` after it was archived; older ones are deleted by the
     landing sensor (``orchestration.sources.landing.prune_archive``). 0 = no age limit."""
@@ -253,6 +258,10 @@ class Settings:
     """Where users open the MLflow UI (``streamtune ui`` serves it here); Dagster metadata links to runs there."""
     owners: str = "team:ml-platform"
     """Comma-separated Dagster asset owners (e-mail addresses or ``team:<name>``)."""
+    run_workers: Literal["forkserver", "spawn"] = "forkserver"
+    """How the code server starts a run's process: "forkserver" forks it from a process that imported the
+    code location and its libraries once (``orchestration.run_workers``), "spawn" is Dagster's fresh interpreter
+    per run (slower by the import time, 3-5 s a run)."""
     samples_per_update: int = 3
     """Sample generations from each challenger shown in Dagster metadata and kept in MLflow (0 = none)."""
     model: ModelConfig = _default("model")
@@ -319,7 +328,7 @@ def load_settings(home: str | Path | None = None) -> Settings:
     for key in NON_NEGATIVE:
         if values.get(key, 0) < 0:
             where = f"STREAMTUNE_{key.upper()}" if f"STREAMTUNE_{key.upper()}" in os.environ else str(path)
-            raise SettingsError(f"{where}: {key} must be >= 0 (0 = no age limit), got {values[key]!r}")
+            raise SettingsError(f"{where}: {key} must be >= 0, got {values[key]!r}")
     return Settings(home=root, **values, **_parse_tables(data, str(path)))
 
 

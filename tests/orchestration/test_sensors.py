@@ -85,6 +85,24 @@ def test_landing_sensor_ignores_files_still_being_written(home):
         assert _tick(sensor, instance, home, None).run_requests == []
 
 
+@pytest.mark.parametrize("settle_s", [60.0, 0.0])
+def test_a_freshly_landed_file_waits_one_tick_unless_landing_settle_s_is_zero(tmp_path, settle_s):
+    from orchestration.sources.landing import land_file
+
+    home = tiny_home(tmp_path / "home", landing_settle_s=settle_s)
+    sensor = build_landing_sensor(1)
+    land_file(write_window(tmp_path / "stream", "s-01.jsonl", window_records(0, 3)), home.paths.landing)
+    with dg.instance_for_test() as instance:
+        first = _tick(sensor, instance, home, None)
+        second = _tick(sensor, instance, home, first.cursor)
+    if settle_s:  # first sight of a fresh file: settling; unchanged at the next tick: handed out
+        assert first.run_requests == [] and "just landed" in first.skip_message
+        assert [r.partition_key for r in second.run_requests] == ["s-01"]
+    else:  # an atomic-rename producer: handed out at first sight, once
+        assert [r.partition_key for r in first.run_requests] == ["s-01"]
+        assert second.run_requests == []
+
+
 def test_new_window_sensor_requests_a_finetune_per_approved_window(home):
     sensor = build_new_window_sensor(1)
     with dg.instance_for_test() as instance:

@@ -22,7 +22,7 @@ from dagster import DagsterRunStatus, RunsFilter
 from dagster._config import validate_config
 from dagster._core.instance.config import dagster_instance_config_schema
 from mlflow.tracking import MlflowClient
-from st_helpers import TINY_SETTINGS, tiny_home, window_records, write_window
+from st_helpers import TINY_SETTINGS, is_run_worker, tiny_home, window_records, write_window
 
 from orchestration.cli.daemon import Daemon, open_instance
 from orchestration.jobs import finetune_job
@@ -57,7 +57,7 @@ def _run_holding_slot(settings, timeout_s: float = 240.0) -> str:
 
 
 def _run_worker(daemon: Daemon) -> psutil.Process:
-    """The run worker: the code server's ``multiprocessing`` spawn child (DefaultRunLauncher)."""
+    """The run worker (DefaultRunLauncher): a child of the code server's fork server."""
     for _ in range(100):
         if workers := _run_workers(daemon):
             return workers[0]
@@ -84,10 +84,12 @@ def _kill_finetune_in_training(settings, daemon: Daemon, parent: str | None, tim
 
 
 def _run_workers(daemon: Daemon) -> list[psutil.Process]:
+    """The run workers under the daemon: the children of the code server's fork server
+    (``orchestration.run_workers``), or ``multiprocessing`` spawn children with ``run_workers = "spawn"``."""
     found = []
     for proc in psutil.Process(daemon.proc.pid).children(recursive=True):
         try:
-            if any("spawn_main" in part for part in proc.cmdline()):
+            if is_run_worker(proc):
                 found.append(proc)
         except psutil.NoSuchProcess:
             continue
