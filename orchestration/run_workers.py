@@ -10,6 +10,12 @@ machine that is 3-4 s of an ingest run and about 5 s of a fine-tune (issue 18's 
 instead, with ``PRELOAD`` imported once in the fork server (``multiprocessing.set_forkserver_preload``):
 each run worker is a ``fork()`` of that warm, single-threaded process and starts with everything imported.
 
+It pays off only where the code server lives long: ``dagster code-server start`` (the team profile's
+``streamtune-code`` service sets ``STREAMTUNE_RUN_WORKERS=forkserver``). ``dagster-daemon -m`` and ``dagster dev``
+replace their code server every 60 s (``dagster._daemon.controller.RELOAD_WORKSPACE_INTERVAL``), so each new fork
+server imports everything again (about 8 CPU-seconds) and on 2 cores that slowed the fine-tunes beside it more
+than the runs gained (issue 18, ``bench/results/freshness.md``); the default is therefore "spawn".
+
 Everything else is Dagster's own: the run worker runs ``start_run_in_subprocess`` as with spawn, reports
 through the same queue, is watched by the same ``is_alive`` check, cancelled through the same termination
 event, and run monitoring frees the pool slots of a killed one. Preloading only imports modules: no model,
@@ -17,7 +23,7 @@ no CUDA context and no thread pool exists in the fork server (CUDA would not sur
 
 The hook is one attribute of a private class, so it is guarded: ``install`` checks that the Dagster it runs
 under still sets ``_mp_ctx`` and leaves the spawn method in place (and says why) when it does not;
-``run_workers = "spawn"`` in ``streamtune.toml`` turns it off.
+``run_workers = "spawn"`` (the default) leaves Dagster alone.
 """
 
 from __future__ import annotations

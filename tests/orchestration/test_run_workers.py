@@ -5,11 +5,13 @@ import multiprocessing
 import pytest
 from dagster._grpc.server import DagsterApiServer
 
-import orchestration.definitions  # noqa: F401 - installs the hook, as in a code server
 from orchestration import run_workers
 
 
-def test_the_code_location_installs_the_fork_server_for_dagster_code_servers():
+def test_forkserver_hooks_dagster_code_servers(monkeypatch):
+    monkeypatch.setattr(DagsterApiServer, "_mp_ctx", None, raising=False)  # removed again after the test
+    monkeypatch.setattr(run_workers, "_installed", None)
+    assert run_workers.install("forkserver") == "forkserver"
     hook = DagsterApiServer.__dict__["_mp_ctx"]
     assert isinstance(hook, property)  # wins over the spawn context DagsterApiServer.__init__ sets
     context = hook.fget(object())
@@ -27,6 +29,7 @@ def test_every_preloaded_module_imports():
 
 def test_spawn_leaves_dagster_alone_and_an_unknown_method_is_refused(tmp_path):
     assert run_workers.install("spawn") == "spawn"
+    assert "_mp_ctx" not in DagsterApiServer.__dict__  # Dagster's own spawn context stays
     with pytest.raises(ValueError, match="forkserver' or 'spawn'"):
         run_workers.install("fork")
 
@@ -35,9 +38,9 @@ def test_run_workers_is_a_validated_setting(tmp_path):
     from orchestration.config.settings import load_settings, write_settings
     from orchestration.config.tables import SettingsError
 
-    write_settings(tmp_path, {"run_workers": "spawn"})
-    assert load_settings(tmp_path).run_workers == "spawn"
-    assert load_settings(tmp_path / "fresh").run_workers == "forkserver"
+    write_settings(tmp_path, {"run_workers": "forkserver"})
+    assert load_settings(tmp_path).run_workers == "forkserver"
+    assert load_settings(tmp_path / "fresh").run_workers == "spawn"
     write_settings(tmp_path, {"run_workers": "thread"})
     with pytest.raises(SettingsError, match="run_workers"):
         load_settings(tmp_path)

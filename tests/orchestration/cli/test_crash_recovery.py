@@ -144,11 +144,14 @@ def test_compose_publishes_ports_on_loopback_only():
 
 @pytest.mark.slow
 def test_sigkilled_run_worker_frees_its_pool_slot_and_the_loop_resumes(tmp_path):
-    settings = tiny_home(tmp_path / "home", max_windows_per_update=1, drift=DRIFT)
+    # run workers forked from the fork server (run_workers): the same recovery as with spawned ones
+    settings = tiny_home(tmp_path / "home", max_windows_per_update=1, drift=DRIFT, run_workers="forkserver")
     with Daemon(settings) as daemon:
         _land(tmp_path, settings)
         victim = _run_holding_slot(settings)
-        _run_worker(daemon).kill()  # OOM kill: no cleanup, the slot stays claimed by `victim`
+        worker = _run_worker(daemon)
+        assert not any("spawn_main" in part for part in worker.cmdline())  # forked, not spawned
+        worker.kill()  # OOM kill: no cleanup, the slot stays claimed by `victim`
         summary = daemon.wait_until_idle(timeout_s=900, settle_s=12)
     assert summary.failures == []  # the killed run is reported as retried (when created in the wait), not failed
     assert all(victim[:8] in line for line in summary.recovered)
