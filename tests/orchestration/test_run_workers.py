@@ -28,8 +28,9 @@ def test_every_preloaded_module_imports():
 
 
 def test_spawn_leaves_dagster_alone_and_an_unknown_method_is_refused(tmp_path):
+    before = DagsterApiServer.__dict__.get("_mp_ctx")
     assert run_workers.install("spawn") == "spawn"
-    assert "_mp_ctx" not in DagsterApiServer.__dict__  # Dagster's own spawn context stays
+    assert DagsterApiServer.__dict__.get("_mp_ctx") is before  # nothing changed
     with pytest.raises(ValueError, match="forkserver' or 'spawn'"):
         run_workers.install("fork")
 
@@ -38,9 +39,9 @@ def test_run_workers_is_a_validated_setting(tmp_path):
     from orchestration.config.settings import load_settings, write_settings
     from orchestration.config.tables import SettingsError
 
-    write_settings(tmp_path, {"run_workers": "forkserver"})
-    assert load_settings(tmp_path).run_workers == "forkserver"
-    assert load_settings(tmp_path / "fresh").run_workers == "spawn"
+    write_settings(tmp_path, {"run_workers": "spawn"})
+    assert load_settings(tmp_path).run_workers == "spawn"
+    assert load_settings(tmp_path / "fresh").run_workers == "forkserver"
     write_settings(tmp_path, {"run_workers": "thread"})
     with pytest.raises(SettingsError, match="run_workers"):
         load_settings(tmp_path)
