@@ -261,8 +261,8 @@ class Settings:
     run_workers: Literal["forkserver", "spawn"] = "forkserver"
     """How the code server starts a run's process: "forkserver" forks it from a process that imported the code
     location and its libraries once (``orchestration.run_workers``); "spawn" is Dagster's fresh interpreter per run,
-    which re-imports Dagster, GX, torch, transformers and MLflow in every run (bench/results/freshness.md against
-    freshness_forkserver.md: an ingest run 14.4 s against 4.5 s, freshness ratio 7.6 against 2.4)."""
+    which re-imports Dagster, GX, torch, transformers and MLflow in every run (bench/results/freshness_spawn.md
+    against freshness.md: an ingest run 14.4 s against 4.5 s, freshness ratio 7.6 against 2.4)."""
     samples_per_update: int = 3
     """Sample generations from each challenger shown in Dagster metadata and kept in MLflow (0 = none)."""
     model: ModelConfig = _default("model")
