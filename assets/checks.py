@@ -69,22 +69,19 @@ def curated_window_checks(context: dg.AssetCheckExecutionContext):
 
 
 def _source_rows_accounted(counts) -> dg.AssetCheckResult:
-    c = counts
-    ok = c.source_rows == c.parsed_rows + c.rejected_rows
+    source, parsed, rejected = counts.source_rows, counts.parsed_rows, counts.rejected_rows
+    ok = source == parsed + rejected
     return dg.AssetCheckResult(
         asset_key=raw_window.key,
         check_name="source_rows_accounted",
         passed=ok,
-        description=f"{c.source_rows} source rows = {c.parsed_rows} parsed + {c.rejected_rows} rejected"
-        if ok
-        else f"{c.source_rows} source rows != {c.parsed_rows} parsed + {c.rejected_rows} rejected",
-        metadata={"source_rows": c.source_rows, "parsed_rows": c.parsed_rows, "rejected_rows": c.rejected_rows},
+        description=f"{source} source rows {'=' if ok else '!='} {parsed} parsed + {rejected} rejected",
+        metadata={"source_rows": source, "parsed_rows": parsed, "rejected_rows": rejected},
     )
 
 
 def _reject_rate(counts) -> dg.AssetCheckResult:
-    c = counts
-    rate = c.rejected_rows / c.source_rows if c.source_rows else 0.0
+    rate = counts.rejected_rows / counts.source_rows if counts.source_rows else 0.0
     return dg.AssetCheckResult(
         asset_key=raw_window.key,
         check_name="reject_rate",

@@ -17,6 +17,7 @@ from orchestration.config.settings import Settings, load_settings
 from orchestration.jobs import drift_report_job, finetune_job, ingest_job, monitor_job
 from orchestration.pipeline.trigger import new_window_sensor_enabled
 from orchestration.resources import build_resources
+from orchestration.run_workers import in_code_server
 from orchestration.run_workers import install as install_run_workers
 from orchestration.schedules import build_periodic_finetune
 from orchestration.sensors import (
@@ -73,5 +74,6 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
 
 
 _settings = load_settings()
-install_run_workers(_settings.run_workers)  # acts only in a Dagster code server (DagsterApiServer)
+if in_code_server():  # the webserver, dg check, tests and the run workers leave Dagster alone
+    install_run_workers(_settings.run_workers)
 defs = build_definitions(_settings)

@@ -10,13 +10,15 @@ machine that is 3-4 s of an ingest run and about 5 s of a fine-tune (issue 18's 
 instead, with ``PRELOAD`` imported once in the fork server (``multiprocessing.set_forkserver_preload``):
 each run worker is a ``fork()`` of that warm, single-threaded process and starts with everything imported.
 
-``dagster-daemon -m`` and ``dagster dev`` replace their code server every 60 s
-(``dagster._daemon.controller.RELOAD_WORKSPACE_INTERVAL``), so each new code server starts its fork server at once,
-in a background thread, and the imports (about 8 CPU-seconds) overlap the wait for the next run instead of
-delaying it. Measured on the 12-window demo stream (``bench/freshness.py``, 2 idle cores): an ingest run 4.5 s
-from launch to success against 14.4 s spawned, fine-tune overhead 4.5 s against 14.2 s, and a backlog of
-queued runs (fine-tunes queued 171 s, median) that the spawned workers could not clear at one window a minute.
-A long-lived code server (``dagster code-server start``, the team profile) pays the imports once.
+Each code server starts its fork server at once, in a background thread, so that the imports (about 12
+CPU-seconds) overlap the wait for the first run instead of delaying it. The loop (``streamtune run`` / ``demo``,
+``orchestration.cli.daemon.Daemon``) keeps one code server for its whole life (``orchestration.cli.code_server``),
+so this happens once; ``dagster dev`` (``streamtune ui``) replaces its code server every 60 s
+(``dagster._daemon.controller.RELOAD_WORKSPACE_INTERVAL``) and pays it each time.
+
+Measured on the 12-window demo stream (``bench/freshness.py``, 2 idle cores): an ingest run 4.5 s from launch
+to success against 14.4 s spawned, fine-tune overhead 4.5 s against 14.2 s, and a backlog of queued runs
+(fine-tunes queued 171 s, median) that the spawned workers could not clear at one window a minute.
 
 Everything else is Dagster's own: the run worker runs ``start_run_in_subprocess`` as with spawn, reports
 through the same queue, is watched by the same ``is_alive`` check, cancelled through the same termination
@@ -48,6 +50,7 @@ PRELOAD = (
     "training.tracking",
     "training.evaluate",
     "training.modeling",
+    "orchestration.run_worker_preload",  # the PII engine built, matplotlib's pyplot (Agg): not only imports
 )
 """Modules the fork server imports once (a missing optional one is skipped by ``multiprocessing``)."""
 
@@ -86,7 +89,7 @@ def install(method: str = "forkserver") -> str:
     # a data descriptor on the class wins over the instance attribute __init__ sets
     DagsterApiServer._mp_ctx = property(lambda _self: context, lambda _self, _value: None)
     _installed = method
-    if _in_code_server():
+    if in_code_server():
         # start the fork server (and its imports) now, beside the code server's own start, not at the first run
         threading.Thread(
             target=multiprocessing.forkserver.ensure_running, name="forkserver-warmup", daemon=True
@@ -94,7 +97,7 @@ def install(method: str = "forkserver") -> str:
     return method
 
 
-def _in_code_server() -> bool:
+def in_code_server() -> bool:
     """Whether this process is a Dagster code server: ``dagster api grpc`` (what ``dagster-daemon``,
     ``dagster dev`` and ``dagster code-server start`` run)."""
     return sys.argv[1:3] == ["api", "grpc"]

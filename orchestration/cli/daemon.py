@@ -1,14 +1,16 @@
 """Run the real Dagster daemon (sensors, schedules, run queue, pools) over a streamtune home.
 
 ``streamtune run``, ``streamtune demo`` and the end-to-end tests drive the loop
-through exactly this code: write the instance config, start
-``dagster-daemon run -m orchestration.definitions`` with ``DAGSTER_HOME`` inside
+through exactly this code: write the instance config, start the loop's long-lived
+code server (``orchestration.cli.code_server``: ``dagster api grpc -m orchestration.definitions``)
+and ``dagster-daemon run -w <workspace.yaml>`` over it, with ``DAGSTER_HOME`` inside
 the home, and (for ``--until-idle``) watch the instance until nothing is left
 to do.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -23,6 +25,7 @@ from pathlib import Path
 from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster._core.storage.tags import PARENT_RUN_ID_TAG, ROOT_RUN_ID_TAG, WILL_RETRY_TAG
 
+from orchestration.cli.code_server import CodeServer, CodeServerError, workspace_yaml
 from orchestration.cli.homelock import HomeLock, die_with_parent, loop_env
 from orchestration.config.profiles import instance_yaml, profile_env
 from orchestration.config.settings import Settings
@@ -164,7 +167,8 @@ class LoopSummary:
 
 
 class Daemon:
-    """A ``dagster-daemon`` process over one home (context manager; stops the process group on exit).
+    """A ``dagster-daemon`` process and its code server over one home (context manager; stops their process
+    group on exit).
 
     Holds the home's ``HomeLock`` while open: a second ``Daemon`` (or ``streamtune run|demo|ui``) on the
     same home raises ``CliError``. At start it fails the runs a killed loop left behind
@@ -175,6 +179,11 @@ class Daemon:
         self.settings = settings
         self.log_path = log_path or settings.paths.logs / "dagster-daemon.log"
         self.proc: subprocess.Popen | None = None
+        """The ``dagster-daemon`` process."""
+        self.code_server: CodeServer | None = None
+        """The loop's long-lived code server (``orchestration.cli.code_server``)."""
+        self.pgid: int | None = None
+        """The process group of the daemon, the code server, its fork server and the run workers."""
         self.recovered: list[str] = []
         self.command = command
         self._lock: HomeLock | None = None
@@ -193,17 +202,24 @@ class Daemon:
     def _start(self) -> None:
         prepare_instance(self.settings)
         self.recovered = recover_orphaned_runs(self.settings)
-        exe = shutil.which("dagster-daemon", path=str(Path(sys.executable).parent)) or shutil.which("dagster-daemon")
-        if exe is None:
-            raise DaemonError("dagster-daemon not found: install streamtune into this environment (make install)")
+        daemon_exe, dagster_exe = _console_script("dagster-daemon"), _console_script("dagster")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        env = instance_env(self.settings)
+        self.code_server = CodeServer(dagster_exe, env, self.settings.home, self._log)
+        try:
+            self.code_server.start()
+        except CodeServerError as exc:
+            raise DaemonError(f"{exc}; log tail:\n{self._log_tail()}") from exc
+        self.pgid = self.code_server.pgid
+        workspace = self.settings.paths.dagster_home / "workspace.yaml"
+        workspace.write_text(workspace_yaml(self.code_server.port))
         self.proc = subprocess.Popen(
-            [exe, "run", "-m", "orchestration.definitions"],
-            env=instance_env(self.settings),
+            [daemon_exe, "run", "-w", str(workspace)],
+            env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
+            process_group=self.pgid,  # one killpg stops the daemon, the code server and the run workers
             preexec_fn=die_with_parent,  # a SIGKILLed parent leaves no daemon behind
             cwd=str(self.settings.home),
         )
@@ -212,13 +228,16 @@ class Daemon:
         self.stop()
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+        procs = [p for p in (self.proc, getattr(self.code_server, "proc", None)) if p is not None]
+        if self.pgid is not None and any(p.poll() is None for p in procs):
+            _killpg(self.pgid, signal.SIGTERM)
             try:
-                self.proc.wait(timeout=30)
+                for p in procs:
+                    p.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+                _killpg(self.pgid, signal.SIGKILL)
+                for p in procs:
+                    p.wait()
         if getattr(self, "_log", None):
             self._log.close()
             self._log = None
@@ -227,11 +246,14 @@ class Daemon:
             lock.__exit__(None, None, None)  # stops any process of the home still running
 
     def check_alive(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            tail = self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
-            raise DaemonError(
-                f"dagster-daemon exited (code {self.proc.returncode if self.proc else None}); log tail:\n{tail}"
-            )
+        for name, proc in (("dagster-daemon", self.proc), ("the code server", getattr(self.code_server, "proc", None))):
+            if proc is None or proc.poll() is not None:
+                raise DaemonError(
+                    f"{name} exited (code {proc.returncode if proc else None}); log tail:\n{self._log_tail()}"
+                )
+
+    def _log_tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
 
     def wait_until_idle(self, timeout_s: float = 3600.0, settle_s: float | None = None, progress=None) -> LoopSummary:
         """Block until every landed file has a partition, no run is queued or running, and
@@ -306,6 +328,19 @@ class LoopState:
     """Fine-tunes (challenger_model materializations) since waiting began."""
     training: dict | None
     """The running fine-tune's progress (``orchestration.pipeline.progress.read_progress``), or None."""
+
+
+def _console_script(name: str) -> str:
+    """Path of an installed console script, next to this interpreter first."""
+    exe = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    if exe is None:
+        raise DaemonError(f"{name} not found: install streamtune into this environment (make install)")
+    return exe
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # every process of the group has exited
+        os.killpg(pgid, sig)
 
 
 def _retries_pending(instance, within_s: float = 900.0) -> int:

@@ -34,7 +34,7 @@ from collections import Counter
 
 import polars as pl
 
-from quality.pii.engine import _engine, _kept
+from quality.pii.engine import _engine, _kept, build_engine
 from quality.pii.policy import (
     ACTIONS,
     ENTITIES,
@@ -67,6 +67,7 @@ __all__ = [
     "PendingScan",
     "PiiOutcome",
     "PiiPolicy",
+    "build_engine",
     "default_workers",
     "placeholder",
     "redact_rows",

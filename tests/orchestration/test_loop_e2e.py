@@ -1,6 +1,7 @@
 """End to end through the real Dagster daemon: the same code path as `streamtune demo` / `run --until-idle`."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -25,7 +26,15 @@ def test_three_windows_flow_through_sensor_ingest_finetune_and_registry(tmp_path
     with Daemon(settings) as daemon:
         replay(source, settings.paths.landing)
         summary = daemon.wait_until_idle(timeout_s=900)
+        server = (daemon.code_server.proc.pid, daemon.code_server.port)
     assert summary.failures == []
+    # one long-lived code server (orchestration.cli.code_server) launched every run, however long the loop ran:
+    # the daemon reached it through the workspace's grpc_server entry and did not start servers of its own
+    with open_instance(settings) as instance:
+        ports = {json.loads(r.tags[".dagster/grpc_info"])["port"] for r in instance.get_runs()}
+    assert ports == {server[1]}
+    starts = re.findall(r"Started Dagster code server .* in process (\d+)", daemon.log_path.read_text())
+    assert starts == [str(server[0])]
     assert summary.runs.get("SUCCESS", 0) >= 6  # 3 ingest + 3 fine-tune runs
 
     with duckdb.connect(str(settings.paths.warehouse), read_only=True) as con:

@@ -62,7 +62,7 @@ def _run_worker(daemon: Daemon) -> psutil.Process:
         if workers := _run_workers(daemon):
             return workers[0]
         time.sleep(0.1)
-    raise AssertionError("no run worker process found under the daemon")
+    raise AssertionError("no run worker process found under the code server")
 
 
 def _kill_finetune_in_training(settings, daemon: Daemon, parent: str | None, timeout_s: float = 600.0) -> str:
@@ -84,10 +84,10 @@ def _kill_finetune_in_training(settings, daemon: Daemon, parent: str | None, tim
 
 
 def _run_workers(daemon: Daemon) -> list[psutil.Process]:
-    """The run workers under the daemon: the children of the code server's fork server
+    """The run workers under the loop's code server: the children of its fork server
     (``orchestration.run_workers``), or ``multiprocessing`` spawn children with ``run_workers = "spawn"``."""
     found = []
-    for proc in psutil.Process(daemon.proc.pid).children(recursive=True):
+    for proc in psutil.Process(daemon.code_server.proc.pid).children(recursive=True):
         try:
             if is_run_worker(proc):
                 found.append(proc)
@@ -170,8 +170,9 @@ def test_whole_process_tree_killed_mid_ingest_then_restart_resumes(tmp_path):
     try:
         _land(tmp_path, settings)
         victim = _run_holding_slot(settings)
-        os.killpg(daemon.proc.pid, signal.SIGKILL)  # machine crash: daemon, code server and run worker at once
+        os.killpg(daemon.pgid, signal.SIGKILL)  # machine crash: daemon, code server and run worker at once
         daemon.proc.wait()
+        daemon.code_server.proc.wait()
     finally:
         daemon.stop()
     with open_instance(settings) as instance:
