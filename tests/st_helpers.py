@@ -8,6 +8,8 @@ from orchestration.config.settings import Settings, load_settings, write_setting
 TINY_SETTINGS = {
     "landing_interval_s": 1,
     "finetune_trigger_interval_s": 1,
+    # tests land windows with `replay` (an atomic rename) or before the sensor runs: no settle tick needed
+    "landing_settle_s": 0.0,
     "eval_fraction": 0.2,
     "retention_rows": 64,
     "model": {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32, "vocab_size": 300},
