@@ -61,6 +61,7 @@ def profile_metadata(out: ProfileOutcome) -> dict:
         "alpha": float(row["alpha"]),
         "reference_windows": dg.MetadataValue.json(row["reference_keys"]),
         "champion_version": row["champion_version"] or "",
+        "champion_scored": str(out.profile.info.get("champion_scored", "")),
         "mlflow_run_id": out.mlflow_run_id or "",
         "dagster/row_count": int(row["rows"]),
         # top emerging terms (Fightin' Words z), already through the PII redaction

@@ -4,9 +4,9 @@ No SQL here (``Warehouse`` methods) and no Dagster imports: ``assets/monitor.py`
 ``profile_and_record`` and turns its result into Dagster metadata.
 
 Order of work for one window (the DuckDB connection is never held during computation):
-read rows + reference + quarantine counts (one short connection) -> fetch the champion from the
-registry (cached under ``models/registry/v{N}``) -> embeddings, champion scoring, statistics ->
-confirm against the earlier windows' profiles (short read) -> write ``monitor.window_profile``
+read rows + reference + quarantine counts (one short connection) -> fetch the champion that had not seen the
+window (``scored_champion``) from the registry (cached under ``models/registry/v{N}``) -> embeddings, champion
+scoring, statistics -> confirm against the earlier windows' profiles (short read) -> write ``monitor.window_profile``
 (short write) -> one MLflow run in the ``<experiment>-drift`` experiment.
 """
 
@@ -51,6 +51,42 @@ def champion_dir(settings: Settings, registry) -> tuple[str | None, Path | None]
     if version is None:
         return None, None
     return version, registry.local_copy(version, settings.paths.models / "registry" / f"v{version}")
+
+
+def scored_champion(settings: Settings, registry, inputs: dict) -> tuple[str | None, Path | None, str]:
+    """The model version a window's model-based statistics score, its local copy, and why that one.
+
+    Prequential: the champion that had not seen the window. The drift profile and the fine-tune on the same
+    window are separate runs that the daemon may start in either order, so "the champion now" could already
+    be trained on the window (its bits/byte biased low) or not, depending on the order. Instead:
+
+    * no update trained on the window yet (``inputs["trained"]`` false): the current champion;
+    * else the first update's ``parent_version`` (``Warehouse.drift_inputs``): the champion before it, the
+      same version whichever run went first; ``(None, None)`` when that update had no parent (no champion
+      existed before the window);
+    * that parent retired by ``streamtune forget``, or gone from the registry: the current champion, and the
+      reason says so.
+
+    Args:
+        inputs: ``Warehouse.drift_inputs`` of the window.
+
+    Returns:
+        ``(version, directory, reason)``; ``(None, None, reason)`` for nothing to score.
+    """
+    if not inputs.get("trained"):
+        version, directory = champion_dir(settings, registry)
+        return version, directory, "current champion (no update has trained on the window yet)"
+    parent = inputs.get("pre_update_version")
+    if parent is None:
+        return None, None, "no champion existed before the first update on the window"
+    if not inputs.get("pre_update_retired"):
+        try:
+            dest = registry.local_copy(parent, settings.paths.models / "registry" / f"v{parent}")
+            return parent, dest, f"version {parent}, the champion before the first update on the window"
+        except Exception as exc:  # deleted from the registry: fall back, but say so
+            log.warning("pre-update champion v%s of the window is unavailable (%s); scoring the champion", parent, exc)
+    version, directory = champion_dir(settings, registry)
+    return version, directory, f"current champion (pre-update version {parent} is retired or unavailable)"
 
 
 def profile_row(
@@ -167,8 +203,9 @@ def profile_and_record(
 
         embedder = MiniLMEmbedder(threads=settings.train.threads or None)
     version, scorer = None, None
+    scored = "no registry"
     if registry is not None:
-        version, directory = champion_dir(settings, registry)
+        version, directory, scored = scored_champion(settings, registry, inputs)
         if directory is not None:
             scorer = ChampionScorer(directory)
     history = [{k: r.get(k) for k in STAT_NAMES} for r in warehouse.window_profiles(before=window_key).to_dicts()]
@@ -185,6 +222,7 @@ def profile_and_record(
         history=history,
         emerging_samples=emerging_samples(warehouse, inputs, cfg),
     )
+    profile.info["champion_scored"] = scored
     redact_emerging_terms(profile)  # before the reason (which names them) is built
     if inputs["pre_update_bpb"] is not None:
         profile.info["lm_bpb_pre_update"] = inputs["pre_update_bpb"]

@@ -34,7 +34,10 @@ class MonitorTables(Connector):
             ``earlier_windows`` (int, approved windows landed before this one), ``quarantine``
             (ref_quarantined, ref_total, cur_quarantined, cur_total) row counts, and
             ``pre_update_bpb`` (the champion's bits/byte on the window's held-out rows from an update
-            that trained on this window alone, else None).
+            that trained on this window alone, else None), ``trained`` (bool: some update in
+            ``train.updates`` trained on the window) and ``pre_update_version`` (the ``parent_version`` of the
+            first such update, the champion that had not seen the window; None when it had no parent) and
+            ``pre_update_retired`` (bool: that parent is in ``train.retired_versions``).
         """
         with self.connect() as con:
             order = con.execute(
@@ -71,6 +74,11 @@ class MonitorTables(Connector):
                 "AND champion_new_bpb IS NOT NULL ORDER BY created_at LIMIT 1",
                 [window_key],
             ).fetchall()
+            first = con.execute(
+                "SELECT parent_version, parent_version IN (SELECT model_version FROM train.retired_versions) "
+                "FROM train.updates WHERE list_contains(window_keys, ?) ORDER BY created_at LIMIT 1",
+                [window_key],
+            ).fetchall()
         return {
             "current": current,
             "reference": reference,
@@ -78,6 +86,9 @@ class MonitorTables(Connector):
             "earlier_windows": len(earlier),
             "quarantine": (rq, rt, cq, ct),
             "pre_update_bpb": float(pre[0][0]) if pre else None,
+            "trained": bool(first),
+            "pre_update_version": first[0][0] if first else None,
+            "pre_update_retired": bool(first and first[0][1]),
         }
 
     @staticmethod

@@ -162,7 +162,7 @@ CREATE TABLE IF NOT EXISTS monitor.window_profile (
     drift BOOLEAN NOT NULL,
     confirmed VARCHAR[] NOT NULL,
     reason VARCHAR NOT NULL,
-    champion_version VARCHAR,
+    champion_version VARCHAR,         -- the version scored: the champion before the first update on the window
     info VARCHAR,                     -- JSON: sizes, raw rates, seconds per part
     dagster_run_id VARCHAR,
     profiled_at TIMESTAMPTZ NOT NULL DEFAULT now()

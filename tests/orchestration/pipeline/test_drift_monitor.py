@@ -61,6 +61,7 @@ def test_window_profile_report_and_drift_sensor(home):
         for k in keys[1:]:
             md = profile(home, instance, k)
             assert md["drift"].value is False, md["reason"].value
+            assert md["champion_version"].value == "1"  # v2 trained on it: the champion before v2 is scored
         keys.append(ingest(home, instance, "s-04.jsonl", moved))
         md = profile(home, instance, keys[3])
         assert md["drift"].value is True, md["reason"].value
@@ -125,6 +126,29 @@ def test_window_profile_report_and_drift_sensor(home):
     assert len(runs) == 5  # one per profile materialization
     latest = max(runs, key=lambda r: r.info.start_time)
     assert latest.data.tags["streamtune.drift"] == "true" and "embedding_mmd2" in latest.data.metrics
+
+
+def test_a_window_scores_the_same_champion_whether_its_fine_tune_ran_first_or_not(home):
+    """The profile and the fine-tune of a window are separate runs in either order; the profile scores the
+    champion that had not seen the window both ways (prequential), so its statistics do not depend on the order."""
+    with dg.instance_for_test() as instance:
+        for i in range(2):
+            ingest(home, instance, f"s-0{i + 1}.jsonl", stable_records(i, 60))
+        assert dg.materialize(TRAINING_ASSETS, resources=build_resources(home), instance=instance).success  # v2
+        key = ingest(home, instance, "s-03.jsonl", stable_records(2, 60))
+        first = profile(home, instance, key)  # the profile ran first: v2 is the champion
+        assert dg.materialize(TRAINING_ASSETS, resources=build_resources(home), instance=instance).success  # v3
+        then = profile(home, instance, key)  # the fine-tune ran first: v3 (trained on s-03) is the champion
+    with duckdb.connect(str(home.paths.warehouse), read_only=True) as con:
+        moved = con.execute("SELECT model_version, parent_version, promoted FROM train.updates ORDER BY created_at")
+        assert moved.fetchall()[-1] == ("3", "2", True)
+    assert first["champion_version"].value == then["champion_version"].value == "2"
+    assert (
+        first["lm_bpb"].value == then["lm_bpb"].value
+        and first["bytes_per_token"].value == then["bytes_per_token"].value
+    )
+    assert "no update has trained" in first["champion_scored"].value
+    assert "the champion before the first update" in then["champion_scored"].value
 
 
 def test_retrain_on_drift_silences_the_new_window_sensor(tmp_path):
