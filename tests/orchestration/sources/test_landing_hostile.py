@@ -128,7 +128,7 @@ def test_a_symlink_is_ordered_by_itself_and_never_stalls_the_loop(tmp_path):
 
 
 def test_a_file_written_in_place_is_ingested_whole_once_it_holds_still(tmp_path):
-    home = tiny_home(tmp_path / "home")
+    home = tiny_home(tmp_path / "home", landing_settle_s=60.0)  # the default: a fresh file must hold still a tick
     landing = home.paths.landing
     records = window_records(0, 200)
     path = landing / "w-01.jsonl"
