@@ -164,6 +164,7 @@ class LoopSummary:
     failures: list[str] = field(default_factory=list)  # one line per failed run that no retry made good
     recovered: list[str] = field(default_factory=list)  # one line per failed run whose retry (run_retries) succeeded
     seconds: float = 0.0
+    idle_by: str = ""  # "sensor ticks" (every live sensor ticked after the loop went quiet) or "quiet time"
 
 
 class Daemon:
@@ -256,10 +257,13 @@ class Daemon:
         return self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
 
     def wait_until_idle(self, timeout_s: float = 3600.0, settle_s: float | None = None, progress=None) -> LoopSummary:
-        """Block until every landed file has a partition, no run is queued or running, and
-        that has held for ``settle_s`` seconds (long enough for every sensor to tick again).
+        """Block until every landed file has a partition, no run is queued or running, and that has held
+        until every live sensor finished a tick that started after the loop went quiet (``sensors_ticked_since``:
+        nothing is left for a sensor to request), or for ``settle_s`` seconds, whichever comes first.
 
         Args:
+            settle_s: the longest quiet time to wait for (default: 3 sensor intervals + 10 s); the fallback when
+                no sensor is ticking.
             progress: optional callable(LoopState), called about once a second.
 
         Raises:
@@ -275,8 +279,7 @@ class Daemon:
         with open_instance(self.settings) as instance:
             while True:
                 self.check_alive()
-                active = instance.get_runs_count(RunsFilter(statuses=[DagsterRunStatus[s] for s in ACTIVE_STATUSES]))
-                active += _retries_pending(instance)  # a crashed run whose retry run_retries has not launched yet
+                active = _active_runs(instance)
                 known = set(instance.get_dynamic_partitions(WINDOWS_PARTITION))
                 landed = {
                     window_key_for(f.name)
@@ -298,13 +301,17 @@ class Daemon:
                 if active == 0 and waiting == 0:
                     quiet_since = quiet_since or time.time()
                     if time.time() - quiet_since >= settle_s:
+                        idle_by = "quiet time"
+                        break
+                    if sensors_ticked_since(instance, quiet_since) and _active_runs(instance) == 0:
+                        idle_by = "sensor ticks"  # recounted after the ticks: a tick's runs exist before it completes
                         break
                 else:
                     quiet_since = None
                 if time.time() - start > timeout_s:
                     raise DaemonError(f"not idle after {timeout_s:.0f} s: {msg}")
                 time.sleep(1.0)
-            summary = LoopSummary(seconds=time.time() - start)
+            summary = LoopSummary(seconds=time.time() - start, idle_by=idle_by)
             runs = instance.get_runs(RunsFilter(created_after=_utc(start)))
             for run in runs:
                 summary.runs[run.status.value] = summary.runs.get(run.status.value, 0) + 1
@@ -312,6 +319,39 @@ class Daemon:
                     line = _failure_line(instance, run)
                     (summary.recovered if _retried_successfully(instance, run) else summary.failures).append(line)
         return summary
+
+
+def _active_runs(instance: DagsterInstance) -> int:
+    """Runs queued, starting, running or canceling, plus crashed runs whose retry has not been launched yet."""
+    active = instance.get_runs_count(RunsFilter(statuses=[DagsterRunStatus[s] for s in ACTIVE_STATUSES]))
+    return active + _retries_pending(instance)
+
+
+SENSOR_LIVE_S = 30.0
+"""A sensor whose latest tick started within this many seconds is live (the daemon is ticking it)."""
+
+
+def sensors_ticked_since(instance: DagsterInstance, since: float) -> bool:
+    """Whether every live sensor has a completed tick (success, skipped or failed) that started after ``since``
+    (epoch seconds). Dagster's sensor daemon creates a tick's runs and dynamic partitions before it marks the
+    tick completed, so once this holds for a moment when no run was active, no sensor has anything left to
+    request. False when no sensor is live (the caller then waits its fixed quiet time).
+
+    Reads the instance's instigator states and ticks (``DagsterInstance.all_instigator_state`` /
+    ``get_ticks``): about two small queries per sensor.
+    """
+    now, live = time.time(), 0
+    for state in instance.all_instigator_state():
+        if state.instigator_type.value != "SENSOR":
+            continue
+        latest = instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=1)
+        if not latest or latest[0].timestamp < now - SENSOR_LIVE_S:
+            continue
+        live += 1
+        after = instance.get_ticks(state.instigator_origin_id, state.selector_id, after=since)
+        if not any(t.is_completed for t in after):
+            return False
+    return live > 0
 
 
 @dataclass

@@ -28,6 +28,8 @@ def test_three_windows_flow_through_sensor_ingest_finetune_and_registry(tmp_path
         summary = daemon.wait_until_idle(timeout_s=900)
         server = (daemon.code_server.proc.pid, daemon.code_server.port)
     assert summary.failures == []
+    # idle once every sensor ticked after the last run ended, not after a fixed quiet time
+    assert summary.idle_by == "sensor ticks"
     # one long-lived code server (orchestration.cli.code_server) launched every run, however long the loop ran:
     # the daemon reached it through the workspace's grpc_server entry and did not start servers of its own
     with open_instance(settings) as instance:
@@ -77,5 +79,5 @@ def test_three_windows_flow_through_sensor_ingest_finetune_and_registry(tmp_path
 
     # restart: the daemon comes back over the same home and finds nothing new to do
     with Daemon(settings) as daemon:
-        again = daemon.wait_until_idle(timeout_s=300, settle_s=8)
-    assert again.runs == {}
+        again = daemon.wait_until_idle(timeout_s=300, settle_s=30)
+    assert again.runs == {} and again.idle_by == "sensor ticks"
