@@ -122,6 +122,11 @@ class HomePaths:
     def mlflow_tracking_uri(self) -> str:
         return f"sqlite:///{self.mlflow_db}"
 
+    def registry_copy(self, version: str) -> Path:
+        """The local copy of registered model version ``version`` (``ModelRegistry.local_copy``):
+        ``models/registry/v<version>``, shared by the fine-tune's parent and the drift monitor's scorer."""
+        return self.models / "registry" / f"v{version}"
+
     def ensure(self) -> HomePaths:
         for d in (self.root, self.landing, self.mlartifacts, self.dagster_home, self.snapshots, self.models, self.logs):
             d.mkdir(parents=True, exist_ok=True)

@@ -50,7 +50,7 @@ def champion_dir(settings: Settings, registry) -> tuple[str | None, Path | None]
     version = registry.version_for_alias("champion")
     if version is None:
         return None, None
-    return version, registry.local_copy(version, settings.paths.models / "registry" / f"v{version}")
+    return version, registry.local_copy(version, settings.paths.registry_copy(version))
 
 
 def scored_champion(settings: Settings, registry, inputs: dict) -> tuple[str | None, Path | None, str]:
@@ -81,7 +81,7 @@ def scored_champion(settings: Settings, registry, inputs: dict) -> tuple[str | N
         return None, None, "no champion existed before the first update on the window"
     if not inputs.get("pre_update_retired"):
         try:
-            dest = registry.local_copy(parent, settings.paths.models / "registry" / f"v{parent}")
+            dest = registry.local_copy(parent, settings.paths.registry_copy(parent))
             return parent, dest, f"version {parent}, the champion before the first update on the window"
         except Exception as exc:  # deleted from the registry: fall back, but say so
             log.warning("pre-update champion v%s of the window is unavailable (%s); scoring the champion", parent, exc)

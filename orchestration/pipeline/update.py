@@ -124,7 +124,7 @@ class _Plan:
 def _plan(settings: Settings, registry: ModelRegistry, manifest: SnapshotManifest, base_version: str) -> _Plan:
     """The parent (champion, else base), copied locally once under ``models/registry/v{N}``, and the work dirs."""
     parent = registry.version_for_alias("champion") or base_version
-    parent_dir = registry.local_copy(parent, settings.paths.models / "registry" / f"v{parent}")  # + train state
+    parent_dir = registry.local_copy(parent, settings.paths.registry_copy(parent))  # + train state
     launcher, nproc = settings.launch.launcher, settings.launch.nproc
     work_dir = settings.paths.models / "updates" / f"{manifest.snapshot_id}-from-v{parent}"
     guard = GeneralGuard.start(settings, registry, base_version, parent_dir, settings.train)
