@@ -183,8 +183,6 @@ class Daemon:
         """The ``dagster-daemon`` process."""
         self.code_server: CodeServer | None = None
         """The loop's long-lived code server (``orchestration.cli.code_server``)."""
-        self.pgid: int | None = None
-        """The process group of the daemon, the code server, its fork server and the run workers."""
         self.recovered: list[str] = []
         self.command = command
         self._lock: HomeLock | None = None
@@ -200,6 +198,14 @@ class Daemon:
             raise
         return self
 
+    @property
+    def pgid(self) -> int | None:
+        """The process group of the daemon, the code server, its fork server and the run workers (the code
+        server's pid, also while it is still starting); None before the code server was launched."""
+        if self.code_server is None or self.code_server.proc is None:
+            return None
+        return self.code_server.pgid
+
     def _start(self) -> None:
         prepare_instance(self.settings)
         self.recovered = recover_orphaned_runs(self.settings)
@@ -212,7 +218,6 @@ class Daemon:
             self.code_server.start()
         except CodeServerError as exc:
             raise DaemonError(f"{exc}; log tail:\n{self._log_tail()}") from exc
-        self.pgid = self.code_server.pgid
         workspace = self.settings.paths.dagster_home / "workspace.yaml"
         workspace.write_text(workspace_yaml(self.code_server.port))
         self.proc = subprocess.Popen(
@@ -258,8 +263,9 @@ class Daemon:
 
     def wait_until_idle(self, timeout_s: float = 3600.0, settle_s: float | None = None, progress=None) -> LoopSummary:
         """Block until every landed file has a partition, no run is queued or running, and that has held
-        until every live sensor finished a tick that started after the loop went quiet (``sensors_ticked_since``:
-        nothing is left for a sensor to request), or for ``settle_s`` seconds, whichever comes first.
+        until every live sensor that can request runs (``run_requesting_sensors``) finished a tick that started
+        after the loop went quiet (``sensors_ticked_since``: nothing is left for a sensor to request), or for
+        ``settle_s`` seconds, whichever comes first.
 
         Args:
             settle_s: the longest quiet time to wait for (default: 3 sensor intervals + 10 s); the fallback when
@@ -276,6 +282,7 @@ class Daemon:
         )
         start = time.time()
         quiet_since: float | None = None
+        requesters = run_requesting_sensors(self.settings)
         with open_instance(self.settings) as instance:
             while True:
                 self.check_alive()
@@ -303,7 +310,7 @@ class Daemon:
                     if time.time() - quiet_since >= settle_s:
                         idle_by = "quiet time"
                         break
-                    if sensors_ticked_since(instance, quiet_since) and _active_runs(instance) == 0:
+                    if sensors_ticked_since(instance, quiet_since, requesters) and _active_runs(instance) == 0:
                         idle_by = "sensor ticks"  # recounted after the ticks: a tick's runs exist before it completes
                         break
                 else:
@@ -331,18 +338,26 @@ SENSOR_LIVE_S = 30.0
 """A sensor whose latest tick started within this many seconds is live (the daemon is ticking it)."""
 
 
-def sensors_ticked_since(instance: DagsterInstance, since: float) -> bool:
-    """Whether every live sensor has a completed tick (success, skipped or failed) that started after ``since``
-    (epoch seconds). Dagster's sensor daemon creates a tick's runs and dynamic partitions before it marks the
-    tick completed, so once this holds for a moment when no run was active, no sensor has anything left to
-    request. False when no sensor is live (the caller then waits its fixed quiet time).
+def run_requesting_sensors(settings: Settings) -> frozenset[str]:
+    """Names of the code location's sensors that target a job, i.e. can request runs (the landing, new-window,
+    profile and drift sensors; not the alert and clean-up sensors, which tick every 10-30 s and request none)."""
+    from orchestration.definitions import build_definitions  # lazy: the assets and their libraries
+
+    return frozenset(s.name for s in build_definitions(settings).sensors if s.targets)
+
+
+def sensors_ticked_since(instance: DagsterInstance, since: float, names: frozenset[str]) -> bool:
+    """Whether every live sensor among ``names`` has a completed tick (success, skipped or failed) that started
+    after ``since`` (epoch seconds). Dagster's sensor daemon creates a tick's runs and dynamic partitions before
+    it marks the tick completed, so once this holds for a moment when no run was active, none of these sensors
+    has anything left to request. False when none of them is live (the caller then waits its fixed quiet time).
 
     Reads the instance's instigator states and ticks (``DagsterInstance.all_instigator_state`` /
     ``get_ticks``): about two small queries per sensor.
     """
     now, live = time.time(), 0
     for state in instance.all_instigator_state():
-        if state.instigator_type.value != "SENSOR":
+        if state.instigator_type.value != "SENSOR" or state.instigator_name not in names:
             continue
         latest = instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=1)
         if not latest or latest[0].timestamp < now - SENSOR_LIVE_S:

@@ -4,6 +4,7 @@ import dagster as dg
 import yaml
 from st_helpers import tiny_home
 
+from orchestration.cli.daemon import run_requesting_sensors
 from orchestration.definitions import build_definitions
 
 
@@ -20,6 +21,14 @@ def test_definitions_load_with_every_job_sensor_and_schedule(tmp_path):
         "run_failure_alert",
         "gate_alert_sensor",
         "run_outputs_cleanup",
+    }
+    # `until idle` waits for a fresh tick of the sensors that can request runs, not of the alert and clean-up
+    # sensors, whose 10-30 s intervals would outlast the quiet-time fallback
+    assert run_requesting_sensors(tiny_home(tmp_path)) == {
+        "landing_sensor",
+        "new_window_sensor",
+        "profile_sensor",
+        "drift_sensor",
     }
     assert defs.resolve_schedule_def("periodic_finetune").cron_schedule == "0 */6 * * *"
     graph = defs.resolve_asset_graph()
